@@ -1,0 +1,5 @@
+"""Flower classifier: data, training, OpenVINO conversion, inference and benchmarks.
+
+Plain Python with no UI imports; the Streamlit pages and the CLI (`python -m core`)
+both call into these modules.
+"""

@@ -1,0 +1,209 @@
+"""One predict interface over TensorFlow and OpenVINO.
+
+Every backend takes a uint8 NHWC batch (see `core.images.to_model_input`) and returns
+class probabilities. TensorFlow and OpenVINO are imported only by the backend that
+needs them, so a benchmark subprocess measures one runtime's memory alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import registry
+
+TF_MODES = ("serving", "predict")  # compiled tf.function vs Keras model.predict
+PRECISIONS = ("f32", "bf16", "f16", "default")  # "default": whatever the CPU plugin picks
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+@dataclass(frozen=True)
+class OVSettings:
+    """OpenVINO CPU settings. Defaults were chosen by measurement on a 2-vCPU machine:
+    CPU pinning made batch-1 latency bimodal there, so it is off; f32 keeps results
+    identical to TensorFlow's, bf16 is one explicit choice away."""
+
+    precision: str = "f32"
+    hint: str = "LATENCY"
+    streams: int | None = None
+    threads: int | None = None
+    pinning: bool = False
+    device: str = "CPU"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}")
+        if self.hint not in HINTS:
+            raise ValueError(f"hint must be one of {HINTS}")
+
+    def config(self) -> dict[str, Any]:
+        cfg: dict[str, Any] = {"PERFORMANCE_HINT": self.hint, "ENABLE_CPU_PINNING": self.pinning}
+        if self.precision != "default":
+            cfg["INFERENCE_PRECISION_HINT"] = self.precision
+        if self.streams is not None:
+            cfg["NUM_STREAMS"] = self.streams
+        if self.threads is not None:
+            cfg["INFERENCE_NUM_THREADS"] = self.threads
+        return cfg
+
+
+class Backend:
+    """Base: `predict(uint8 NHWC) -> probabilities`, plus what it ran with."""
+
+    variant: str
+    image_size: int
+    load_seconds: float = 0.0
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _check(self, images: np.ndarray) -> np.ndarray:
+        if images.ndim == 3:
+            images = images[None]
+        expected = (self.image_size, self.image_size, 3)
+        if images.shape[1:] != expected or images.dtype != np.uint8:
+            raise ValueError(f"expected uint8 images of shape (N, {expected}), got {images.dtype} {images.shape}")
+        return images
+
+
+class TensorFlowBackend(Backend):
+    def __init__(self, model_dir: Path, mode: str = "serving") -> None:
+        import tensorflow as tf
+
+        from core.training import load_keras
+
+        if mode not in TF_MODES:
+            raise ValueError(f"TensorFlow mode must be one of {TF_MODES}")
+        start = time.perf_counter()
+        meta = registry.read_metadata(model_dir)
+        self.variant = registry.TF_VARIANT if mode == "serving" else f"{registry.TF_VARIANT}-predict"
+        self.mode = mode
+        self.image_size = int(meta["image_size"])
+        self.model = load_keras(model_dir)
+        if tuple(self.model.input_shape[1:]) != (self.image_size, self.image_size, 3):
+            raise registry.ModelError(
+                f"model input {self.model.input_shape} does not match metadata image_size {self.image_size}"
+            )
+        spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
+        self._serve = tf.function(lambda x: self.model(tf.cast(x, tf.float32), training=False), input_signature=[spec])
+        self._lock = threading.Lock()  # Keras predict is not safe to call from several sessions at once
+        self.load_seconds = time.perf_counter() - start
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = self._check(images)
+        if self.mode == "predict":
+            with self._lock:
+                return self.model.predict(images.astype(np.float32), batch_size=len(images), verbose=0)
+        return self._serve(images).numpy()
+
+    def settings(self) -> dict[str, Any]:
+        import tensorflow as tf
+
+        return {
+            "runtime": "tensorflow",
+            "mode": self.mode,
+            "precision": "f32",
+            "intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads() or "auto",
+            "inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads() or "auto",
+            "shape": "dynamic batch",
+        }
+
+
+_core = None
+_core_lock = threading.Lock()
+
+
+def ov_core():
+    """One OpenVINO Core per process."""
+    global _core
+    with _core_lock:
+        if _core is None:
+            import openvino as ov
+
+            _core = ov.Core()
+        return _core
+
+
+def _plain(value: Any) -> Any:
+    """OpenVINO property values (ov.Type, enums) as plain JSON-friendly values: 'bf16', 'LATENCY'."""
+    if hasattr(value, "get_type_name"):
+        return value.get_type_name()
+    if hasattr(value, "name") and not isinstance(value, (str, bytes)):
+        return value.name
+    return value
+
+
+def device_info(device: str = "CPU") -> dict[str, Any]:
+    """What OpenVINO sees: the device, and the precision its plugin picks when none is asked for."""
+    core = ov_core()
+    return {
+        "device": device,
+        "name": core.get_property(device, "FULL_DEVICE_NAME"),
+        "default_precision": _plain(core.get_property(device, "INFERENCE_PRECISION_HINT")),
+        "capabilities": list(core.get_property(device, "OPTIMIZATION_CAPABILITIES")),
+    }
+
+
+class OpenVINOBackend(Backend):
+    def __init__(self, model_dir: Path, variant: str, settings: OVSettings | None = None,
+                 static_batch: int | None = None) -> None:
+        start = time.perf_counter()
+        meta = registry.read_metadata(model_dir)
+        self.variant = variant
+        self.image_size = int(meta["image_size"])
+        self.ov_settings = settings or OVSettings()
+        self.static_batch = static_batch
+        xml = registry.variant_path(model_dir, variant)
+        if not xml.exists():
+            raise registry.ModelError(f"{variant} is missing in {model_dir}; run `python -m core convert`")
+        core = ov_core()
+        model = core.read_model(xml)
+        shape = model.input(0).get_partial_shape()
+        if shape.rank.get_length() != 4 or [d.get_length() for d in list(shape)[1:]] != [self.image_size, self.image_size, 3]:
+            raise registry.ModelError(f"{xml} input {shape} does not match metadata image_size {self.image_size}")
+        if static_batch is not None:
+            model.reshape([static_batch, self.image_size, self.image_size, 3])
+        self.read_seconds = time.perf_counter() - start
+        compile_start = time.perf_counter()
+        self.compiled = core.compile_model(model, self.ov_settings.device, self.ov_settings.config())
+        self.compile_seconds = time.perf_counter() - compile_start
+        self.load_seconds = time.perf_counter() - start
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = self._check(images)
+        # A request per call: sessions of the app may predict on the same compiled model at once.
+        request = self.compiled.create_infer_request()
+        request.infer({0: images})
+        return request.get_output_tensor(0).data.copy()
+
+    def property(self, name: str) -> Any:
+        return _plain(self.compiled.get_property(name))
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "runtime": "openvino",
+            "device": self.ov_settings.device,
+            "requested": asdict(self.ov_settings),
+            "precision": self.property("INFERENCE_PRECISION_HINT"),
+            "hint": self.property("PERFORMANCE_HINT"),
+            "streams": self.property("NUM_STREAMS"),
+            "threads": self.property("INFERENCE_NUM_THREADS"),
+            "pinning": self.property("ENABLE_CPU_PINNING"),
+            "optimal_requests": self.property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"),
+            "shape": f"static batch {self.static_batch}" if self.static_batch else "dynamic batch",
+        }
+
+
+def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None = None,
+                 tf_mode: str = "serving", static_batch: int | None = None) -> Backend:
+    if variant == registry.TF_VARIANT:
+        return TensorFlowBackend(model_dir, tf_mode)
+    return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

@@ -1,0 +1,100 @@
+"""Keras model -> OpenVINO IR: FP32, FP16-compressed weights, and INT8 via NNCF.
+
+The IR takes uint8 NHWC images (PrePostProcessor converts them to f32 in the graph);
+pixel scaling is already inside the Keras model, so there is one copy of preprocessing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import registry
+from core.progress import Event, ProgressFn, ignore
+
+DEFAULT_CALIBRATION_SIZE = 300
+
+
+def keras_to_ov(model_dir: Path):
+    """Export the Keras model to a SavedModel and convert it to an `ov.Model` with a uint8 input."""
+    import openvino as ov
+    from openvino.preprocess import PrePostProcessor
+
+    from core.training import load_keras
+
+    meta = registry.read_metadata(model_dir)
+    size = int(meta["image_size"])
+    keras_model = load_keras(model_dir)
+    with tempfile.TemporaryDirectory(prefix="savedmodel-") as tmp:
+        keras_model.export(tmp, format="tf_saved_model", verbose=False)
+        # share_weights=False: the IR must not point into the temporary SavedModel.
+        ov_model = ov.convert_model(tmp, input=ov.PartialShape([-1, size, size, 3]), share_weights=False)
+    ppp = PrePostProcessor(ov_model)
+    ppp.input().tensor().set_element_type(ov.Type.u8).set_layout(ov.Layout("NHWC"))
+    ppp.input().preprocess().convert_element_type(ov.Type.f32)
+    ov_model = ppp.build()
+    ov_model.input(0).get_tensor().set_names({"image"})
+    ov_model.output(0).get_tensor().set_names({"probabilities"})
+    return ov_model
+
+
+def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = DEFAULT_CALIBRATION_SIZE):
+    """NNCF post-training quantization, calibrated on `calibration` (uint8 NHWC training images)."""
+    import nncf
+
+    samples = [calibration[i : i + 1] for i in range(len(calibration))]
+    return nncf.quantize(
+        ov_model,
+        nncf.Dataset(samples),
+        preset=nncf.QuantizationPreset.MIXED,
+        subset_size=min(subset_size, len(samples)),
+    )
+
+
+def convert(
+    model_dir: Path,
+    calibration: np.ndarray | None,
+    precisions: tuple[str, ...] = registry.IR_PRECISIONS,
+    progress: ProgressFn = ignore,
+    subset_size: int = DEFAULT_CALIBRATION_SIZE,
+) -> dict[str, Any]:
+    """Write the requested IR variants into `model_dir` and record them in its metadata."""
+    import openvino as ov
+
+    model_dir = Path(model_dir)
+    unknown = set(precisions) - set(registry.IR_PRECISIONS)
+    if unknown:
+        raise ValueError(f"unknown precision(s) {sorted(unknown)}; choose from {registry.IR_PRECISIONS}")
+    if "int8" in precisions and (calibration is None or len(calibration) == 0):
+        raise ValueError("INT8 quantization needs calibration images")
+    steps = len(precisions) + 1
+    progress(Event("convert", 0, steps, "exporting Keras model and converting to OpenVINO"))
+    start = time.perf_counter()
+    ov_model = keras_to_ov(model_dir)
+    record: dict[str, Any] = {"convert_seconds": round(time.perf_counter() - start, 2)}
+    for i, precision in enumerate(precisions, start=1):
+        progress(Event("convert", i, steps, f"writing {precision.upper()} IR"))
+        t0 = time.perf_counter()
+        if precision == "int8":
+            model = quantize_int8(ov_model, calibration, subset_size)
+            extra = {"calibration_images": min(subset_size, len(calibration)), "preset": "mixed", "tool": "nncf.quantize"}
+        else:
+            model, extra = ov_model, {}
+        registry.save_variant(
+            model_dir, precision,
+            lambda tmp, m=model, p=precision: ov.save_model(m, tmp / "model.xml", compress_to_fp16=(p == "fp16")),
+        )
+        variant = f"openvino-{precision}"
+        record[precision] = {
+            "seconds": round(time.perf_counter() - t0, 2),
+            "size_bytes": registry.variant_size_bytes(model_dir, variant),
+            "weights": {"fp32": "float32", "fp16": "float16 (compressed)", "int8": "int8 (NNCF PTQ)"}[precision],
+        } | extra
+    progress(Event("convert", steps, steps, "conversion done"))
+    meta = registry.read_metadata(model_dir)
+    registry.update_metadata(model_dir, {"openvino": meta.get("openvino", {}) | record})
+    return record

@@ -1,0 +1,110 @@
+"""Classifying photos with several backends side by side."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import registry
+from core.backends import Backend, OVSettings, load_backend
+from core.images import ImageError, open_image, to_model_input
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    probabilities: dict[str, float]
+    latency_ms: float
+
+    @property
+    def top_class(self) -> str:
+        return max(self.probabilities, key=self.probabilities.get)
+
+    def top_k(self, k: int) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+
+@dataclass
+class ImageResult:
+    name: str
+    results: dict[str, VariantResult] = field(default_factory=dict)
+    error: str | None = None
+    image: Any = None  # the decoded, upright PIL image, for display
+
+    @property
+    def agree(self) -> bool | None:
+        classes = {r.top_class for r in self.results.values()}
+        return None if not classes else len(classes) == 1
+
+    def table_row(self) -> dict[str, Any]:
+        """A flat row for the results table and its CSV download."""
+        row: dict[str, Any] = {"file": self.name}
+        if self.error:
+            return row | {"error": self.error}
+        for variant, r in self.results.items():
+            row[f"{variant} class"] = r.top_class
+            row[f"{variant} confidence"] = round(r.probabilities[r.top_class], 4)
+        row["agree"] = self.agree
+        for variant, r in self.results.items():
+            row[f"{variant} ms"] = round(r.latency_ms, 2)
+        return row
+
+    def to_dict(self) -> dict[str, Any]:
+        if self.error:
+            return {"file": self.name, "error": self.error}
+        return {
+            "file": self.name,
+            "agree": self.agree,
+            "results": {v: {"top_class": r.top_class, "probabilities": r.probabilities,
+                            "latency_ms": round(r.latency_ms, 3)} for v, r in self.results.items()},
+        }
+
+
+class Predictor:
+    """Loaded, warmed-up backends of one model; safe to share between app sessions."""
+
+    def __init__(self, model_dir: Path, variants: list[str] | None = None, ov_settings: OVSettings | None = None):
+        self.model_dir = Path(model_dir)
+        self.meta = registry.read_metadata(self.model_dir)
+        self.classes: list[str] = list(self.meta["classes"])
+        self.image_size = int(self.meta["image_size"])
+        self.ov_settings = ov_settings or OVSettings()
+        variants = variants or registry.available_variants(self.model_dir)
+        self.backends: dict[str, Backend] = {}
+        self.first_inference_ms: dict[str, float] = {}
+        warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
+        for variant in variants:
+            backend = load_backend(self.model_dir, variant, self.ov_settings)
+            t0 = time.perf_counter()
+            probs = backend.predict(warmup)
+            self.first_inference_ms[variant] = (time.perf_counter() - t0) * 1000
+            if probs.shape != (1, len(self.classes)):
+                raise registry.ModelError(
+                    f"{variant} returns {probs.shape[1]} classes but the metadata lists {len(self.classes)}"
+                )
+            self.backends[variant] = backend
+
+    def load_times(self) -> dict[str, dict[str, float]]:
+        return {v: {"load_s": b.load_seconds, "first_inference_ms": self.first_inference_ms[v]}
+                for v, b in self.backends.items()}
+
+    def classify(self, name: str, source: bytes | str | Path) -> ImageResult:
+        """Classify one photo with every backend; a bad file yields `error`, never an exception."""
+        try:
+            img = open_image(source)
+        except ImageError as exc:
+            return ImageResult(name, error=str(exc))
+        batch = to_model_input(img, self.image_size)[None]
+        result = ImageResult(name, image=img)
+        for variant, backend in self.backends.items():
+            t0 = time.perf_counter()
+            probs = backend.predict(batch)[0]
+            latency = (time.perf_counter() - t0) * 1000
+            result.results[variant] = VariantResult(
+                variant, {c: float(p) for c, p in zip(self.classes, probs)}, latency
+            )
+        return result

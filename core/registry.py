@@ -1,0 +1,221 @@
+"""Models on disk: one folder per model, written atomically.
+
+    models/<name>/metadata.json
+    models/<name>/model.keras
+    models/<name>/openvino/{fp32,fp16,int8}/model.{xml,bin}
+
+Every write goes to a hidden temporary folder or file beside its target and is then
+renamed into place, so a crash or a kill never leaves a half-written model listed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import shutil
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from core import paths
+
+DEFAULT_MODEL = "flowers-mobilenetv2"
+KERAS_FILE = "model.keras"
+METADATA_FILE = "metadata.json"
+TF_VARIANT = "tensorflow"
+IR_PRECISIONS = ("fp32", "fp16", "int8")
+VARIANTS = (TF_VARIANT,) + tuple(f"openvino-{p}" for p in IR_PRECISIONS)
+REQUIRED_KEYS = ("name", "arch", "classes", "image_size")
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+class ModelError(ValueError):
+    """A model that is missing, incomplete or does not match its metadata."""
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str
+    path: Path
+    metadata: dict[str, Any]
+
+    @property
+    def variants(self) -> list[str]:
+        return available_variants(self.path)
+
+
+def check_name(name: str) -> str:
+    if not _NAME_RE.match(name):
+        raise ModelError(
+            f"invalid model name {name!r}: use letters, digits, '.', '_' or '-' (at most 64, not starting with a symbol)"
+        )
+    return name
+
+
+def variant_path(model_dir: Path, variant: str) -> Path:
+    if variant == TF_VARIANT:
+        return Path(model_dir) / KERAS_FILE
+    precision = variant.removeprefix("openvino-")
+    if variant not in VARIANTS:
+        raise ModelError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    return Path(model_dir) / "openvino" / precision / "model.xml"
+
+
+def available_variants(model_dir: Path) -> list[str]:
+    return [v for v in VARIANTS if variant_path(model_dir, v).exists()]
+
+
+def variant_size_bytes(model_dir: Path, variant: str) -> int:
+    path = variant_path(model_dir, variant)
+    if variant == TF_VARIANT:
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
+
+
+def read_metadata(model_dir: Path) -> dict[str, Any]:
+    model_dir = Path(model_dir)
+    meta_path = model_dir / METADATA_FILE
+    if not meta_path.exists():
+        raise ModelError(f"{model_dir} is not a model folder (no {METADATA_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ModelError(f"{meta_path} is unreadable: {exc}") from exc
+    missing = [k for k in REQUIRED_KEYS if k not in meta]
+    if missing:
+        raise ModelError(f"{meta_path} lacks {', '.join(missing)}")
+    if not (model_dir / KERAS_FILE).exists():
+        raise ModelError(f"{model_dir} has metadata but no {KERAS_FILE}")
+    return meta
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=False, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def update_metadata(model_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:
+    meta = read_metadata(model_dir) | changes
+    write_json_atomic(Path(model_dir) / METADATA_FILE, meta)
+    return meta
+
+
+def _swap_in(tmp: Path, target: Path) -> None:
+    """Rename `tmp` onto `target`; an existing target is moved aside first, then removed."""
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a published model is readable like any file
+    old = None
+    if target.exists():
+        old = target.with_name(f".old-{target.name}-{os.getpid()}")
+        os.replace(target, old)
+    os.replace(tmp, target)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def save_model(name: str, fill: Callable[[Path], None], root: Path | None = None, overwrite: bool = False) -> Path:
+    """Create models/<name>: `fill(tmp_dir)` writes everything, then it is renamed in place."""
+    root = Path(root or paths.models_dir())
+    target = root / check_name(name)
+    if target.exists() and not overwrite:
+        raise ModelError(f"a model named {name!r} already exists")
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
+    try:
+        fill(tmp)
+        read_metadata(tmp)  # refuse to publish a folder that would not load
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
+    """Write openvino/<precision>/ atomically: `fill(tmp_dir)` must create model.xml there."""
+    target = Path(model_dir) / "openvino" / precision
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{precision}-", dir=target.parent))
+    try:
+        fill(tmp)
+        if not (tmp / "model.xml").exists():
+            raise ModelError(f"conversion to {precision} wrote no model.xml")
+        _swap_in(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+def remove_stale(root: Path | None = None) -> list[Path]:
+    """Delete temporary folders left behind by a killed process."""
+    root = Path(root or paths.models_dir())
+    if not root.is_dir():
+        return []
+    stale = [*root.rglob(".tmp-*"), *root.rglob(".old-*")]
+    for p in stale:
+        if p.is_dir():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
+
+
+def list_models(root: Path | None = None) -> list[ModelEntry]:
+    """Complete models only, the default first; broken folders are skipped."""
+    root = Path(root or paths.models_dir())
+    entries = []
+    if root.is_dir():
+        for d in sorted(root.iterdir()):
+            if not d.is_dir() or d.name.startswith("."):
+                continue
+            try:
+                entries.append(ModelEntry(d.name, d, read_metadata(d)))
+            except ModelError:
+                continue
+    return sorted(entries, key=lambda e: (e.name != DEFAULT_MODEL, e.name))
+
+
+def resolve_model_dir(name_or_path: str | Path | None = None, root: Path | None = None) -> Path:
+    """A model folder from a name in the registry or a path; the default model if None."""
+    if name_or_path is None:
+        name_or_path = DEFAULT_MODEL
+    candidate = Path(name_or_path)
+    if not candidate.is_dir():
+        candidate = Path(root or paths.models_dir()) / str(name_or_path)
+    read_metadata(candidate)
+    return candidate
+
+
+def delete_model(name: str, root: Path | None = None) -> None:
+    target = Path(root or paths.models_dir()) / check_name(name)
+    if not target.is_dir():
+        raise ModelError(f"no model named {name!r}")
+    trash = target.with_name(f".old-{name}-{os.getpid()}")
+    os.replace(target, trash)  # unlisted at once, even if the removal below is interrupted
+    shutil.rmtree(trash, ignore_errors=True)
+
+
+def zip_model(model_dir: Path) -> bytes:
+    """The whole model folder (Keras, IR variants, metadata) as zip bytes, for download."""
+    model_dir = Path(model_dir)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for f in sorted(model_dir.rglob("*")):
+            rel = f.relative_to(model_dir)
+            if f.is_file() and not any(part.startswith(".") for part in rel.parts):
+                zf.write(f, Path(model_dir.name) / rel)
+    return buf.getvalue()

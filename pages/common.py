@@ -1,0 +1,52 @@
+"""UI helpers shared by the pages: the model selector and cached, warmed-up models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from core import registry
+from core.backends import OVSettings
+from core.predict import Predictor
+
+MODEL_KEY = "model_name"
+
+
+def models() -> list[registry.ModelEntry]:
+    return registry.list_models()
+
+
+def model_selector() -> registry.ModelEntry | None:
+    """The sidebar model picker; its choice is kept in session state across pages."""
+    entries = models()
+    if not entries:
+        st.sidebar.error("No model found in `models/`. Train one on the Train page or with `python -m core train`.")
+        return None
+    names = [e.name for e in entries]
+    if st.session_state.get(MODEL_KEY) not in names:
+        st.session_state[MODEL_KEY] = names[0]
+    # A copy of the value under a non-widget key survives page switches (widget state does not).
+    choice = st.sidebar.selectbox("Model", names, index=names.index(st.session_state[MODEL_KEY]),
+                                  help="The shipped model, plus any you trained.")
+    st.session_state[MODEL_KEY] = choice
+    return entries[names.index(choice)]
+
+
+def active_model() -> registry.ModelEntry | None:
+    entries = {e.name: e for e in models()}
+    return entries.get(st.session_state.get(MODEL_KEY)) or next(iter(entries.values()), None)
+
+
+def _stamp(model_dir: Path) -> float:
+    """Changes when a model is re-converted, so the cache reloads it."""
+    return (model_dir / registry.METADATA_FILE).stat().st_mtime
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading and compiling the model (once per server)...")
+def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, stamp: float) -> Predictor:
+    return Predictor(Path(model_dir), list(variants), settings)
+
+
+def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
+    return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))

@@ -1,0 +1,65 @@
+"""Home: what the app does and the active model's card."""
+
+import pandas as pd
+import streamlit as st
+
+from core import evaluate
+from core.backends import OVSettings, device_info
+from pages.common import active_model, predictor
+
+st.title("🌼 Flower classifier: TensorFlow → OpenVINO")
+st.markdown(
+    """
+Train a flower classifier, convert it to **OpenVINO IR** (FP32, FP16, INT8), check that every
+variant still gives TensorFlow's answers, and measure the speed-up honestly.
+
+- **Predict** — upload photos or use the camera; TensorFlow and OpenVINO answer side by side.
+- **Benchmark** — sweeps over test and batch sizes, each backend in its own process.
+- **Train** — train on `flower_photos` or on your own photos, then convert and quantize.
+"""
+)
+
+entry = active_model()
+if entry is None:
+    st.warning("No model yet: train one on the Train page or with `python -m core train`.")
+    st.stop()
+
+meta = entry.metadata
+st.header(f"Model: `{entry.name}`")
+arch = meta["arch"] + (f" (alpha {meta['alpha']})" if meta.get("alpha") else "")
+cols = st.columns(4)
+cols[0].metric("Architecture", arch)
+cols[1].metric("Input", f"{meta['image_size']}×{meta['image_size']} RGB")
+cols[2].metric("Classes", len(meta["classes"]))
+cols[3].metric("Training images", meta.get("data", {}).get("split", {}).get("train", "?"))
+st.write("**Classes:** " + ", ".join(meta["classes"]))
+st.caption(f"Preprocessing: {meta.get('preprocessing', '?')}")
+
+st.subheader("Variants")
+table = evaluate.variant_table(entry.path)
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns
+                            if "accuracy" in c or "agreement" in c})
+n_val = meta.get("accuracy", {}).get("val", {}).get("n_images")
+if n_val:
+    n_test = meta.get("accuracy", {}).get("test", {}).get("n_images")
+    st.caption(f"Accuracy on the model's validation split ({n_val} images)"
+               + (f" and on a held-out split never used for model selection ({n_test} images)." if n_test else "."))
+
+st.subheader("Runtime")
+info = device_info()
+settings = OVSettings()
+ov_variants = [v for v in entry.variants if v.startswith("openvino")]
+used = predictor(entry, ov_variants[:1], settings).backends[ov_variants[0]].settings() if ov_variants else {}
+st.markdown(
+    f"- OpenVINO device: **{info['device']}** — {info['name']}\n"
+    f"- Precision the CPU plugin picks by default: **{info['default_precision']}**"
+    f" (capabilities: {', '.join(info['capabilities'])})\n"
+    + (f"- Precision this app runs OpenVINO in: **{used['precision']}** (hint {used['hint']}, "
+       f"{used['streams']} stream(s), {used['threads']} threads, CPU pinning {used['pinning']}); "
+       "bf16 is one switch away on the Predict page.\n" if used else "")
+)
+st.subheader("Library versions")
+st.dataframe(pd.DataFrame([meta.get("versions", {})]), hide_index=True)
+if meta.get("training"):
+    st.caption(f"Trained in {meta['training']['seconds']:.0f} s with `{meta['training']['command']}`")

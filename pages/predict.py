@@ -1,0 +1,67 @@
+"""Predict: upload photos (or use the camera) and compare TensorFlow and OpenVINO."""
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+
+from core import charts, images
+from core.backends import PRECISIONS, OVSettings
+from core.predict import ImageResult
+from pages.common import active_model, predictor
+
+st.title("🔍 Predict")
+entry = active_model()
+if entry is None:
+    st.warning("No model available.")
+    st.stop()
+
+with st.sidebar:
+    variants = st.multiselect("Backends", entry.variants, default=entry.variants)
+    precision = st.selectbox(
+        "OpenVINO precision", PRECISIONS, index=PRECISIONS.index("f32"),
+        help="f32 matches TensorFlow exactly; 'default' lets the CPU plugin choose (bf16 on CPUs that have it).",
+    )
+    top_k = st.slider("Top-k", 1, len(entry.metadata["classes"]), min(3, len(entry.metadata["classes"])))
+
+uploads = st.file_uploader(
+    "Photos", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES], accept_multiple_files=True,
+    help="jpg, png, webp, bmp, gif (first frame). EXIF orientation is honoured.",
+)
+use_camera = st.toggle("Use the camera")
+shot = st.camera_input("Take a photo") if use_camera else None
+files = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
+
+if not variants:
+    st.info("Choose at least one backend in the sidebar.")
+    st.stop()
+model = predictor(entry, variants, OVSettings(precision=precision))
+with st.expander("Load and first-call times (once per server process)"):
+    st.dataframe(pd.DataFrame(model.load_times()).T.rename(
+        columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"}))
+if not files:
+    st.info("Upload one or more flower photos to see every backend's answer.")
+    st.stop()
+
+results: list[ImageResult] = [model.classify(name, data) for name, data in files]
+for r in results:
+    with st.container(border=True):
+        if r.error:
+            st.error(f"**{r.name}**: {r.error}")
+            continue
+        left, right = st.columns([1, 2])
+        left.image(r.image, caption=r.name, width="stretch")
+        with right:
+            tf_answer = next(iter(r.results.values())).top_class
+            if r.agree:
+                st.success(f"**{tf_answer}** — all {len(r.results)} backends agree")
+            else:
+                st.warning("Backends disagree: " + ", ".join(f"{v}: {x.top_class}" for v, x in r.results.items()))
+            fig: go.Figure = charts.topk_bars(r.results, top_k)
+            st.plotly_chart(fig, width="stretch", key=f"chart-{r.name}-{id(r)}")
+            st.caption(" · ".join(f"{v}: {x.latency_ms:.1f} ms" for v, x in r.results.items()))
+
+if len(results) > 1:
+    st.subheader("All results")
+    table = pd.DataFrame([r.table_row() for r in results])
+    st.dataframe(table, hide_index=True, width="stretch")
+    st.download_button("Download CSV", table.to_csv(index=False), "predictions.csv", "text/csv")

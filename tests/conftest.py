@@ -1,0 +1,92 @@
+"""Shared fixtures. Environment is set before anything imports Keras (it reads KERAS_HOME once)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+MINI_ARCHIVE = SHARED / "flowers" / "flower_photos_mini.tgz"
+WEIGHTS = SHARED / "keras_weights"
+
+_session_tmp = Path(tempfile.mkdtemp(prefix="flowers-tests-"))
+_keras_home = _session_tmp / "keras"
+(_keras_home / "models").mkdir(parents=True)
+if WEIGHTS.is_dir():
+    for f in WEIGHTS.glob("*.h5"):
+        (_keras_home / "models" / f.name).symlink_to(f)
+os.environ["KERAS_HOME"] = str(_keras_home)
+os.environ["FLOWERS_CACHE_DIR"] = str(_session_tmp / "cache")
+os.environ["FLOWERS_RESULTS_DIR"] = str(_session_tmp / "results")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+needs_mini = pytest.mark.skipif(not MINI_ARCHIVE.exists(), reason=f"{MINI_ARCHIVE} not present (CI has it)")
+needs_weights = pytest.mark.skipif(not any(WEIGHTS.glob("*.h5")), reason=f"no ImageNet weights in {WEIGHTS}")
+
+# Three classes a small network separates in one epoch: dominant red, green or blue.
+COLOURS = {"reds": (200, 40, 40), "greens": (40, 180, 60), "blues": (40, 60, 200)}
+
+
+def colour_image(rgb: tuple[int, int, int], seed: int, size: int = 64) -> Image.Image:
+    rng = np.random.default_rng(seed)
+    arr = np.clip(np.array(rgb) + rng.normal(0, 25, (size, size, 3)), 0, 255).astype(np.uint8)
+    return Image.fromarray(arr)
+
+
+def make_dataset(root: Path, per_class: int = 12, classes: dict | None = None) -> Path:
+    for i, (name, rgb) in enumerate((classes or COLOURS).items()):
+        folder = root / name
+        folder.mkdir(parents=True, exist_ok=True)
+        for j in range(per_class):
+            colour_image(rgb, seed=100 * i + j).save(folder / f"{name}_{j}.jpg", quality=90)
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> Path:
+    return make_dataset(tmp_path_factory.mktemp("tiny") / "colours")
+
+
+@pytest.fixture(scope="session")
+def models_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tiny_dataset, models_root) -> Path:
+    """A small MobileNetV2 (random init, 96 px) trained for one epoch, with all three IR variants."""
+    from core import convert, data, evaluate, training
+
+    cfg = training.TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=96, epochs=1, weights=None,
+                               batch_size=8, val_fraction=0.25)
+    path = training.train(tiny_dataset, cfg, "tiny", models_root)
+    parts = data.split(data.scan(tiny_dataset), 0.25, 0.0, cfg.seed)
+    calibration, _, _ = data.load_arrays(parts.train, 96)
+    convert.convert(path, calibration, subset_size=16)
+    evaluate.validate(path, parts)
+    return path
+
+
+@pytest.fixture(scope="session")
+def shipped_model() -> Path:
+    from core import registry
+
+    path = ROOT / "models" / registry.DEFAULT_MODEL
+    if not (path / registry.METADATA_FILE).exists():
+        pytest.fail(f"the shipped model {path} is missing")
+    return path
+
+
+def mini_photo(cls: str, index: int = 0) -> bytes:
+    """A real photo of `cls` read straight from the mini archive (never copied into the repo)."""
+    import tarfile
+
+    with tarfile.open(MINI_ARCHIVE) as tf:
+        names = sorted(m.name for m in tf.getmembers() if m.isfile() and f"/{cls}/" in m.name and m.name.endswith(".jpg"))
+        return tf.extractfile(names[index]).read()

@@ -1,0 +1,53 @@
+"""The pages through Streamlit's AppTest, on the shipped model."""
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT, mini_photo, needs_mini
+
+APP = str(ROOT / "streamlit_app.py")
+
+
+def start(page: str | None = None) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=180).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_home_shows_the_model_card(shipped_model):
+    at = start()
+    assert at.title[0].value.startswith("🌼")
+    text = " ".join(m.value for m in at.markdown)
+    assert "daisy, dandelion, roses, sunflowers, tulips" in text
+    assert "Precision the CPU plugin picks by default" in text
+    assert "Precision this app runs OpenVINO in: **f32**" in text
+    variants = at.dataframe[0].value
+    assert list(variants["variant"]) == ["tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8"]
+    assert (variants["val accuracy"] > 0.85).all()
+    assert at.sidebar.selectbox[0].value == "flowers-mobilenetv2"
+
+
+@needs_mini
+@pytest.mark.parametrize("cls", ["daisy", "sunflowers"])
+def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_model, cls):
+    at = start("pages/predict.py")
+    at.file_uploader[0].set_value([
+        (f"{cls}.jpg", mini_photo(cls), "image/jpeg"),
+        ("broken.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg"),
+        ("empty.png", b"", "image/png"),
+    ]).run()
+    assert not at.exception, at.exception
+    assert [s.value for s in at.success] == [f"**{cls}** — all 4 backends agree"]
+    errors = [e.value for e in at.error]
+    assert any("broken.jpg" in e and "corrupt" in e for e in errors)
+    assert any("empty.png" in e and "empty" in e for e in errors)
+    table = at.dataframe[-1].value
+    assert list(table["file"]) == [f"{cls}.jpg", "broken.jpg", "empty.png"]
+    assert table.loc[0, "openvino-int8 class"] == cls
+
+
+def test_predict_without_upload_invites_one(shipped_model):
+    at = start("pages/predict.py")
+    assert any("Upload one or more flower photos" in i.value for i in at.info)

@@ -1,0 +1,111 @@
+"""Real TensorFlow training and OpenVINO compilation on small data."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import make_dataset
+from core import registry, training
+from core.backends import OVSettings, device_info, load_backend
+from core.progress import Cancelled, CancelToken
+
+
+def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
+    events = []
+    cfg = training.TrainConfig(arch="tutorial_cnn", image_size=64, epochs=2, batch_size=8)
+    path = training.train(tiny_dataset, cfg, "cnn", tmp_path, progress=events.append)
+    meta = registry.read_metadata(path)
+    assert meta["classes"] == ["blues", "greens", "reds"] and meta["image_size"] == 64
+    assert [row["epoch"] for row in meta["history"]] == [1, 2]
+    assert meta["data"]["split"]["train"] + meta["data"]["split"]["val"] == 36
+    assert {"batch", "epoch", "saved"} <= {e.stage for e in events}
+    # Colours are trivially separable: two epochs must beat chance (1/3) clearly.
+    assert meta["accuracy"]["val"]["tensorflow"] > 0.6
+    model = training.load_keras(path)
+    assert model.output_shape == (None, 3)
+
+
+def test_cancel_stops_training_and_saves_nothing(tiny_dataset, tmp_path):
+    token = CancelToken()
+
+    def cancel_on_first_batch(event):
+        if event.stage == "batch":
+            token.cancel()
+
+    cfg = training.TrainConfig(arch="tutorial_cnn", image_size=32, epochs=5, batch_size=4)
+    with pytest.raises(Cancelled):
+        training.train(tiny_dataset, cfg, "cancelled", tmp_path, progress=cancel_on_first_batch, cancel=token)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_all_variants_exist_and_agree_with_tensorflow(tiny_model):
+    assert registry.available_variants(tiny_model) == list(registry.VARIANTS)
+    meta = registry.read_metadata(tiny_model)
+    agreement = meta["agreement_with_tf"]["val"]
+    assert agreement["openvino-fp32"]["top1"] == 1.0
+    assert agreement["openvino-fp32"]["max_prob_diff"] < 1e-4
+    assert agreement["openvino-fp16"]["max_prob_diff"] < 0.05
+    sizes = {v: registry.variant_size_bytes(tiny_model, v) for v in registry.VARIANTS}
+    assert sizes["openvino-int8"] < sizes["openvino-fp16"] < sizes["openvino-fp32"]
+
+
+def test_backends_take_uint8_and_return_probabilities(tiny_model):
+    batch = np.random.default_rng(0).integers(0, 255, (5, 96, 96, 3), dtype=np.uint8)
+    tf_probs = load_backend(tiny_model, "tensorflow").predict(batch)
+    ov_probs = load_backend(tiny_model, "openvino-fp32").predict(batch)
+    assert tf_probs.shape == ov_probs.shape == (5, 3)
+    np.testing.assert_allclose(ov_probs.sum(1), 1, atol=1e-5)
+    np.testing.assert_allclose(ov_probs, tf_probs, atol=1e-4)
+    with pytest.raises(ValueError, match="expected uint8"):
+        load_backend(tiny_model, "openvino-fp32").predict(batch.astype(np.float32))
+
+
+def test_openvino_settings_are_applied_and_recorded(tiny_model):
+    f32 = load_backend(tiny_model, "openvino-fp32", OVSettings(precision="f32", threads=1))
+    assert f32.settings()["precision"] == "f32" and f32.settings()["threads"] == 1
+    default = load_backend(tiny_model, "openvino-fp32", OVSettings(precision="default"))
+    # The plugin's own choice (bf16 on CPUs with AVX512-BF16/AMX) is what is reported.
+    assert default.settings()["precision"] == device_info()["default_precision"]
+    tput = load_backend(tiny_model, "openvino-int8", OVSettings(hint="THROUGHPUT"))
+    assert tput.settings()["hint"] == "THROUGHPUT" and tput.settings()["optimal_requests"] >= 1
+
+
+def test_mismatched_or_missing_model_gives_a_clear_error(tiny_model, tmp_path):
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(tiny_model, copy)
+    registry.update_metadata(copy, {"image_size": 128})
+    with pytest.raises(registry.ModelError, match="does not match"):
+        load_backend(copy, "openvino-fp32")
+    with pytest.raises(registry.ModelError, match="does not match"):
+        load_backend(copy, "tensorflow")
+    shutil.rmtree(copy / "openvino" / "int8")
+    with pytest.raises(registry.ModelError, match="missing"):
+        load_backend(copy, "openvino-int8")
+    with pytest.raises(registry.ModelError, match="no metadata.json"):
+        load_backend(tmp_path, "tensorflow")
+
+
+def test_keras_models_load_in_safe_mode(tiny_model, tmp_path, monkeypatch):
+    import keras
+
+    seen = {}
+    original = keras.models.load_model
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(keras.models, "load_model", spy)
+    training.load_keras(tiny_model)
+    assert seen["safe_mode"] is True
+
+
+def test_too_few_images_per_class_is_refused(tmp_path):
+    from core.data import DatasetError
+
+    make_dataset(tmp_path / "ds", per_class=1)
+    with pytest.raises(DatasetError, match="at least 2 images"):
+        training.train(tmp_path / "ds", training.TrainConfig(arch="tutorial_cnn", epochs=1), "x", tmp_path / "m")
