@@ -193,8 +193,11 @@ def train(
     if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
         backbone = _backbone(model)
         backbone.trainable = True
-        for layer in backbone.layers[: -cfg.fine_tune_layers]:
-            layer.trainable = False
+        for i, layer in enumerate(backbone.layers):
+            # BatchNorm stays frozen: in Keras 3 a non-trainable BN runs in inference mode, so
+            # small fine-tuning batches cannot wreck the ImageNet statistics.
+            layer.trainable = (i >= len(backbone.layers) - cfg.fine_tune_layers
+                               and not isinstance(layer, keras.layers.BatchNormalization))
         fit(cfg.fine_tune_epochs, len(history), cfg.fine_tune_learning_rate, "fine-tune")
 
     progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
