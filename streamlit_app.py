@@ -19,6 +19,7 @@ page = st.navigation(
     [
         st.Page("pages/home.py", title="Home", icon="🏠", default=True),
         st.Page("pages/predict.py", title="Predict", icon="🔍"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon="⏱️"),
     ]
 )
 model_selector()

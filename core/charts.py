@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import pandas as pd
+import plotly.express as px
 import plotly.graph_objects as go
 
 if TYPE_CHECKING:
@@ -28,3 +30,86 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
         legend=dict(orientation="h", y=-0.25),
     )
     return fig
+
+
+# ---------------------------------------------------------------- benchmark charts
+
+SETTINGS = ["precision", "hint", "streams", "requests", "threads", "pinning", "shape", "mode"]
+
+
+def _hover(df: pd.DataFrame) -> dict:
+    return {c: True for c in SETTINGS + ["batch", "repeats"] if c in df.columns}
+
+
+def by_size(df: pd.DataFrame, y: str, kind: str, title: str, y_title: str) -> go.Figure:
+    """The original study's four charts: a metric vs test size per backend, as bars or a trend line."""
+    df = df.sort_values(["backend", "batch", "size"])
+    facet = "batch" if df["batch"].nunique() > 1 else None
+    common = dict(x="size", y=y, color="backend", facet_col=facet, hover_data=_hover(df), title=title,
+                  labels={"size": "test size (images)", y: y_title, "batch": "batch"})
+    if kind == "bar":
+        err = {}
+        if y == "total_s_median":
+            err = dict(error_y=df["total_s_max"] - df["total_s_median"],
+                       error_y_minus=df["total_s_median"] - df["total_s_min"])
+        fig = px.bar(df, barmode="group", **common, **err)
+    else:
+        fig = px.line(df, markers=True, **common)
+    fig.update_yaxes(matches=None, showticklabels=True)
+    return fig.update_layout(legend_title_text="backend", margin=dict(t=60))
+
+
+def _largest(df: pd.DataFrame) -> pd.DataFrame:
+    return df[df["size"] == df["size"].max()]
+
+
+def throughput(df: pd.DataFrame) -> go.Figure:
+    d = _largest(df).sort_values("throughput_ips")
+    return px.bar(d, x="throughput_ips", y="backend", color=d["batch"].astype(str), barmode="group",
+                  orientation="h", hover_data=_hover(d), title=f"Throughput at {int(d['size'].max())} images",
+                  labels={"throughput_ips": "images / s", "color": "batch"})
+
+
+def latency_percentiles(df: pd.DataFrame) -> go.Figure:
+    d = _largest(df).melt(
+        id_vars=["backend", "batch", *[c for c in SETTINGS if c in df.columns]],
+        value_vars=["batch_latency_ms_p50", "batch_latency_ms_p90", "batch_latency_ms_p99"],
+        var_name="percentile", value_name="ms")
+    d["percentile"] = d["percentile"].str.removeprefix("batch_latency_ms_")
+    fig = px.bar(d, x="backend", y="ms", color="percentile", barmode="group", facet_col="batch",
+                 hover_data=_hover(d), title="Latency of one batch call (p50 / p90 / p99)", log_y=True)
+    return fig.update_yaxes(matches=None, showticklabels=True)
+
+
+def speedup(sp: pd.DataFrame, baseline_label: str) -> go.Figure:
+    fig = px.line(sp.sort_values(["backend", "batch", "size"]), x="size", y="speedup", color="backend",
+                  facet_col="batch", markers=True, hover_data=_hover(sp),
+                  title=f"Speed-up over {baseline_label} (median time ratio, same batch and size)",
+                  labels={"size": "test size (images)", "speedup": "× faster"})
+    fig.add_hline(y=1, line_dash="dot", line_color="grey")
+    return fig.update_yaxes(matches=None, showticklabels=True)
+
+
+def throughput_vs_latency(df: pd.DataFrame) -> go.Figure:
+    d = _largest(df)
+    return px.scatter(d, x="batch_latency_ms_p50", y="throughput_ips", color="backend",
+                      symbol=d["batch"].astype(str), hover_data=_hover(d), log_x=True, size_max=12,
+                      title="Throughput vs latency (up and left is better)",
+                      labels={"batch_latency_ms_p50": "p50 latency of a batch call (ms)",
+                              "throughput_ips": "images / s", "symbol": "batch"})
+
+
+def benchmark_figures(df: pd.DataFrame, sp: pd.DataFrame | None, baseline_label: str) -> dict[str, go.Figure]:
+    """Every chart of a run, by title, in display order."""
+    figs = {
+        "Time (bar)": by_size(df, "total_s_median", "bar", "Time to classify N images (median, min–max bars)", "seconds"),
+        "Time trend": by_size(df, "total_s_median", "line", "Time vs test size", "seconds"),
+        "Memory (bar)": by_size(df, "rss_peak_mb", "bar", "Peak memory of the backend's process", "MB (RSS)"),
+        "Memory trend": by_size(df, "rss_peak_mb", "line", "Peak memory vs test size", "MB (RSS)"),
+        "Throughput": throughput(df),
+        "Latency percentiles": latency_percentiles(df),
+        "Throughput vs latency": throughput_vs_latency(df),
+    }
+    if sp is not None and not sp.empty:
+        figs["Speed-up"] = speedup(sp, baseline_label)
+    return figs

@@ -116,6 +116,43 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from core import benchmark
+
+    cfg = benchmark.SweepConfig(
+        model_dir=str(_model_dir(args.model_dir)), backends=args.backends.split(","), sizes=_int_list(args.sizes),
+        batches=_int_list(args.batch), repeats=args.repeats, warmup=args.warmup, images=args.images,
+    )
+    run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
+    run = benchmark.load_run(run_dir.name, run_dir.parent)
+    if args.benchmark_app:
+        checks = []
+        for key in [k for k in cfg.backends if benchmark.BACKENDS[k].async_queue]:
+            spec = benchmark.BACKENDS[key]
+            for batch in cfg.batches:
+                theirs = benchmark.benchmark_app(Path(cfg.model_dir), spec.variant, spec.ov, batch, args.benchmark_app)
+                ours = max(r["throughput_ips"] for r in run["rows"] if r["backend"] == key and r["batch"] == batch)
+                checks.append(theirs | {"backend": key, "ours_throughput_ips": ours,
+                                        "ratio": ours / theirs["throughput_ips"]})
+                print(f"[benchmark_app] {key} batch {batch}: ours {ours:.1f} img/s, "
+                      f"benchmark_app {theirs['throughput_ips']:.1f} img/s ({ours / theirs['throughput_ips']:.0%})",
+                      file=sys.stderr)
+        run["benchmark_app"] = checks
+        (run_dir / "run.json").write_text(json.dumps(run, indent=2, default=str))
+    df = benchmark.frame(run)
+    cols = ["backend", "precision", "hint", "batch", "size", "total_s_median", "throughput_ips",
+            "batch_latency_ms_p50", "batch_latency_ms_p99", "rss_peak_mb"]
+    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "no results")
+    for line in benchmark.summary(run):
+        print(line)
+    print(run_dir)
+    return 0 if not df.empty else 1
+
+
 def _add_ov_flags(p: argparse.ArgumentParser) -> None:
     from core.backends import HINTS, PRECISIONS
 
@@ -174,6 +211,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
     _add_ov_flags(p)
     p.set_defaults(func=cmd_predict)
+
+    from core.benchmark import BACKENDS, DEFAULT_BACKENDS
+
+    b = sub.add_parser("benchmark", help="time and memory sweep, each backend in its own process")
+    b.add_argument("--model-dir", default=None)
+    b.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated from: {', '.join(BACKENDS)}")
+    b.add_argument("--sizes", default="10,20,30,40,50,60,70,80,90,100", help="test sizes (images per run)")
+    b.add_argument("--batch", default="1,32", help="batch sizes")
+    b.add_argument("--repeats", type=int, default=3)
+    b.add_argument("--warmup", type=int, default=1)
+    b.add_argument("--images", default=None, help="dataset source for the images (default: the model's own split)")
+    b.add_argument("--out", default=None, help="results folder (default: results/)")
+    b.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
+                   help="also run OpenVINO's benchmark_app for this long on each THROUGHPUT backend and compare")
+    b.set_defaults(func=cmd_benchmark)
     return parser
 
 

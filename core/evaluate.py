@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import data, registry
+from core import data, paths, registry
 from core.backends import Backend, OVSettings, load_backend
 from core.progress import Event, ProgressFn, ignore
 
@@ -70,7 +70,10 @@ def evaluate_source(model_dir: Path, source: str | Path, variants: list[str] | N
 def model_split(meta: dict[str, Any], progress: ProgressFn = ignore) -> data.Split:
     """Rebuild the train/val/test split a model was trained with, from its metadata."""
     cfg, split_meta = meta["config"], meta["data"]["split"]
-    info = data.scan(data.resolve(meta["data"]["source"], progress=progress))
+    source = meta["data"]["source"]
+    if not data.is_url(source) and not Path(source).exists() and (paths.PROJECT_ROOT / source).exists():
+        source = str(paths.PROJECT_ROOT / source)  # relative to the project, as recorded by the CLI
+    info = data.scan(data.resolve(source, progress=progress))
     if info.classes != list(meta["classes"]):
         raise registry.ModelError(f"the dataset's classes {info.classes} differ from the model's {meta['classes']}")
     return data.split(info, split_meta["val_fraction"], split_meta["test_fraction"], cfg["seed"])

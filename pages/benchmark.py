@@ -1,0 +1,136 @@
+"""Benchmark: configure a sweep, watch it run, and read the charts of saved runs."""
+
+import json
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from core import benchmark, charts, images
+from core.jobs import RUNNER, JobBusy
+from pages.common import active_model
+
+st.title("⏱️ Benchmark")
+st.caption(
+    "Every backend runs in its own process, one at a time, on the same decoded photos: import, load, compile "
+    "and first inference are timed apart; then a warm-up and repeated timed runs (median, min, max). "
+    "Memory is that process's resident set. Each row carries the settings it ran with."
+)
+entry = active_model()
+if entry is None:
+    st.warning("No model available.")
+    st.stop()
+
+labels = {k: f"{k} — {spec.label}" for k, spec in benchmark.BACKENDS.items()}
+available = [k for k, spec in benchmark.BACKENDS.items() if spec.variant in entry.variants]
+with st.form("sweep"):
+    st.subheader(f"New sweep on `{entry.name}`")
+    chosen = st.multiselect("Backends", available, default=[k for k in benchmark.DEFAULT_BACKENDS if k in available],
+                            format_func=labels.get)
+    c1, c2, c3, c4 = st.columns(4)
+    sizes_text = c1.text_input("Test sizes (images)", "10,20,30,40,50,60,70,80,90,100",
+                               help="Comma-separated; up to 1000.")
+    batches = c2.multiselect("Batch sizes", [1, 8, 16, 32, 64], default=benchmark.DEFAULT_BATCHES)
+    repeats = c3.number_input("Repeats", 1, 20, 3)
+    warmup = c4.number_input("Warm-up runs", 0, 5, 1)
+    source = st.radio("Photos", ["The model's validation photos", "Upload photos"], horizontal=True)
+    uploads = st.file_uploader("Photos to benchmark on", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES],
+                               accept_multiple_files=True)
+    submitted = st.form_submit_button("Run sweep", type="primary")
+
+if submitted:
+    try:
+        sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
+        if max(sizes) > 1000:
+            raise ValueError("test sizes go up to 1000 images")
+        image_dir = None
+        if source == "Upload photos":
+            if not uploads:
+                raise ValueError("upload at least one photo, or use the model's validation photos")
+            image_dir = Path(tempfile.mkdtemp(prefix="bench-upload-"))
+            for i, f in enumerate(uploads):
+                (image_dir / f"{i:04d}{Path(f.name).suffix.lower()}").write_bytes(f.getvalue())
+        cfg = benchmark.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
+                                    str(image_dir) if image_dir else None)
+        RUNNER.start("benchmark", f"benchmark of {entry.name}",
+                     lambda job: benchmark.run_sweep(cfg, job.progress, job.cancel_token, job.add_row))
+    except JobBusy as exc:
+        st.warning(f"Not started: {exc}.")
+    except ValueError as exc:
+        st.error(f"Not started: {exc}.")
+
+
+def show_run(df: pd.DataFrame, key: str) -> dict:
+    baseline = benchmark.BASELINE if benchmark.BASELINE in set(df["backend"]) else None
+    sp = benchmark.speedups(df, baseline) if baseline else None
+    figs = charts.benchmark_figures(df, sp, benchmark.BACKENDS[baseline].label if baseline else "")
+    for title, fig in figs.items():
+        st.plotly_chart(fig, width="stretch", key=f"{key}-{title}")
+    return figs
+
+
+@st.fragment(run_every=1.0)
+def live() -> None:
+    job = RUNNER.current
+    if job is None or job.kind != "benchmark":
+        return
+    if job.running:
+        ev = job.latest.get("benchmark") or job.last
+        st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
+        if st.button("Cancel sweep"):
+            job.cancel()
+        if job.rows:
+            st.caption(f"{len(job.rows)} cells measured so far")
+            show_run(pd.DataFrame(job.rows), f"live-{len(job.rows)}")
+    elif job.status == "failed":
+        st.error(f"The last sweep failed: {job.error}")
+    elif job.status == "cancelled":
+        st.info("The last sweep was cancelled; nothing was saved.")
+
+
+live()
+
+st.divider()
+st.subheader("Saved runs")
+runs = benchmark.list_runs()
+if not runs:
+    st.info("No saved runs yet: start a sweep above, or run `python -m core benchmark`.")
+    st.stop()
+picked = st.multiselect("Runs (pick one, or two to compare)", runs, default=runs[:1], max_selections=2)
+if not picked:
+    st.stop()
+loaded = [benchmark.load_run(r) for r in picked]
+frames = []
+for run in loaded:
+    df = benchmark.frame(run)
+    if len(loaded) > 1:
+        df["backend"] = run["id"][:15] + " · " + df["backend"]
+    frames.append(df)
+df = pd.concat(frames, ignore_index=True)
+if df.empty:
+    st.warning("This run has no results.")
+    st.stop()
+
+for run in loaded:
+    with st.container(border=True):
+        st.markdown(f"**{run['id']}** — model `{run['model']['name']}`, {run['images']['unique_images']} distinct "
+                    f"photos from {run['images']['origin']}, {run['config']['repeats']} repeats after "
+                    f"{run['config']['warmup']} warm-up; {run['machine']['cpu']}, {run['machine']['cores']} cores")
+        for line in benchmark.summary(run):
+            st.markdown(f"- {line}")
+        if run.get("benchmark_app"):
+            st.dataframe(pd.DataFrame(run["benchmark_app"]), hide_index=True)
+
+figs = show_run(df, "saved-" + "-".join(picked))
+cols = ["backend", "precision", "hint", "streams", "requests", "threads", "pinning", "shape", "batch", "size",
+        "total_s_median", "total_s_min", "total_s_max", "throughput_ips", "batch_latency_ms_p50",
+        "batch_latency_ms_p90", "batch_latency_ms_p99", "cpu_s", "rss_after_import_mb", "rss_after_load_mb",
+        "rss_peak_mb", "import_s", "load_s", "first_inference_ms"]
+st.dataframe(df[[c for c in cols if c in df.columns]], hide_index=True, width="stretch")
+d1, d2, d3 = st.columns(3)
+d1.download_button("Download CSV", df.to_csv(index=False), "benchmark.csv", "text/csv")
+d2.download_button("Download JSON", json.dumps(loaded if len(loaded) > 1 else loaded[0], indent=2),
+                   "benchmark.json", "application/json")
+chart = d3.selectbox("Chart to download", list(figs))
+d3.download_button("Download chart (HTML)", figs[chart].to_html(include_plotlyjs="cdn"), f"{chart}.html", "text/html")

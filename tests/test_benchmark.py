@@ -1,0 +1,94 @@
+"""The benchmark engine and page on the tiny model (timings are recorded, never asserted)."""
+
+import json
+import os
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from core import benchmark
+
+
+@pytest.fixture(scope="module")
+def sweep(tiny_model, tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("results")
+    cfg = benchmark.SweepConfig(str(tiny_model), ["tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput"],
+                                sizes=[4, 8], batches=[1, 4], repeats=2, images=str(tiny_dataset))
+    cells = []
+    run_dir = benchmark.run_sweep(cfg, on_cell=cells.append, out_root=out)
+    return run_dir, cells
+
+
+def test_every_cell_is_measured_in_a_separate_process(sweep):
+    run_dir, cells = sweep
+    run = json.loads((run_dir / "run.json").read_text())
+    assert len(run["rows"]) == len(cells) == 4 * 2 * 2
+    pids = {k: b["pid"] for k, b in run["backends"].items()}
+    assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
+    # OpenVINO's processes never load TensorFlow, so their memory is OpenVINO's alone.
+    assert not run["backends"]["ov-fp32"]["tensorflow_imported"]
+    assert run["backends"]["tf-serving"]["tensorflow_imported"]
+    df = pd.read_csv(run_dir / "rows.csv")
+    assert set(df["backend"]) == {"tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput"}
+    for col in ["precision", "hint", "requests", "threads", "pinning", "shape", "batch", "cpu", "library_version",
+                "total_s_median", "batch_latency_ms_p99", "throughput_ips", "rss_peak_mb", "rss_after_load_mb"]:
+        assert df[col].notna().all(), col
+    assert (df["total_s_min"] <= df["total_s_median"]).all() and (df["total_s_median"] <= df["total_s_max"]).all()
+    ov = df[df["backend"] == "ov-fp32"].iloc[0]
+    assert ov["precision"] == "f32" and ov["hint"] == "LATENCY" and ov["pinning"] in (False, "False")
+    tput = df[df["backend"] == "ov-int8-tput"].iloc[0]
+    assert tput["hint"] == "THROUGHPUT" and tput["mode"] == "async" and tput["requests"] >= 1
+
+
+def test_summary_sentences_come_from_the_run(sweep):
+    run_dir, _ = sweep
+    run = benchmark.load_run(run_dir.name, run_dir.parent)
+    lines = benchmark.summary(run)
+    assert len(lines) == 2 * 3  # two batch sizes, three backends against the baseline
+    sp = benchmark.speedups(benchmark.frame(run))
+    best = sp[(sp["batch"] == 1) & (sp["size"] == 8) & (sp["backend"] != "tf-serving")].sort_values("speedup").iloc[-1]
+    assert f"{best['speedup']:.1f}×" in lines[0] and best["label"] in lines[0]
+
+
+def test_saved_runs_list_only_complete_ones(sweep):
+    run_dir, _ = sweep
+    (run_dir.parent / ".tmp-run-half").mkdir()
+    assert benchmark.list_runs(run_dir.parent) == [run_dir.name]
+
+
+def test_unknown_backend_is_refused(tiny_model):
+    with pytest.raises(ValueError, match="unknown backend"):
+        benchmark.SweepConfig(str(tiny_model), ["nope"])
+
+
+def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
+    run_dir, _ = sweep
+    monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(run_dir.parent))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
+    at.switch_page("pages/benchmark.py").run()
+    assert not at.exception, at.exception
+    charts = at.get("plotly_chart")
+    assert len(charts) == 8  # the study's four, throughput, latency percentiles, throughput vs latency, speed-up
+    text = " ".join(m.value for m in at.markdown)
+    assert "faster than TensorFlow compiled function" in text or "slower than TensorFlow compiled function" in text
+
+
+def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_path, monkeypatch):
+    from core.jobs import RUNNER
+
+    monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
+    monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
+    at.switch_page("pages/benchmark.py").run()
+    at.multiselect[0].set_value(["ov-fp32", "ov-int8"])
+    at.text_input[0].set_value("2,4")
+    at.multiselect[1].set_value([1])
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    job = RUNNER.wait(300)
+    assert job.kind == "benchmark" and job.status == "done", job.error
+    assert len(job.rows) == 4
+    at.run()
+    assert benchmark.list_runs(tmp_path) and len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
