@@ -20,6 +20,7 @@ page = st.navigation(
         st.Page("pages/home.py", title="Home", icon="🏠", default=True),
         st.Page("pages/predict.py", title="Predict", icon="🔍"),
         st.Page("pages/benchmark.py", title="Benchmark", icon="⏱️"),
+        st.Page("pages/train.py", title="Train & Optimize", icon="🏋️"),
     ]
 )
 model_selector()

@@ -51,7 +51,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from core import convert, data, evaluate, registry
+    from core import convert, evaluate, registry
 
     model_dir = _model_dir(args.model_dir)
     meta = registry.read_metadata(model_dir)
@@ -62,11 +62,8 @@ def cmd_convert(args: argparse.Namespace) -> int:
         parts = evaluate.model_split(meta | ({"data": meta["data"] | {"source": args.data}} if args.data else {}),
                                      _print_progress)
     if "int8" in precisions:
-        import random
-
-        # The calibration subset is drawn from the training split only, with the model's seed.
-        items = random.Random(meta["config"]["seed"]).sample(parts.train, min(args.calibration_size, len(parts.train)))
-        calibration, _, _ = data.load_arrays(items, int(meta["image_size"]), _print_progress, "load calibration")
+        calibration = convert.calibration_images(parts, int(meta["image_size"]), args.calibration_size,
+                                                 meta["config"]["seed"], _print_progress)
     record = convert.convert(model_dir, calibration, precisions, _print_progress, args.calibration_size)
     print(json.dumps(record, indent=2))
     if not args.no_validate:

@@ -6,6 +6,7 @@ pixel scaling is already inside the Keras model, so there is one copy of preproc
 
 from __future__ import annotations
 
+import random
 import tempfile
 import time
 from pathlib import Path
@@ -13,10 +14,18 @@ from typing import Any
 
 import numpy as np
 
-from core import registry
+from core import data, registry
 from core.progress import Event, ProgressFn, ignore
 
 DEFAULT_CALIBRATION_SIZE = 300
+
+
+def calibration_images(parts: data.Split, image_size: int, n: int, seed: int,
+                       progress: ProgressFn = ignore) -> np.ndarray:
+    """A seeded sample of the *training* split, decoded like every other input."""
+    items = random.Random(seed).sample(parts.train, min(n, len(parts.train)))
+    images, _, _ = data.load_arrays(items, image_size, progress, "load calibration")
+    return images
 
 
 def keras_to_ov(model_dir: Path):

@@ -144,6 +144,24 @@ def save_model(name: str, fill: Callable[[Path], None], root: Path | None = None
     return target
 
 
+def publish(folder: Path, root: Path | None = None, overwrite: bool = False) -> Path:
+    """Move a finished model folder (built in a hidden staging folder) into the registry at once."""
+    folder = Path(folder)
+    read_metadata(folder)
+    target = Path(root or paths.models_dir()) / check_name(folder.name)
+    if target.exists() and not overwrite:
+        raise ModelError(f"a model named {folder.name!r} already exists")
+    _swap_in(folder, target)
+    return target
+
+
+def staging_dir(root: Path | None = None) -> Path:
+    """A hidden folder beside the models to build one in; never listed, removed if left by a crash."""
+    root = Path(root or paths.models_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=".tmp-build-", dir=root))
+
+
 def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
     """Write openvino/<precision>/ atomically: `fill(tmp_dir)` must create model.xml there."""
     target = Path(model_dir) / "openvino" / precision

@@ -1,0 +1,68 @@
+"""Train -> convert -> quantize -> validate, as one job (the Train page runs this)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core import convert, data, evaluate, paths, registry, training
+from core.backends import load_backend
+from core.progress import CancelToken, Event, ProgressFn, ignore
+
+CALIBRATION_SIZE = 300
+
+
+def single_image_latency(model_dir: Path, repeats: int = 20) -> dict[str, float]:
+    """Median warm latency (ms) of one-image calls, per variant, in this process."""
+    meta = registry.read_metadata(model_dir)
+    size = int(meta["image_size"])
+    image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
+    out = {}
+    for variant in registry.available_variants(model_dir):
+        backend = load_backend(model_dir, variant)
+        backend.predict(image)  # warm-up: the first call compiles and allocates
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            backend.predict(image)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[variant] = float(np.median(times))
+    return out
+
+
+def train_and_optimize(source: str | Path, cfg: training.TrainConfig, name: str,
+                       models_root: Path | None = None, progress: ProgressFn = ignore,
+                       cancel: CancelToken | None = None) -> dict[str, Any]:
+    """The whole path to a deployable model; returns its folder and the variant table.
+
+    The model is built in a hidden staging folder and published only when every variant
+    exists and is validated, so a cancel, a crash or a kill never lists a half-made model.
+    """
+    registry.check_name(name)
+    if (Path(models_root or paths.models_dir()) / name).exists():
+        raise registry.ModelError(f"a model named {name!r} already exists")
+    staging = registry.staging_dir(models_root)
+    try:
+        built = training.train(source, cfg, name, staging, progress, cancel, command=f"Train page: {cfg}")
+        parts = data.split(data.scan(data.resolve(source)), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        calibration = convert.calibration_images(parts, cfg.image_size, CALIBRATION_SIZE, cfg.seed, progress)
+        if cancel is not None:
+            cancel.check()
+        convert.convert(built, calibration, progress=progress)
+        if cancel is not None:
+            cancel.check()
+        evaluate.validate(built, parts, progress)
+        progress(Event("latency", 0, 1, "measuring single-image latency"))
+        latency = single_image_latency(built)
+        registry.update_metadata(built, {"single_image_latency_ms": latency})
+        path = registry.publish(built, models_root)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    table = evaluate.variant_table(path)
+    table["single-image latency (ms)"] = table["variant"].map(latency)
+    progress(Event("done", 1, 1, f"{name} is ready"))
+    return {"path": path, "table": table}
