@@ -75,3 +75,12 @@ def to_model_input(img: Image.Image, size: int) -> np.ndarray:
 
 def load_for_model(source: bytes | str | Path, size: int) -> np.ndarray:
     return to_model_input(open_image(source), size)
+
+
+def for_display(img: Image.Image, max_side: int = 640) -> Image.Image:
+    """A bounded copy for the browser: extreme aspect ratios (5000x3) are padded to at most 3:1,
+    so that scaling to the page width never rounds a side down to zero."""
+    w, h = img.size
+    aspect = min(max(w / h, 1 / 3), 3.0)
+    size = (max_side, max(1, round(max_side / aspect))) if aspect >= 1 else (max(1, round(max_side * aspect)), max_side)
+    return ImageOps.pad(img, size, color=(255, 255, 255))

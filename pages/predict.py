@@ -49,7 +49,7 @@ for r in results:
             st.error(f"**{r.name}**: {r.error}")
             continue
         left, right = st.columns([1, 2])
-        left.image(r.image, caption=r.name, width="stretch")
+        left.image(images.for_display(r.image), caption=r.name, width="stretch")
         with right:
             tf_answer = next(iter(r.results.values())).top_class
             if r.agree:

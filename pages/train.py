@@ -10,7 +10,7 @@ import plotly.express as px
 import streamlit as st
 
 from core import data, paths, registry, training, workflow
-from core.images import ImageError, open_image
+from core.images import ImageError, for_display, open_image
 from core.jobs import RUNNER, JobBusy
 from pages.common import MODEL_KEY
 
@@ -69,7 +69,7 @@ if info is not None:
         col.markdown(f"**{cls}**")
         for f in info.files[cls][:3]:
             try:
-                col.image(open_image(f), width="stretch")
+                col.image(for_display(open_image(f)), width="stretch")
             except ImageError as exc:
                 col.caption(f"{f.name}: {exc}")
 

@@ -1,0 +1,87 @@
+"""Every hostile or awkward input gets a clear message or a correct result, never a crash."""
+
+import os
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from core import data
+from core.data import DatasetError
+from core.predict import Predictor
+from corpus import image_corpus, zip_corpus
+
+IMAGES = image_corpus()
+ZIPS = zip_corpus()
+
+
+def test_the_corpus_is_large_enough():
+    assert len(IMAGES) + len(ZIPS) >= 30
+
+
+@pytest.fixture(scope="module")
+def predictor(tiny_model):
+    return Predictor(tiny_model)
+
+
+@pytest.mark.parametrize("name", list(IMAGES))
+def test_predict_path(predictor, name):
+    payload, expected = IMAGES[name]
+    result = predictor.classify(name, payload)
+    if expected == "ok":
+        assert result.error is None and set(result.results) == set(predictor.backends)
+    else:
+        assert result.error is not None and expected in result.error, result.error
+        assert not result.results
+
+
+def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model, monkeypatch):
+    monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300).run()
+    at.switch_page("pages/predict.py").run()
+    at.file_uploader[0].set_value([(name, payload, "application/octet-stream") for name, (payload, _) in IMAGES.items()])
+    at.run()
+    assert not at.exception, at.exception
+    bad = [n for n, (_, e) in IMAGES.items() if e != "ok"]
+    errors = [e.value for e in at.error]
+    assert len(errors) == len(bad)
+    for name in bad:
+        assert any(f"**{name}**" in e and IMAGES[name][1] in e for e in errors), name
+    answered = len(at.success) + len(at.warning)
+    assert answered == len(IMAGES) - len(bad)
+    table = at.dataframe[-1].value
+    assert len(table) == len(IMAGES)
+
+
+@pytest.mark.parametrize("name", list(ZIPS))
+def test_dataset_import_path(name, tmp_path):
+    payload, expected = ZIPS[name]
+    archive = tmp_path / "upload" / name
+    archive.parent.mkdir()
+    archive.write_bytes(payload)
+    cache = tmp_path / "cache"
+    before = set(Path("/tmp").iterdir())
+    if expected == "ok":
+        info = data.scan(data.resolve(archive, cache=cache))
+        assert info.classes == ["a", "b"] and info.n_images >= 6
+    else:
+        with pytest.raises(DatasetError, match=expected):
+            data.scan(data.resolve(archive, cache=cache))
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and not p.is_relative_to(cache)]
+    assert written == [archive]  # nothing outside the cache, apart from the upload itself
+    assert not [p for p in set(Path("/tmp").iterdir()) - before if "evil" in p.name]
+    assert not (Path("/tmp") / "evil.jpg").exists()
+
+
+def test_bad_images_inside_a_dataset_are_skipped_and_reported(tmp_path):
+    from conftest import make_dataset
+
+    root = make_dataset(tmp_path / "ds", per_class=3)
+    for name, (payload, expected) in list(IMAGES.items())[:6]:
+        (root / "reds" / name).write_bytes(payload)
+    info = data.scan(root)
+    items = [(f, 0) for f in info.files["reds"]]
+    images, labels, bad = data.load_arrays(items, 32)
+    assert len(images) == 3 and len(bad) == 6
+    assert all(":" in b for b in bad)
