@@ -1,0 +1,82 @@
+"""SIGKILL in the middle of training, conversion or a benchmark leaves nothing half-made."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest import ROOT
+from core import benchmark, registry
+
+
+def start_cli(*args):
+    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def kill_when(proc, marker: str, timeout: float = 300) -> str:
+    """Read the job's output until `marker` appears, then SIGKILL it mid-work."""
+    seen = []
+    deadline = time.time() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if marker in line:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+            return "".join(seen)
+        if time.time() > deadline:
+            break
+    proc.kill()
+    pytest.fail(f"never saw {marker!r}:\n{''.join(seen)[-3000:]}")
+
+
+def assert_app_starts_clean(models_root, monkeypatch):
+    monkeypatch.setenv("FLOWERS_MODELS_DIR", str(models_root))
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
+    assert not at.exception, at.exception
+    assert not list(models_root.glob(".tmp-*")), "stale temp folders are removed at start-up"
+    return at
+
+
+def test_kill_during_training(tiny_dataset, tmp_path, monkeypatch):
+    root = tmp_path / "models"
+    proc = start_cli("train", "--data", tiny_dataset, "--arch", "tutorial_cnn", "--image-size", "64",
+                     "--epochs", "500", "--patience", "500", "--batch-size", "4", "--out", root / "killed")
+    kill_when(proc, "epoch 2/")
+    assert registry.list_models(root) == []
+    assert_app_starts_clean(root, monkeypatch)
+
+
+@pytest.mark.parametrize("marker", ["writing FP16 IR", "writing INT8 IR", "running openvino-fp16"])
+def test_kill_during_conversion(tiny_model, tmp_path, monkeypatch, marker):
+    root = tmp_path / "models"
+    model = root / "tiny"
+    shutil.copytree(tiny_model, model)
+    shutil.rmtree(model / "openvino")
+    proc = start_cli("convert", "--model-dir", model, "--calibration-size", "8")
+    kill_when(proc, marker)
+    meta = json.loads((model / registry.METADATA_FILE).read_text())  # still whole, valid JSON
+    assert meta["name"] == "tiny"
+    [entry] = registry.list_models(root)
+    for variant in entry.variants:  # every listed variant is complete and loads
+        from core.backends import load_backend
+
+        load_backend(model, variant)
+    assert_app_starts_clean(root, monkeypatch)
+    assert not list(model.rglob(".tmp-*")) and not list(model.rglob(".old-*"))
+
+
+def test_kill_during_benchmark(tiny_model, tiny_dataset, tmp_path):
+    out = tmp_path / "results"
+    proc = start_cli("benchmark", "--model-dir", tiny_model, "--backends", "tf-serving,ov-fp32", "--sizes", "4,8",
+                     "--batch", "1", "--repeats", "50", "--images", tiny_dataset, "--out", out)
+    kill_when(proc, "loaded, measuring")
+    assert benchmark.list_runs(out) == []
+    assert all(p.name.startswith(".tmp-") for p in out.iterdir()) if out.exists() else True
