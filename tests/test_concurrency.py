@@ -1,0 +1,62 @@
+"""Ten browser sessions against one `streamlit run` server, while a benchmark job runs in another."""
+
+import asyncio
+
+from conftest import CHROMIUM, mini_photo, needs_chromium, needs_mini
+
+pytestmark = [needs_chromium, needs_mini]
+CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
+
+
+async def predict_in_session(browser, url: str, path, expected: str) -> str:
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{url}/predict", timeout=120_000)
+    await page.get_by_text("Upload one or more flower photos").wait_for(timeout=180_000)
+    await page.locator("input[type=file]").first.set_input_files(str(path))
+    verdict = page.get_by_text("backends agree").first
+    await verdict.wait_for(timeout=240_000)
+    text = await verdict.inner_text()
+    await context.close()
+    return text
+
+
+async def start_sweep(browser, url: str, expect: str) -> str:
+    """Press "Run sweep" on the Benchmark page; returns the first text matching `expect` that appears."""
+    context = await browser.new_context()
+    page = await context.new_page()
+    await page.goto(f"{url}/benchmark", timeout=120_000)
+    sizes = page.get_by_role("textbox", name="Test sizes (images)")
+    await sizes.wait_for(timeout=180_000)
+    await sizes.fill("10")
+    await page.get_by_role("button", name="Run sweep").click()
+    marker = page.get_by_text(expect).first
+    await marker.wait_for(timeout=120_000)
+    text = await marker.inner_text()
+    await context.close()
+    return text
+
+
+async def scenario(url: str, photos: dict[str, object]):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
+        first = await start_sweep(browser, url, "Cancel sweep")
+        tasks = [predict_in_session(browser, url, photos[c], c) for c in CLASSES * 2]
+        second = asyncio.create_task(start_sweep(browser, url, "Not started"))
+        answers = await asyncio.gather(*tasks)
+        refused = await second
+        await browser.close()
+        return first, answers, refused
+
+
+def test_ten_sessions_predict_correctly_while_a_job_runs(app_url, tmp_path):
+    photos = {}
+    for c in CLASSES:
+        photos[c] = tmp_path / f"{c}.jpg"
+        photos[c].write_bytes(mini_photo(c))
+    first, answers, refused = asyncio.run(scenario(app_url, photos))
+    assert first == "Cancel sweep"
+    assert [a.split(" ")[0] for a in answers] == CLASSES * 2
+    assert "already running" in refused
