@@ -20,6 +20,7 @@ from core import registry
 TF_MODES = ("serving", "predict")  # compiled tf.function vs Keras model.predict
 PRECISIONS = ("f32", "bf16", "f16", "default")  # "default": whatever the CPU plugin picks
 HINTS = ("LATENCY", "THROUGHPUT")
+ONNX_VARIANT = "onnxruntime"
 
 
 @dataclass(frozen=True)
@@ -202,8 +203,43 @@ class OpenVINOBackend(Backend):
         }
 
 
+class OnnxRuntimeBackend(Backend):
+    """ONNX Runtime on the same model (exported by tf2onnx): what many users would pick instead."""
+
+    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        start = time.perf_counter()
+        meta = registry.read_metadata(model_dir)
+        self.variant = ONNX_VARIANT
+        self.image_size = int(meta["image_size"])
+        path = registry.onnx_path(model_dir)
+        if not path.exists():
+            raise registry.ModelError(f"{path} is missing; it is made by core.convert.ensure_onnx")
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = threads
+        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input = self.session.get_inputs()[0].name
+        self.threads = threads
+        self.load_seconds = time.perf_counter() - start
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = self._check(images)
+        return self.session.run(None, {self._input: images.astype(np.float32)})[0]
+
+    def settings(self) -> dict[str, Any]:
+        import onnxruntime as ort
+
+        return {"runtime": "onnxruntime", "precision": "f32", "threads": self.threads or "auto",
+                "providers": ",".join(self.session.get_providers()), "shape": "dynamic batch",
+                "version": ort.__version__}
+
+
 def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None = None,
                  tf_mode: str = "serving", static_batch: int | None = None) -> Backend:
     if variant == registry.TF_VARIANT:
         return TensorFlowBackend(model_dir, tf_mode)
+    if variant == ONNX_VARIANT:
+        return OnnxRuntimeBackend(model_dir)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

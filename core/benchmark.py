@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core import data, paths, registry
-from core.backends import OVSettings
+from core.backends import ONNX_VARIANT, OVSettings
 from core.images import IMAGE_SUFFIXES
 from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.system import library_versions, machine_summary
@@ -54,8 +54,16 @@ BACKENDS: dict[str, BackendSpec] = {
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
     "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", "openvino-int8",
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
+    "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
 }
 DEFAULT_BACKENDS = ["tf-predict", "tf-serving", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput"]
+
+
+def available_backends(model_dir: Path) -> list[str]:
+    """Backends whose model file exists; the ONNX export is made on demand from the Keras model."""
+    variants = set(registry.available_variants(Path(model_dir)))
+    return [k for k, spec in BACKENDS.items()
+            if spec.variant in variants or (spec.variant == ONNX_VARIANT and registry.TF_VARIANT in variants)]
 
 
 @dataclass
@@ -140,6 +148,11 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
     """Run the sweep and save it under the results folder; returns the run's folder."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     images, image_info = prepare_images(cfg, progress)
+    if "onnxruntime" in cfg.backends:
+        from core.convert import ensure_onnx
+
+        progress(Event("benchmark", 0, None, "exporting the model to ONNX (once)"))
+        ensure_onnx(Path(cfg.model_dir))
     meta = registry.read_metadata(Path(cfg.model_dir))
     machine, versions = machine_summary(), library_versions()
     rows: list[dict[str, Any]] = []

@@ -107,3 +107,25 @@ def convert(
     meta = registry.read_metadata(model_dir)
     registry.update_metadata(model_dir, {"openvino": meta.get("openvino", {}) | record})
     return record
+
+
+def ensure_onnx(model_dir: Path) -> Path:
+    """Export the Keras model to ONNX with tf2onnx once, for the ONNX Runtime peer in benchmarks."""
+    path = registry.onnx_path(model_dir)
+    if path.exists():
+        return path
+    import tensorflow as tf
+    import tf2onnx
+
+    from core.training import load_keras
+
+    size = int(registry.read_metadata(model_dir)["image_size"])
+    model = load_keras(model_dir)
+    spec = (tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),)
+    registry.save_artifact(
+        path.parent,
+        lambda tmp: tf2onnx.convert.from_keras(model, input_signature=spec, opset=17,
+                                               output_path=str(tmp / path.name)),
+        path.name,
+    )
+    return path

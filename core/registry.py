@@ -162,20 +162,30 @@ def staging_dir(root: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=".tmp-build-", dir=root))
 
 
-def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
-    """Write openvino/<precision>/ atomically: `fill(tmp_dir)` must create model.xml there."""
-    target = Path(model_dir) / "openvino" / precision
+def save_artifact(target: Path, fill: Callable[[Path], None], required: str) -> Path:
+    """Write the folder `target` atomically: `fill(tmp_dir)` must create `required` there."""
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{precision}-", dir=target.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
     try:
         fill(tmp)
-        if not (tmp / "model.xml").exists():
-            raise ModelError(f"conversion to {precision} wrote no model.xml")
+        if not (tmp / required).exists():
+            raise ModelError(f"writing {target.name} produced no {required}")
         _swap_in(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
+
+
+def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
+    """Write openvino/<precision>/ atomically; `fill(tmp_dir)` must create model.xml there."""
+    return save_artifact(Path(model_dir) / "openvino" / precision, fill, "model.xml")
+
+
+def onnx_path(model_dir: Path) -> Path:
+    """The ONNX export used for the ONNX Runtime comparison (made on demand, not a shipped variant)."""
+    return Path(model_dir) / "onnx" / "model.onnx"
 
 
 def remove_stale(root: Path | None = None) -> list[Path]:

@@ -23,7 +23,7 @@ if entry is None:
     st.stop()
 
 labels = {k: f"{k} — {spec.label}" for k, spec in benchmark.BACKENDS.items()}
-available = [k for k, spec in benchmark.BACKENDS.items() if spec.variant in entry.variants]
+available = benchmark.available_backends(entry.path)
 with st.form("sweep"):
     st.subheader(f"New sweep on `{entry.name}`")
     chosen = st.multiselect("Backends", available, default=[k for k in benchmark.DEFAULT_BACKENDS if k in available],

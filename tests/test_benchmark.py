@@ -14,7 +14,7 @@ from core import benchmark
 @pytest.fixture(scope="module")
 def sweep(tiny_model, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    cfg = benchmark.SweepConfig(str(tiny_model), ["tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput"],
+    cfg = benchmark.SweepConfig(str(tiny_model), ["tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput", "onnxruntime"],
                                 sizes=[4, 8], batches=[1, 4], repeats=2, images=str(tiny_dataset))
     cells = []
     run_dir = benchmark.run_sweep(cfg, on_cell=cells.append, out_root=out)
@@ -24,14 +24,15 @@ def sweep(tiny_model, tiny_dataset, tmp_path_factory):
 def test_every_cell_is_measured_in_a_separate_process(sweep):
     run_dir, cells = sweep
     run = json.loads((run_dir / "run.json").read_text())
-    assert len(run["rows"]) == len(cells) == 4 * 2 * 2
+    assert len(run["rows"]) == len(cells) == 5 * 2 * 2
     pids = {k: b["pid"] for k, b in run["backends"].items()}
-    assert len(set(pids.values())) == 4 and os.getpid() not in pids.values()
+    assert len(set(pids.values())) == 5 and os.getpid() not in pids.values()
     # OpenVINO's processes never load TensorFlow, so their memory is OpenVINO's alone.
     assert not run["backends"]["ov-fp32"]["tensorflow_imported"]
+    assert not run["backends"]["onnxruntime"]["tensorflow_imported"]
     assert run["backends"]["tf-serving"]["tensorflow_imported"]
     df = pd.read_csv(run_dir / "rows.csv")
-    assert set(df["backend"]) == {"tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput"}
+    assert set(df["backend"]) == {"tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput", "onnxruntime"}
     for col in ["precision", "hint", "requests", "threads", "pinning", "shape", "batch", "cpu", "library_version",
                 "total_s_median", "batch_latency_ms_p99", "throughput_ips", "rss_peak_mb", "rss_after_load_mb"]:
         assert df[col].notna().all(), col
@@ -46,7 +47,7 @@ def test_summary_sentences_come_from_the_run(sweep):
     run_dir, _ = sweep
     run = benchmark.load_run(run_dir.name, run_dir.parent)
     lines = benchmark.summary(run)
-    assert len(lines) == 2 * 3  # two batch sizes, three backends against the baseline
+    assert len(lines) == 2 * 4  # two batch sizes, four backends against the baseline
     sp = benchmark.speedups(benchmark.frame(run))
     best = sp[(sp["batch"] == 1) & (sp["size"] == 8) & (sp["backend"] != "tf-serving")].sort_values("speedup").iloc[-1]
     assert f"{best['speedup']:.1f}×" in lines[0] and best["label"] in lines[0]
