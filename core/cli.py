@@ -82,7 +82,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     variants = args.variants.split(",") if args.variants else None
     report = evaluate.evaluate_source(_model_dir(args.model_dir), args.data, variants, _ov_settings(args),
-                                      _print_progress)
+                                      _print_progress, args.split)
     if args.json:
         print(json.dumps(report))
     else:
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--model-dir", default=None)
     e.add_argument("--data", required=True)
     e.add_argument("--variants", default=None, help="comma-separated, default: all available")
+    e.add_argument("--split", choices=("train", "val", "test"), default=None,
+                   help="evaluate only this part of the model's own seeded split of --data")
     e.add_argument("--json", action="store_true")
     _add_ov_flags(e)
     e.set_defaults(func=cmd_evaluate)

@@ -49,19 +49,30 @@ def compare(
 
 
 def evaluate_source(model_dir: Path, source: str | Path, variants: list[str] | None = None,
-                    ov_settings: OVSettings | None = None, progress: ProgressFn = ignore) -> dict[str, Any]:
-    """Evaluate on a dataset folder or archive whose class folders are named like the model's classes."""
+                    ov_settings: OVSettings | None = None, progress: ProgressFn = ignore,
+                    subset: str | None = None) -> dict[str, Any]:
+    """Evaluate on a dataset folder or archive whose class folders are named like the model's classes.
+
+    With `subset` ("train", "val" or "test"), only that part of the model's own seeded split of
+    `source` is used, which reproduces the accuracies stored in metadata.json.
+    """
     meta = registry.read_metadata(model_dir)
     classes = list(meta["classes"])
-    info = data.scan(data.resolve(source, progress=progress), min_images=1)
-    unknown = [c for c in info.classes if c not in classes]
-    if unknown:
-        raise data.DatasetError(
-            f"class folder(s) {', '.join(unknown)} are not classes of this model ({', '.join(classes)})"
-        )
-    items = [(f, classes.index(c)) for c in info.classes for f in info.files[c]]
+    if subset is not None:
+        parts = model_split(meta | {"data": meta["data"] | {"source": str(source)}}, progress)
+        items = getattr(parts, subset)
+    else:
+        info = data.scan(data.resolve(source, progress=progress), min_images=1)
+        unknown = [c for c in info.classes if c not in classes]
+        if unknown:
+            raise data.DatasetError(
+                f"class folder(s) {', '.join(unknown)} are not classes of this model ({', '.join(classes)})"
+            )
+        items = [(f, classes.index(c)) for c in info.classes for f in info.files[c]]
     images, labels, bad = data.load_arrays(items, int(meta["image_size"]), progress)
     report = compare(model_dir, images, labels, variants, ov_settings, progress)
+    if subset is not None:
+        report["subset"] = subset
     if bad:
         report["unreadable"] = bad
     return report

@@ -5,6 +5,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from conftest import MINI_ARCHIVE, ROOT, make_dataset, mini_photo, needs_mini, needs_weights
 
 
@@ -28,6 +30,14 @@ def test_offline_mobilenet_train_convert_evaluate_predict(tmp_path):
     assert set(report["variants"]) == {"tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8"}
     assert report["variants"]["openvino-fp32"]["agreement_with_tf"] >= 0.99
     assert report["variants"]["tensorflow"]["accuracy"] > 0.4  # ImageNet features: well above chance (0.2)
+
+    # --split val re-creates the model's own validation split: the numbers match metadata.json.
+    split = json.loads(run_cli("evaluate", "--model-dir", out, "--data", MINI_ARCHIVE, "--split", "val",
+                               "--json").stdout)
+    meta = json.loads((out / "metadata.json").read_text())
+    assert split["n_images"] == meta["accuracy"]["val"]["n_images"] == 20
+    for variant, row in split["variants"].items():
+        assert row["accuracy"] == pytest.approx(meta["accuracy"]["val"][variant])
 
     photo = tmp_path / "daisy.jpg"
     photo.write_bytes(mini_photo("daisy"))
