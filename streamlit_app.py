@@ -19,10 +19,10 @@ def _clean_models_folder(root: str) -> list:
 _clean_models_folder(str(paths.models_dir()))
 page = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon="🏠", default=True),
-        st.Page("pages/predict.py", title="Predict", icon="🔍"),
-        st.Page("pages/benchmark.py", title="Benchmark", icon="⏱️"),
-        st.Page("pages/train.py", title="Train & Optimize", icon="🏋️"),
+        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
+        st.Page("pages/train.py", title="Train & Optimize", icon=":material/model_training:"),
     ]
 )
 model_selector()

@@ -16,6 +16,9 @@ def _print_progress(event: Event) -> None:
     """Progress on stderr so that --json output on stdout stays parseable."""
     if event.stage == "batch":
         return
+    if event.stage == "fit":
+        print(f"[{event.message}] epochs {int(event.step) + 1} to {int(event.total)}", file=sys.stderr)
+        return
     if event.stage == "epoch":
         m = event.metrics
         print(f"[{m['phase']}] epoch {event.step}/{event.total} "

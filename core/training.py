@@ -178,6 +178,7 @@ def train(
     def fit(epochs: int, initial_epoch: int, lr: float, phase: str) -> None:
         model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
         total = initial_epoch + epochs
+        progress(Event("fit", initial_epoch, total, phase))
         model.fit(
             train_ds, validation_data=val_ds, epochs=total, initial_epoch=initial_epoch, verbose=0,
             shuffle=False,  # the tf.data pipeline shuffles each epoch itself

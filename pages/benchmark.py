@@ -9,7 +9,9 @@ import streamlit as st
 
 from core import benchmark, charts, images
 from core.jobs import RUNNER, JobBusy
-from pages.common import active_model
+from pages.common import active_model, rerun_when_finished, use_app_navigation
+
+use_app_navigation()
 
 st.title("⏱️ Benchmark")
 st.caption(
@@ -24,7 +26,7 @@ if entry is None:
 
 labels = {k: f"{k} — {spec.label}" for k, spec in benchmark.BACKENDS.items()}
 available = benchmark.available_backends(entry.path)
-with st.form("sweep"):
+with st.container(border=True):
     st.subheader(f"New sweep on `{entry.name}`")
     chosen = st.multiselect("Backends", available, default=[k for k in benchmark.DEFAULT_BACKENDS if k in available],
                             format_func=labels.get)
@@ -37,7 +39,7 @@ with st.form("sweep"):
     source = st.radio("Photos", ["The model's validation photos", "Upload photos"], horizontal=True)
     uploads = st.file_uploader("Photos to benchmark on", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES],
                                accept_multiple_files=True)
-    submitted = st.form_submit_button("Run sweep", type="primary")
+    submitted = st.button("Run sweep", type="primary")
 
 if submitted:
     try:
@@ -75,6 +77,7 @@ def live() -> None:
     job = RUNNER.current
     if job is None or job.kind != "benchmark":
         return
+    rerun_when_finished(job)
     if job.running:
         ev = job.latest.get("benchmark") or job.last
         st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")

@@ -13,6 +13,18 @@ from core.predict import Predictor
 MODEL_KEY = "model_name"
 
 
+def use_app_navigation() -> None:
+    """Called first by every page. Because the layout has a `pages/` folder, Streamlit runs a deep
+    link (e.g. /predict) straight from that folder, skipping streamlit_app.py and its
+    st.navigation, until some session has run the entry script. Switch to the app's own
+    navigation once per process and rerun the same URL through it."""
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def models() -> list[registry.ModelEntry]:
     return registry.list_models()
 
@@ -50,3 +62,12 @@ def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, 
 
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
     return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))
+
+
+def rerun_when_finished(job) -> None:
+    """Called from a live fragment: once a job ends, rerun the whole page so lists outside the
+    fragment (saved runs, models, the sidebar selector) show what it produced."""
+    key = f"finished-{job.id}"
+    if not job.running and not st.session_state.get(key):
+        st.session_state[key] = True
+        st.rerun(scope="app")

@@ -5,7 +5,9 @@ import streamlit as st
 
 from core import evaluate
 from core.backends import OVSettings, device_info
-from pages.common import active_model, predictor
+from pages.common import active_model, predictor, use_app_navigation
+
+use_app_navigation()
 
 st.title("🌼 Flower classifier: TensorFlow → OpenVINO")
 st.markdown(

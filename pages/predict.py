@@ -7,7 +7,9 @@ import streamlit as st
 from core import charts, images
 from core.backends import PRECISIONS, OVSettings
 from core.predict import ImageResult
-from pages.common import active_model, predictor
+from pages.common import active_model, predictor, use_app_navigation
+
+use_app_navigation()
 
 st.title("🔍 Predict")
 entry = active_model()

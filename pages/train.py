@@ -12,7 +12,9 @@ import streamlit as st
 from core import data, paths, registry, training, workflow
 from core.images import ImageError, for_display, open_image
 from core.jobs import RUNNER, JobBusy
-from pages.common import MODEL_KEY
+from pages.common import MODEL_KEY, rerun_when_finished, use_app_navigation
+
+use_app_navigation()
 
 st.title("🏋️ Train & Optimize")
 
@@ -74,7 +76,7 @@ if info is not None:
                 col.caption(f"{f.name}: {exc}")
 
 # ---------------------------------------------------------------- settings and start
-with st.form("train"):
+with st.container(border=True):
     st.subheader("Model")
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", ["mobilenet_v2", "tutorial_cnn"], key="arch",
@@ -89,7 +91,7 @@ with st.form("train"):
     batch = c4.number_input("Batch size", 4, 256, 32)
     augment = st.checkbox("Augmentation (flip, rotate, zoom)", True)
     name = st.text_input("Model name", f"{arch}-{time.strftime('%Y%m%d-%H%M')}", key="name")
-    start = st.form_submit_button("Train, convert and validate", type="primary", disabled=info is None)
+    start = st.button("Train, convert and validate", type="primary", disabled=info is None)
 
 if arch == "mobilenet_v2" and not training.weights_available_offline(alpha):
     st.info(f"The ImageNet weights for alpha {alpha} are not cached; Keras will download them. "
@@ -123,10 +125,11 @@ def live() -> None:
     job = RUNNER.current
     if job is None or job.kind != "training":
         return
+    rerun_when_finished(job)
     st.subheader(job.title)
     if job.running:
-        epoch, batch_ev, last = job.latest.get("epoch"), job.latest.get("batch"), job.last
-        total_epochs = epoch.total if epoch else None
+        fit, batch_ev, last = job.latest.get("fit"), job.latest.get("batch"), job.last
+        total_epochs = int(fit.total) if fit else None
         if batch_ev is not None and batch_ev.fraction is not None:
             done = len(job.rows)
             st.progress(batch_ev.fraction, text=f"epoch {done + 1}{f' of {total_epochs}' if total_epochs else ''} "

@@ -112,12 +112,18 @@ def app_url():
     import time
     import urllib.request
 
+    import shutil
+
+    # The server gets its own models folder (the shipped model copied in), so that models
+    # trained through the browser never land in the repository.
+    models = _session_tmp / "server-models"
+    shutil.copytree(ROOT / "models", models, dirs_exist_ok=True)
     port = _free_port()
     log = open(_session_tmp / "streamlit.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"FLOWERS_MODELS_DIR": str(models)},
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -143,3 +149,32 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
         yield b
         b.close()
+
+
+def _serve_pages_like_the_server() -> None:
+    """AppTest resets Streamlit's "pages/ folder" flag before every run, so each run would take
+    the legacy path that serves pages/*.py directly. The served app leaves that path for good
+    on its first run (pages.common.use_app_navigation); make AppTest's runs start there too."""
+    import streamlit.testing.v1.app_test as app_test_module
+    from streamlit.runtime.pages_manager import PagesManager
+
+    class ServedPagesManager(PagesManager):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            PagesManager.uses_pages_directory = False
+
+    app_test_module.PagesManager = ServedPagesManager
+
+
+_serve_pages_like_the_server()
+
+
+def app_test(page: str | None = None, timeout: float = 180):
+    """AppTest of the real entry script (st.navigation, sidebar model selector), optionally on a page."""
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=timeout).run()
+    if page:
+        at.switch_page(page).run()
+    assert not at.exception, at.exception
+    return at

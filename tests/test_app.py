@@ -1,19 +1,11 @@
 """The pages through Streamlit's AppTest, on the shipped model."""
 
 import pytest
-from streamlit.testing.v1 import AppTest
-
-from conftest import ROOT, mini_photo, needs_mini
-
-APP = str(ROOT / "streamlit_app.py")
+from conftest import app_test, mini_photo, needs_mini
 
 
-def start(page: str | None = None) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=180).run()
-    if page:
-        at.switch_page(page).run()
-    assert not at.exception, at.exception
-    return at
+def start(page: str | None = None):
+    return app_test(page)
 
 
 def test_home_shows_the_model_card(shipped_model):

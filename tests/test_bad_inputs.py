@@ -4,9 +4,8 @@ import os
 from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import app_test
 from core import data
 from core.data import DatasetError
 from core.predict import Predictor
@@ -38,8 +37,7 @@ def test_predict_path(predictor, name):
 
 def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model, monkeypatch):
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=300).run()
-    at.switch_page("pages/predict.py").run()
+    at = app_test("pages/predict.py", timeout=300)
     at.file_uploader[0].set_value([(name, payload, "application/octet-stream") for name, (payload, _) in IMAGES.items()])
     at.run()
     assert not at.exception, at.exception

@@ -5,9 +5,8 @@ import os
 
 import pandas as pd
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import app_test
 from core import benchmark
 
 
@@ -67,8 +66,7 @@ def test_unknown_backend_is_refused(tiny_model):
 def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
     run_dir, _ = sweep
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(run_dir.parent))
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
-    at.switch_page("pages/benchmark.py").run()
+    at = app_test("pages/benchmark.py")
     assert not at.exception, at.exception
     charts = at.get("plotly_chart")
     assert len(charts) == 8  # the study's four, throughput, latency percentiles, throughput vs latency, speed-up
@@ -81,8 +79,7 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
 
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
-    at.switch_page("pages/benchmark.py").run()
+    at = app_test("pages/benchmark.py")
     at.multiselect[0].set_value(["ov-fp32", "ov-int8"])
     at.text_input[0].set_value("2,4")
     at.multiselect[1].set_value([1])

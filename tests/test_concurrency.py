@@ -1,6 +1,7 @@
 """Ten browser sessions against one `streamlit run` server, while a benchmark job runs in another."""
 
 import asyncio
+import concurrent.futures
 
 from conftest import CHROMIUM, mini_photo, needs_chromium, needs_mini
 
@@ -56,7 +57,9 @@ def test_ten_sessions_predict_correctly_while_a_job_runs(app_url, tmp_path):
     for c in CLASSES:
         photos[c] = tmp_path / f"{c}.jpg"
         photos[c].write_bytes(mini_photo(c))
-    first, answers, refused = asyncio.run(scenario(app_url, photos))
+    # Its own thread: the session's sync Playwright (other browser tests) owns this thread's event loop.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        first, answers, refused = pool.submit(asyncio.run, scenario(app_url, photos)).result()
     assert first == "Cancel sweep"
     assert [a.split(" ")[0] for a in answers] == CLASSES * 2
     assert "already running" in refused

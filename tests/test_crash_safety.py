@@ -9,9 +9,8 @@ import sys
 import time
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
-from conftest import ROOT
+from conftest import ROOT, app_test
 from core import benchmark, registry
 
 
@@ -39,8 +38,7 @@ def kill_when(proc, marker: str, timeout: float = 300) -> str:
 
 def assert_app_starts_clean(models_root, monkeypatch):
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(models_root))
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
-    assert not at.exception, at.exception
+    at = app_test()
     assert not list(models_root.glob(".tmp-*")), "stale temp folders are removed at start-up"
     return at
 

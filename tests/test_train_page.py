@@ -2,19 +2,14 @@
 
 import zipfile
 
-from streamlit.testing.v1 import AppTest
-
-from conftest import ROOT, make_dataset
+from conftest import app_test, make_dataset
 from core import registry
 from core.jobs import RUNNER
 
 
 def open_train_page(monkeypatch, models):
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(models))
-    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
-    at.switch_page("pages/train.py").run()
-    assert not at.exception, at.exception
-    return at
+    return app_test("pages/train.py")
 
 
 def test_train_tutorial_cnn_through_the_page(tiny_dataset, tmp_path, monkeypatch):
@@ -36,9 +31,7 @@ def test_train_tutorial_cnn_through_the_page(tiny_dataset, tmp_path, monkeypatch
     table = at.dataframe[0].value
     assert list(table["variant"]) == list(registry.VARIANTS)
     assert {"val accuracy", "single-image latency (ms)", "size (MB)"} <= set(table.columns)
-    # AppTest runs a switched-to page on its own; the entry script (with the sidebar selector) runs on a fresh start.
-    home = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=180).run()
-    assert "page-cnn" in home.sidebar.selectbox[0].options
+    assert "page-cnn" in at.sidebar.selectbox[0].options
     assert len(job.rows) == 1 and "val_accuracy" in job.rows[0]
 
 
