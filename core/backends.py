@@ -59,6 +59,7 @@ class Backend:
     variant: str
     image_size: int
     load_seconds: float = 0.0
+    static_batch: int | None = None  # only OpenVINO compiles for one fixed batch size
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
@@ -182,7 +183,7 @@ class OpenVINOBackend(Backend):
         images = self._check(images)
         # A request per call: sessions of the app may predict on the same compiled model at once.
         request = self.compiled.create_infer_request()
-        request.infer({0: images})
+        request.infer({0: np.ascontiguousarray(images)}, share_inputs=True)  # read in place, no copy
         return request.get_output_tensor(0).data.copy()
 
     def property(self, name: str) -> Any:

@@ -40,6 +40,7 @@ class BackendSpec:
     tf_mode: str = "serving"
     ov: OVSettings | None = None
     async_queue: bool = False
+    static: bool = False  # compile for each batch size (as benchmark_app does) instead of a dynamic batch
 
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -54,6 +55,9 @@ BACKENDS: dict[str, BackendSpec] = {
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
     "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", "openvino-int8",
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
+    "ov-int8-tput-static": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
+                                       "openvino-int8", ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
+                                       static=True),
     "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
 }
 DEFAULT_BACKENDS = ["tf-predict", "tf-serving", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput"]
@@ -120,7 +124,7 @@ def _run_backend(key: str, cfg: SweepConfig, images_path: Path, cancel: CancelTo
     """Run one backend's worker; returns an error message, or None on success."""
     spec = BACKENDS[key]
     job = {"model_dir": str(cfg.model_dir), "variant": spec.variant, "tf_mode": spec.tf_mode,
-           "ov_settings": asdict(spec.ov) if spec.ov else None, "async": spec.async_queue,
+           "ov_settings": asdict(spec.ov) if spec.ov else None, "async": spec.async_queue, "static": spec.static,
            "images": str(images_path), "sizes": cfg.sizes, "batches": cfg.batches,
            "repeats": cfg.repeats, "warmup": cfg.warmup}
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT)}
@@ -195,9 +199,9 @@ def _row(key: str, spec: BackendSpec, cell: dict[str, Any], loaded: dict[str, An
     return {
         "backend": key, "label": spec.label, "runtime": runtime,
         "variant": spec.variant, "precision": s.get("precision"),
-        "hint": s.get("hint", "-"), "streams": s.get("streams", "-"), "requests": loaded["requests"],
+        "hint": s.get("hint", "-"), "streams": s.get("streams", "-"),
         "threads": s.get("threads", s.get("intra_op_threads")), "pinning": s.get("pinning", "-"),
-        "shape": s.get("shape"), "mode": s.get("mode", "async" if spec.async_queue else "sync"),
+        "mode": s.get("mode", "async" if spec.async_queue else "sync"),
         **{k: v for k, v in cell.items() if k != "event"},
         "import_s": loaded["import_s"], "load_s": loaded["load_s"], "first_inference_ms": loaded["first_inference_ms"],
         "rss_after_import_mb": loaded["rss_after_import_mb"], "rss_after_load_mb": loaded["rss_after_load_mb"],

@@ -113,3 +113,21 @@ def benchmark_figures(df: pd.DataFrame, sp: pd.DataFrame | None, baseline_label:
     if sp is not None and not sp.empty:
         figs["Speed-up"] = speedup(sp, baseline_label)
     return figs
+
+
+def figure_png(fig: go.Figure, width: int = 1100, height: int = 500) -> bytes:
+    """PNG bytes through kaleido, which needs a Chrome or Chromium on the machine."""
+    try:
+        return fig.to_image(format="png", width=width, height=height)
+    except Exception as exc:  # kaleido missing, or no browser for it to drive
+        raise RuntimeError(f"PNG export is unavailable here ({exc}); the HTML export always works") from exc
+
+
+def run_figures(run: dict) -> dict[str, go.Figure]:
+    """All charts of a saved benchmark run (the page and the CLI draw the same ones)."""
+    from core import benchmark
+
+    df = benchmark.frame(run)
+    has_baseline = benchmark.BASELINE in set(df["backend"])
+    sp = benchmark.speedups(df) if has_baseline else None
+    return benchmark_figures(df, sp, benchmark.BACKENDS[benchmark.BASELINE].label if has_baseline else "")

@@ -9,7 +9,7 @@ import streamlit as st
 
 from core import benchmark, charts, images
 from core.jobs import RUNNER, JobBusy
-from pages.common import active_model, rerun_when_finished, use_app_navigation
+from pages.common import active_model, rerun_when_finished, show_job_failure, use_app_navigation
 
 use_app_navigation()
 
@@ -63,13 +63,9 @@ if submitted:
         st.error(f"Not started: {exc}.")
 
 
-def show_run(df: pd.DataFrame, key: str) -> dict:
-    baseline = benchmark.BASELINE if benchmark.BASELINE in set(df["backend"]) else None
-    sp = benchmark.speedups(df, baseline) if baseline else None
-    figs = charts.benchmark_figures(df, sp, benchmark.BACKENDS[baseline].label if baseline else "")
+def show(figs: dict, key: str) -> None:
     for title, fig in figs.items():
         st.plotly_chart(fig, width="stretch", key=f"{key}-{title}")
-    return figs
 
 
 @st.fragment(run_every=1.0)
@@ -85,11 +81,8 @@ def live() -> None:
             job.cancel()
         if job.rows:
             st.caption(f"{len(job.rows)} cells measured so far")
-            show_run(pd.DataFrame(job.rows), f"live-{len(job.rows)}")
-    elif job.status == "failed":
-        st.error(f"The last sweep failed: {job.error}")
-    elif job.status == "cancelled":
-        st.info("The last sweep was cancelled; nothing was saved.")
+            show(charts.run_figures({"rows": job.rows}), f"live-{len(job.rows)}")
+    show_job_failure(job, "The last sweep")
 
 
 live()
@@ -125,7 +118,8 @@ for run in loaded:
         if run.get("benchmark_app"):
             st.dataframe(pd.DataFrame(run["benchmark_app"]), hide_index=True)
 
-figs = show_run(df, "saved-" + "-".join(picked))
+figs = charts.run_figures({"rows": df.to_dict("records")})
+show(figs, "saved-" + "-".join(picked))
 cols = ["backend", "precision", "hint", "streams", "requests", "threads", "pinning", "shape", "batch", "size",
         "total_s_median", "total_s_min", "total_s_max", "throughput_ips", "batch_latency_ms_p50",
         "batch_latency_ms_p90", "batch_latency_ms_p99", "cpu_s", "rss_after_import_mb", "rss_after_load_mb",
@@ -137,3 +131,8 @@ d2.download_button("Download JSON", json.dumps(loaded if len(loaded) > 1 else lo
                    "benchmark.json", "application/json")
 chart = d3.selectbox("Chart to download", list(figs))
 d3.download_button("Download chart (HTML)", figs[chart].to_html(include_plotlyjs="cdn"), f"{chart}.html", "text/html")
+if d3.button("Prepare PNG"):
+    try:
+        d3.download_button("Download chart (PNG)", charts.figure_png(figs[chart]), f"{chart}.png", "image/png")
+    except RuntimeError as exc:
+        d3.caption(str(exc))

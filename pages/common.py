@@ -71,3 +71,11 @@ def rerun_when_finished(job) -> None:
     if not job.running and not st.session_state.get(key):
         st.session_state[key] = True
         st.rerun(scope="app")
+
+
+def show_job_failure(job, what: str) -> None:
+    """The end of a failed or cancelled job, in the same words on every page."""
+    if job.status == "failed":
+        st.error(f"{what} failed: {job.error}")
+    elif job.status == "cancelled":
+        st.info(f"{what} was cancelled; nothing was saved.")

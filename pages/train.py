@@ -3,7 +3,6 @@
 import hashlib
 import os
 import time
-from pathlib import Path
 
 import pandas as pd
 import plotly.express as px
@@ -12,7 +11,7 @@ import streamlit as st
 from core import data, paths, registry, training, workflow
 from core.images import ImageError, for_display, open_image
 from core.jobs import RUNNER, JobBusy
-from pages.common import MODEL_KEY, rerun_when_finished, use_app_navigation
+from pages.common import MODEL_KEY, rerun_when_finished, show_job_failure, use_app_navigation
 
 use_app_navigation()
 
@@ -150,10 +149,7 @@ def live() -> None:
         result = job.result
         st.success(f"`{result['path'].name}` is ready and selectable in the sidebar ({job.elapsed:.0f} s).")
         st.dataframe(result["table"], hide_index=True, width="stretch")
-    elif job.status == "failed":
-        st.error(f"Training failed: {job.error}")
-    elif job.status == "cancelled":
-        st.info("Training was cancelled; no model was saved.")
+    show_job_failure(job, "Training")
 
 
 live()

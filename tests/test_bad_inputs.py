@@ -1,6 +1,5 @@
 """Every hostile or awkward input gets a clear message or a correct result, never a crash."""
 
-import os
 from pathlib import Path
 
 import pytest

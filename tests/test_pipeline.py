@@ -1,6 +1,5 @@
 """Real TensorFlow training and OpenVINO compilation on small data."""
 
-import json
 
 import numpy as np
 import pytest
