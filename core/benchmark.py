@@ -49,6 +49,8 @@ BACKENDS: dict[str, BackendSpec] = {
     "ov-fp32": BackendSpec("OpenVINO FP32 IR, f32", "openvino-fp32", ov=OVSettings("f32")),
     "ov-fp32-default": BackendSpec("OpenVINO FP32 IR, plugin default precision", "openvino-fp32",
                                    ov=OVSettings("default")),
+    "ov-fp32-pinned": BackendSpec("OpenVINO FP32 IR, f32, CPU pinning on", "openvino-fp32",
+                                  ov=OVSettings("f32", pinning=True)),
     "ov-fp16": BackendSpec("OpenVINO FP16 IR, f32 compute", "openvino-fp16", ov=OVSettings("f32")),
     "ov-int8": BackendSpec("OpenVINO INT8 IR", "openvino-int8", ov=OVSettings("f32")),
     "ov-fp32-tput": BackendSpec("OpenVINO FP32 IR, THROUGHPUT hint, async queue", "openvino-fp32",
