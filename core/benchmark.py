@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -135,13 +136,22 @@ def _run_backend(key: str, cfg: SweepConfig, images_path: Path, cancel: CancelTo
                             cwd=paths.PROJECT_ROOT)
     proc.stdin.write(json.dumps(job))
     proc.stdin.close()
+    if cancel is not None:
+        # A cell can run for minutes: kill the worker as soon as the user cancels, not after it.
+        def watch() -> None:
+            while proc.poll() is None:
+                if cancel.cancelled:
+                    proc.kill()
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=watch, daemon=True).start()
     for line in proc.stdout:
-        if cancel is not None and cancel.cancelled:
-            proc.kill()
-            proc.wait()
-            cancel.check()
         if line.startswith("{"):
             on_line(json.loads(line))
+    if cancel is not None:
+        proc.wait()
+        cancel.check()
     stderr = proc.stderr.read()
     if proc.wait() != 0:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]

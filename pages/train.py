@@ -18,8 +18,10 @@ use_app_navigation()
 st.title("🏋️ Train & Optimize")
 
 # ---------------------------------------------------------------- data source
-kind = st.radio("Data", key="data_kind", options=["Official flower_photos download", "Upload a zip of class folders", "Folder on the server"],
-                horizontal=True)
+kind = st.radio(
+    "Data", ["Official flower_photos download", "Upload an archive of class folders", "Folder on the server"],
+    key="data_kind", horizontal=True,
+)
 source: str | None = None
 if kind.startswith("Official"):
     url = st.text_input("Archive URL", data.OFFICIAL_URL,
@@ -39,16 +41,21 @@ if kind.startswith("Official"):
         bar.empty()
     source = st.session_state.get("official_root")
 elif kind.startswith("Upload"):
-    upload = st.file_uploader("Zip of class folders (e.g. my_photos/roses/*.jpg, my_photos/tulips/*.jpg)", type=["zip"])
+    upload = st.file_uploader("Archive of class folders (e.g. my_photos/roses/*.jpg, my_photos/tulips/*.jpg)",
+                              type=["zip", "tgz", "gz", "tar"])
     if upload is not None:
-        digest = hashlib.sha1(upload.getvalue()).hexdigest()[:12]
-        archive = paths.cache_dir() / "uploads" / f"{digest}.zip"
-        archive.parent.mkdir(parents=True, exist_ok=True)
-        if not archive.exists():
-            partial = archive.with_suffix(".part")
-            partial.write_bytes(upload.getvalue())
-            os.replace(partial, archive)  # a half-written upload is never taken for a whole one
-        source = str(archive)
+        suffix = next((x for x in data.ARCHIVE_SUFFIXES if upload.name.lower().endswith(x)), None)
+        if suffix is None:
+            st.error(f"{upload.name} is not a .zip, .tgz, .tar.gz or .tar archive")
+        else:
+            digest = hashlib.sha1(upload.getvalue()).hexdigest()[:12]
+            archive = paths.cache_dir() / "uploads" / f"{digest}{suffix}"
+            archive.parent.mkdir(parents=True, exist_ok=True)
+            if not archive.exists():
+                partial = archive.with_name(archive.name + ".part")
+                partial.write_bytes(upload.getvalue())
+                os.replace(partial, archive)  # a half-written upload is never taken for a whole one
+            source = str(archive)
 else:
     folder = st.text_input("Folder path", placeholder="/data/my_photos", key="folder")
     if folder:

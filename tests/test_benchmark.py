@@ -90,3 +90,24 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     assert len(job.rows) == 4
     at.run()
     assert benchmark.list_runs(tmp_path) and len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
+
+
+def test_cancel_kills_the_running_worker_at_once(tiny_model, tiny_dataset, tmp_path):
+    import threading
+    import time
+
+    from core.progress import Cancelled, CancelToken
+
+    token = CancelToken()
+    cfg = benchmark.SweepConfig(str(tiny_model), ["ov-fp32"], sizes=[8], batches=[1], repeats=100_000,
+                                images=str(tiny_dataset))
+
+    def cancel_once_measuring(event):
+        if "measuring" in event.message:
+            threading.Timer(0.5, token.cancel).start()
+
+    start = time.time()
+    with pytest.raises(Cancelled):
+        benchmark.run_sweep(cfg, cancel_once_measuring, token, out_root=tmp_path)
+    assert time.time() - start < 60  # 100,000 repeats would take far longer
+    assert benchmark.list_runs(tmp_path) == []

@@ -46,7 +46,7 @@ def test_train_from_an_uploaded_zip_and_see_the_finished_model(app_url, browser,
             zf.write(f, f"colours/{f.relative_to(dataset)}")
     page = browser.new_page()
     page.goto(f"{app_url}/train", timeout=60_000)
-    page.get_by_text("Upload a zip of class folders").click()
+    page.get_by_text("Upload an archive of class folders").click()
     page.locator("input[type=file]").first.set_input_files(str(archive))
     page.get_by_text("240 images in 3 classes").wait_for(timeout=120_000)
 

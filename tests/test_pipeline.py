@@ -108,3 +108,28 @@ def test_too_few_images_per_class_is_refused(tmp_path):
     make_dataset(tmp_path / "ds", per_class=1)
     with pytest.raises(DatasetError, match="at least 2 images"):
         training.train(tmp_path / "ds", training.TrainConfig(arch="tutorial_cnn", epochs=1), "x", tmp_path / "m")
+
+
+def test_cancelled_or_failed_build_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
+    """The Train page's job: a cancel during conversion, or a crash in validation, leaves no model."""
+    from core import evaluate, workflow
+
+    root = tmp_path / "models"
+    token = CancelToken()
+
+    def cancel_at_conversion(event):
+        if event.stage == "convert":
+            token.cancel()
+
+    cfg = training.TrainConfig(arch="tutorial_cnn", image_size=32, epochs=1, batch_size=8)
+    with pytest.raises(Cancelled):
+        workflow.train_and_optimize(tiny_dataset, cfg, "cancelled", root, cancel_at_conversion, token)
+    assert registry.list_models(root) == [] and list(root.iterdir()) == []
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("validation crashed")
+
+    monkeypatch.setattr(evaluate, "validate", crash)
+    with pytest.raises(RuntimeError, match="validation crashed"):
+        workflow.train_and_optimize(tiny_dataset, cfg, "crashed", root)
+    assert registry.list_models(root) == [] and list(root.iterdir()) == []

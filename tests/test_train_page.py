@@ -46,7 +46,7 @@ def test_bad_zip_and_one_class_folder_are_refused_with_a_reason(tmp_path, monkey
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("a/x.jpg", b"x")
         zf.writestr("../../escape.jpg", b"x")
-    at.radio(key="data_kind").set_value("Upload a zip of class folders").run()
+    at.radio(key="data_kind").set_value("Upload an archive of class folders").run()
     at.file_uploader[0].set_value(("evil.zip", evil.read_bytes(), "application/zip")).run()
     assert not at.exception
     assert "unsafe path" in at.error[0].value
