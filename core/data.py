@@ -18,6 +18,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -159,6 +160,17 @@ def _safe_member_path(dest: Path, name: str) -> Path:
     return path
 
 
+def _extract_members(archive: Path, dest: Path, progress: ProgressFn, entries: list[tuple[str, int]],
+                     extract_one: Callable[[int], None]) -> None:
+    """Check every entry (count, declared size, path) before writing any, then extract them."""
+    _check_totals(len(entries), sum(size for _, size in entries))
+    for name, _ in entries:
+        _safe_member_path(dest, name)
+    for i in range(len(entries)):
+        extract_one(i)
+        progress(Event("extract", i + 1, len(entries), f"extracting {archive.name}"))
+
+
 def _extract_zip(archive: Path, dest: Path, progress: ProgressFn) -> None:
     try:
         zf = zipfile.ZipFile(archive)
@@ -166,12 +178,8 @@ def _extract_zip(archive: Path, dest: Path, progress: ProgressFn) -> None:
         raise DatasetError(f"{archive.name} is not a readable zip file ({exc})") from exc
     with zf:
         members = zf.infolist()
-        _check_totals(len(members), sum(m.file_size for m in members))
-        for m in members:
-            _safe_member_path(dest, m.filename)
-        for i, m in enumerate(members):
-            zf.extract(m, dest)
-            progress(Event("extract", i + 1, len(members), f"extracting {archive.name}"))
+        _extract_members(archive, dest, progress, [(m.filename, m.file_size) for m in members],
+                         lambda i: zf.extract(members[i], dest))
 
 
 def _extract_tar(archive: Path, dest: Path, progress: ProgressFn) -> None:
@@ -179,18 +187,17 @@ def _extract_tar(archive: Path, dest: Path, progress: ProgressFn) -> None:
         tf = tarfile.open(archive)
     except (tarfile.TarError, OSError) as exc:
         raise DatasetError(f"{archive.name} is not a readable tar archive ({exc})") from exc
+
+    def extract_one(i: int) -> None:
+        try:
+            # The "data" filter also refuses links that escape and device files.
+            tf.extract(members[i], dest, filter="data")
+        except tarfile.FilterError as exc:
+            raise DatasetError(f"the archive has an unsafe entry ({members[i].name!r}): {exc}") from exc
+
     with tf:
         members = tf.getmembers()
-        _check_totals(len(members), sum(m.size for m in members))
-        for m in members:
-            _safe_member_path(dest, m.name)
-        for i, m in enumerate(members):
-            try:
-                # The "data" filter also refuses links that escape and device files.
-                tf.extract(m, dest, filter="data")
-            except tarfile.FilterError as exc:
-                raise DatasetError(f"the archive has an unsafe entry ({m.name!r}): {exc}") from exc
-            progress(Event("extract", i + 1, len(members), f"extracting {archive.name}"))
+        _extract_members(archive, dest, progress, [(m.name, m.size) for m in members], extract_one)
 
 
 # ---------------------------------------------------------------- scanning
