@@ -63,7 +63,8 @@ BACKENDS: dict[str, BackendSpec] = {
                                        static=True),
     "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
 }
-DEFAULT_BACKENDS = ["tf-predict", "tf-serving", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput"]
+DEFAULT_BACKENDS = ["tf-predict", "tf-serving", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput-static",
+                    "onnxruntime"]
 
 
 def available_backends(model_dir: Path) -> list[str]:

@@ -13,7 +13,7 @@ from pages.common import active_model, rerun_when_finished, show_job_failure, us
 
 use_app_navigation()
 
-st.title("⏱️ Benchmark")
+st.title(":material/speed: Benchmark")
 st.caption(
     "Every backend runs in its own process, one at a time, on the same decoded photos: import, load, compile "
     "and first inference are timed apart; then a warm-up and repeated timed runs (median, min, max). "
@@ -37,8 +37,10 @@ with st.container(border=True):
     repeats = c3.number_input("Repeats", 1, 20, 3)
     warmup = c4.number_input("Warm-up runs", 0, 5, 1)
     source = st.radio("Photos", ["The model's validation photos", "Upload photos"], horizontal=True)
-    uploads = st.file_uploader("Photos to benchmark on", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES],
-                               accept_multiple_files=True)
+    uploads = None
+    if source == "Upload photos":
+        uploads = st.file_uploader("Photos to benchmark on", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES],
+                                   accept_multiple_files=True)
     submitted = st.button("Run sweep", type="primary")
 
 if submitted:

@@ -9,7 +9,7 @@ from pages.common import active_model, predictor, use_app_navigation
 
 use_app_navigation()
 
-st.title("🌼 Flower classifier: TensorFlow → OpenVINO")
+st.title(":material/local_florist: Flower classifier: TensorFlow → OpenVINO")
 st.markdown(
     """
 Train a flower classifier, convert it to **OpenVINO IR** (FP32, FP16, INT8), check that every
@@ -28,7 +28,7 @@ if entry is None:
 
 meta = entry.metadata
 st.header(f"Model: `{entry.name}`")
-arch = meta["arch"] + (f" (alpha {meta['alpha']})" if meta.get("alpha") else "")
+arch = f"MobileNetV2 α{meta['alpha']}" if meta["arch"] == "mobilenet_v2" else "Tutorial CNN"
 cols = st.columns(4)
 cols[0].metric("Architecture", arch)
 cols[1].metric("Input", f"{meta['image_size']}×{meta['image_size']} RGB")

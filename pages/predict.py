@@ -11,7 +11,7 @@ from pages.common import active_model, predictor, use_app_navigation
 
 use_app_navigation()
 
-st.title("🔍 Predict")
+st.title(":material/image_search: Predict")
 entry = active_model()
 if entry is None:
     st.warning("No model available.")

@@ -15,7 +15,7 @@ from pages.common import MODEL_KEY, rerun_when_finished, show_job_failure, use_a
 
 use_app_navigation()
 
-st.title("🏋️ Train & Optimize")
+st.title(":material/model_training: Train & Optimize")
 
 # ---------------------------------------------------------------- data source
 kind = st.radio(
