@@ -86,7 +86,7 @@ class JobRunner:
             job.finished = time.time()
 
     def wait(self, timeout: float | None = None) -> Job | None:
-        """Block until the current job ends (for the CLI and tests)."""
+        """Block until the current job ends (for tests and scripts)."""
         deadline = None if timeout is None else time.time() + timeout
         while self.current is not None and self.current.running:
             if deadline is not None and time.time() > deadline:
