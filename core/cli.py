@@ -121,7 +121,7 @@ def _int_list(text: str) -> list[int]:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from core import benchmark
+    from core import benchmark, registry
 
     cfg = benchmark.SweepConfig(
         model_dir=str(_model_dir(args.model_dir)), backends=args.backends.split(","), sizes=_int_list(args.sizes),
@@ -143,7 +143,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
                       f"benchmark_app {theirs['throughput_ips']:.1f} img/s ({ours / theirs['throughput_ips']:.0%})",
                       file=sys.stderr)
         run["benchmark_app"] = checks
-        (run_dir / "run.json").write_text(json.dumps(run, indent=2, default=str))
+        registry.write_json_atomic(run_dir / "run.json", run)
     df = benchmark.frame(run)
     cols = ["backend", "precision", "hint", "batch", "size", "total_s_median", "throughput_ips",
             "batch_latency_ms_p50", "batch_latency_ms_p99", "rss_peak_mb"]

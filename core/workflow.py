@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from core import convert, data, evaluate, paths, registry, training
+from core import convert, evaluate, paths, registry, training
 from core.backends import load_backend
 from core.progress import CancelToken, Event, ProgressFn, ignore
 
@@ -48,7 +48,7 @@ def train_and_optimize(source: str | Path, cfg: training.TrainConfig, name: str,
     staging = registry.staging_dir(models_root)
     try:
         built = training.train(source, cfg, name, staging, progress, cancel, command=f"Train page: {cfg}")
-        parts = data.split(data.scan(data.resolve(source)), cfg.val_fraction, cfg.test_fraction, cfg.seed)
+        parts = evaluate.model_split(registry.read_metadata(built), progress)  # the split training used
         calibration = convert.calibration_images(parts, cfg.image_size, CALIBRATION_SIZE, cfg.seed, progress)
         if cancel is not None:
             cancel.check()
