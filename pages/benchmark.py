@@ -8,8 +8,9 @@ import pandas as pd
 import streamlit as st
 
 from core import benchmark, charts, images
-from core.jobs import RUNNER, JobBusy
-from pages.common import active_model, rerun_when_finished, show_job_failure, use_app_navigation
+from core.jobs import RUNNER
+from pages.common import (active_model, rerun_when_finished, show_job_failure, show_refusal, starting_job,
+                          use_app_navigation)
 
 use_app_navigation()
 
@@ -44,9 +45,12 @@ with st.container(border=True):
     submitted = st.button("Run sweep", type="primary")
 
 if submitted:
-    try:
-        sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
-        if max(sizes) > 1000:
+    with starting_job("benchmark"):
+        try:
+            sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"test sizes must be whole numbers separated by commas, not {sizes_text!r}") from None
+        if sizes and max(sizes) > 1000:
             raise ValueError("test sizes go up to 1000 images")
         image_dir = None
         if source == "Upload photos":
@@ -59,10 +63,6 @@ if submitted:
                                     str(image_dir) if image_dir else None)
         RUNNER.start("benchmark", f"benchmark of {entry.name}",
                      lambda job: benchmark.run_sweep(cfg, job.progress, job.cancel_token, job.add_row))
-    except JobBusy as exc:
-        st.warning(f"Not started: {exc}.")
-    except ValueError as exc:
-        st.error(f"Not started: {exc}.")
 
 
 def show(figs: dict, key: str) -> None:
@@ -72,6 +72,7 @@ def show(figs: dict, key: str) -> None:
 
 @st.fragment(run_every=1.0)
 def live() -> None:
+    show_refusal("benchmark")
     job = RUNNER.current
     if job is None or job.kind != "benchmark":
         return

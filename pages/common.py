@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import streamlit as st
 
 from core import registry
 from core.backends import OVSettings
+from core.jobs import RUNNER, JobBusy
 from core.predict import Predictor
 
 MODEL_KEY = "model_name"
@@ -62,6 +65,37 @@ def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, 
 
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
     return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))
+
+
+@contextmanager
+def starting_job(kind: str) -> Iterator[None]:
+    """Wrap the code that validates settings and starts a `kind` job. A refusal (another job
+    runs, or a bad setting) is kept in session state and drawn by `show_refusal` inside the
+    page's live fragment, not written once by this run: under load the fragment's next
+    auto-rerun can clear elements of the full run that just ended (a Streamlit frontend race),
+    which left a click on a busy server with no answer at all."""
+    key = f"refusal-{kind}"
+    st.session_state.pop(key, None)
+    try:
+        yield
+    except JobBusy as exc:
+        blocker = RUNNER.current.id if RUNNER.current else None
+        st.session_state[key] = ("warning", f"Not started: {exc}.", blocker)
+    except ValueError as exc:  # DatasetError, ModelError and bad numbers are ValueErrors
+        st.session_state[key] = ("error", f"Not started: {exc}", None)
+
+
+def show_refusal(kind: str) -> None:
+    """The last refusal of a `kind` job; a "busy" one only while the blocking job runs."""
+    notice = st.session_state.get(f"refusal-{kind}")
+    if notice is None:
+        return
+    level, text, blocker = notice
+    job = RUNNER.current
+    if blocker is not None and not (job is not None and job.id == blocker and job.running):
+        del st.session_state[f"refusal-{kind}"]
+        return
+    getattr(st, level)(text)
 
 
 def rerun_when_finished(job) -> None:

@@ -10,8 +10,9 @@ import streamlit as st
 
 from core import data, paths, registry, training, workflow
 from core.images import ImageError, for_display, open_image
-from core.jobs import RUNNER, JobBusy
-from pages.common import MODEL_KEY, rerun_when_finished, show_job_failure, use_app_navigation
+from core.jobs import RUNNER
+from pages.common import (MODEL_KEY, rerun_when_finished, show_job_failure, show_refusal, starting_job,
+                          use_app_navigation)
 
 use_app_navigation()
 
@@ -104,7 +105,7 @@ if arch == "mobilenet_v2" and not training.weights_available_offline(alpha):
             "If this server is offline that fails: choose `tutorial_cnn`, which needs no download.")
 
 if start and info is not None:
-    try:
+    with starting_job("training"):
         cfg = training.TrainConfig(arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
                                    fine_tune_epochs=int(ft_epochs) if arch == "mobilenet_v2" else 0,
                                    fine_tune_layers=int(ft_layers), batch_size=int(batch), augment=augment)
@@ -119,15 +120,12 @@ if start and info is not None:
             return workflow.train_and_optimize(root, cfg, name, progress=progress, cancel=job.cancel_token)
 
         RUNNER.start("training", f"training {name}", work)
-    except JobBusy as exc:
-        st.warning(f"Not started: {exc}.")
-    except (ValueError, registry.ModelError) as exc:
-        st.error(f"Not started: {exc}")
 
 
 # ---------------------------------------------------------------- live progress and result
 @st.fragment(run_every=1.0)
 def live() -> None:
+    show_refusal("training")
     job = RUNNER.current
     if job is None or job.kind != "training":
         return

@@ -92,6 +92,34 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     assert benchmark.list_runs(tmp_path) and len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
 
 
+def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, monkeypatch):
+    import threading
+
+    from core.jobs import RUNNER
+
+    monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
+    monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
+    at = app_test("pages/benchmark.py")
+    at.text_input[0].set_value("10, ten")
+    at.button[0].click().run()
+    assert [e.value for e in at.error] == ["Not started: test sizes must be whole numbers separated by commas, "
+                                           "not '10, ten'"]
+    assert RUNNER.current is None or not RUNNER.current.running
+
+    release = threading.Event()
+    RUNNER.start("training", "a training that blocks", lambda job: release.wait(60))
+    at.text_input[0].set_value("4")
+    at.button[0].click().run()
+    assert not at.error
+    assert "already running (a training that blocks" in at.warning[0].value
+    at.run()  # a later run (or the live fragment's rerun) still answers the click
+    assert "already running" in at.warning[0].value
+    release.set()
+    RUNNER.wait(10)
+    at.run()
+    assert not at.warning  # the blocker ended: the refusal no longer applies
+
+
 def test_cancel_kills_the_running_worker_at_once(tiny_model, tiny_dataset, tmp_path):
     import threading
     import time

@@ -33,7 +33,10 @@ async def start_sweep(browser, url: str, expect: str) -> str:
     await page.get_by_role("spinbutton", name="Repeats").fill("20")
     await page.get_by_role("button", name="Run sweep").click()
     marker = page.get_by_text(expect).first
-    await marker.wait_for(timeout=120_000)
+    try:
+        await marker.wait_for(timeout=120_000)
+    except Exception as exc:  # say what the page showed instead
+        raise AssertionError(f"no {expect!r} after Run sweep; the page read:\n{await page.inner_text('body')}") from exc
     text = await marker.inner_text()
     await context.close()
     return text
