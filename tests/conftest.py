@@ -122,7 +122,9 @@ def app_url():
     log = open(_session_tmp / "streamlit.log", "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
-         "--server.address", "127.0.0.1", "--server.headless", "true"],
+         "--server.address", "127.0.0.1", "--server.headless", "true",
+         # No source watcher: it would watch the whole checkout (a CI .venv included) for nothing.
+         "--server.fileWatcherType", "none"],
         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"FLOWERS_MODELS_DIR": str(models)},
     )
     url = f"http://127.0.0.1:{port}"

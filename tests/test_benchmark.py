@@ -107,11 +107,11 @@ def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, mon
     assert RUNNER.current is None or not RUNNER.current.running
 
     release = threading.Event()
-    RUNNER.start("training", "a training that blocks", lambda job: release.wait(60))
+    RUNNER.start("benchmark", "a sweep that blocks", lambda job: release.wait(60))
     at.text_input[0].set_value("4")
     at.button[0].click().run()
     assert not at.error
-    assert "already running (a training that blocks" in at.warning[0].value
+    assert "already running (a sweep that blocks" in at.warning[0].value
     at.run()  # a later run (or the live fragment's rerun) still answers the click
     assert "already running" in at.warning[0].value
     release.set()
