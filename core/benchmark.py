@@ -67,6 +67,14 @@ DEFAULT_BACKENDS = ["tf-predict", "tf-serving", "ov-fp32", "ov-fp32-default", "o
                     "onnxruntime"]
 
 
+def parse_int_list(text: str, what: str) -> list[int]:
+    """"10, 20,30" -> [10, 20, 30], for the page's and the CLI's comma-separated settings."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise ValueError(f"{what} must be whole numbers separated by commas, not {text!r}") from None
+
+
 def available_backends(model_dir: Path) -> list[str]:
     """Backends whose model file exists; the ONNX export is made on demand from the Keras model."""
     variants = set(registry.available_variants(Path(model_dir)))

@@ -116,16 +116,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 1 if any(r.error for r in results) else 0
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(x) for x in text.split(",") if x.strip()]
-
-
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from core import benchmark, registry
 
     cfg = benchmark.SweepConfig(
-        model_dir=str(_model_dir(args.model_dir)), backends=args.backends.split(","), sizes=_int_list(args.sizes),
-        batches=_int_list(args.batch), repeats=args.repeats, warmup=args.warmup, images=args.images,
+        model_dir=str(_model_dir(args.model_dir)), backends=args.backends.split(","),
+        sizes=benchmark.parse_int_list(args.sizes, "--sizes"), batches=benchmark.parse_int_list(args.batch, "--batch"),
+        repeats=args.repeats, warmup=args.warmup, images=args.images,
     )
     run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
     run = benchmark.load_run(run_dir.name, run_dir.parent)

@@ -46,10 +46,7 @@ with st.container(border=True):
 
 if submitted:
     with starting_job("benchmark"):
-        try:
-            sizes = [int(s) for s in sizes_text.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"test sizes must be whole numbers separated by commas, not {sizes_text!r}") from None
+        sizes = benchmark.parse_int_list(sizes_text, "test sizes")
         if sizes and max(sizes) > 1000:
             raise ValueError("test sizes go up to 1000 images")
         image_dir = None
