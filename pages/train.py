@@ -7,6 +7,7 @@ import time
 import pandas as pd
 import plotly.express as px
 import streamlit as st
+from PIL import Image
 
 from core import data, paths, registry, training, workflow
 from core.images import ImageError, for_display, open_image
@@ -15,6 +16,14 @@ from pages.common import (MODEL_KEY, rerun_when_finished, show_job_failure, show
                           use_app_navigation)
 
 use_app_navigation()
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def sample_photo(path: str, mtime_ns: int) -> Image.Image:
+    """A sample photo for the grid, decoded once: the page reruns on every widget change and
+    users' own photos can be 12-megapixel originals. `mtime_ns` keys the cache to the file's version."""
+    return for_display(open_image(path))
+
 
 st.title(":material/model_training: Train & Optimize")
 
@@ -78,7 +87,7 @@ if info is not None:
         col.markdown(f"**{cls}**")
         for f in info.files[cls][:3]:
             try:
-                col.image(for_display(open_image(f)), width="stretch")
+                col.image(sample_photo(str(f), f.stat().st_mtime_ns), width="stretch")
             except ImageError as exc:
                 col.caption(f"{f.name}: {exc}")
 
