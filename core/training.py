@@ -8,6 +8,7 @@ uint8-valued images.
 
 from __future__ import annotations
 
+import os
 import shlex
 import sys
 import time
@@ -259,15 +260,11 @@ def load_keras(model_dir: Path):
         raise registry.ModelError(f"could not load {path}: {exc}") from exc
 
 
-
-
 def weights_file(alpha: float) -> str:
     """The file name Keras looks for in $KERAS_HOME/models for MobileNetV2 'no top' weights at 224."""
     return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
 
 
 def weights_available_offline(alpha: float) -> bool:
-    import os
-
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
     return (home / "models" / weights_file(alpha)).exists()
