@@ -18,7 +18,12 @@ from core.progress import Cancelled, CancelToken, Event
 
 
 class JobBusy(RuntimeError):
-    """Another job is running; the message says which."""
+    """Another job is running; the message says which, and `.job` is that job."""
+
+    def __init__(self, job: "Job") -> None:
+        super().__init__(f"a {job.kind} job is already running ({job.title}, started {job.elapsed:.0f} s ago); "
+                         "wait for it to finish or cancel it")
+        self.job = job
 
 
 @dataclass
@@ -63,9 +68,7 @@ class JobRunner:
     def start(self, kind: str, title: str, work: Callable[[Job], Any]) -> Job:
         with self._lock:
             if self.current is not None and self.current.running:
-                job = self.current
-                raise JobBusy(f"a {job.kind} job is already running ({job.title}, started "
-                              f"{job.elapsed:.0f} s ago); wait for it to finish or cancel it")
+                raise JobBusy(self.current)
             job = Job(kind, title)
             self.current = job
         threading.Thread(target=self._run, args=(job, work), name=f"job-{kind}-{job.id}", daemon=True).start()

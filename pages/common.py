@@ -67,6 +67,10 @@ def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSetti
     return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))
 
 
+def _refusal_key(kind: str) -> str:
+    return f"refusal-{kind}"
+
+
 @contextmanager
 def starting_job(kind: str) -> Iterator[None]:
     """Wrap the code that validates settings and starts a `kind` job. A refusal (another job
@@ -74,26 +78,25 @@ def starting_job(kind: str) -> Iterator[None]:
     page's live fragment, not written once by this run: under load the fragment's next
     auto-rerun can clear elements of the full run that just ended (a Streamlit frontend race),
     which left a click on a busy server with no answer at all."""
-    key = f"refusal-{kind}"
+    key = _refusal_key(kind)
     st.session_state.pop(key, None)
     try:
         yield
     except JobBusy as exc:
-        blocker = RUNNER.current.id if RUNNER.current else None
-        st.session_state[key] = ("warning", f"Not started: {exc}.", blocker)
+        st.session_state[key] = ("warning", f"Not started: {exc}.", exc.job.id)
     except ValueError as exc:  # DatasetError, ModelError and bad numbers are ValueErrors
         st.session_state[key] = ("error", f"Not started: {exc}", None)
 
 
 def show_refusal(kind: str) -> None:
     """The last refusal of a `kind` job; a "busy" one only while the blocking job runs."""
-    notice = st.session_state.get(f"refusal-{kind}")
+    notice = st.session_state.get(_refusal_key(kind))
     if notice is None:
         return
     level, text, blocker = notice
     job = RUNNER.current
     if blocker is not None and not (job is not None and job.id == blocker and job.running):
-        del st.session_state[f"refusal-{kind}"]
+        del st.session_state[_refusal_key(kind)]
         return
     getattr(st, level)(text)
 
