@@ -1,29 +1,30 @@
-"""Entry point: `streamlit run streamlit_app.py`."""
+"""Entry point: `streamlit run streamlit_app.py` (add `-- --owner` for a trusted local run)."""
 
 from pathlib import Path
 
 import streamlit as st
 
-from core import paths, registry
-from pages.common import model_selector
+from app_pages.common import access_panel, model_selector
+from core import paths, registry, workspace
 
 st.set_page_config(page_title="Flowers: TensorFlow vs OpenVINO", page_icon="🌼", layout="wide")
 
 
-@st.cache_resource
-def _clean_models_folder(root: str) -> list:
-    """Once per server and models folder: remove temp folders a killed job may have left."""
-    return registry.remove_stale(Path(root))
+@st.cache_resource(ttl=3600)
+def _housekeeping(root: str) -> dict:
+    """At start and hourly: remove temp folders a killed job left, and visitors' expired workspaces."""
+    return {"stale": registry.remove_stale(Path(root)), "expired": workspace.expire()}
 
 
-_clean_models_folder(str(paths.models_dir()))
+_housekeeping(str(paths.models_dir()))
 page = st.navigation(
     [
-        st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("pages/predict.py", title="Predict", icon=":material/image_search:"),
-        st.Page("pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
-        st.Page("pages/train.py", title="Train & Optimize", icon=":material/model_training:"),
+        st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
+        st.Page("app_pages/predict.py", title="Predict", icon=":material/image_search:"),
+        st.Page("app_pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
+        st.Page("app_pages/train.py", title="Train & Optimize", icon=":material/model_training:"),
     ]
 )
 model_selector()
+access_panel()
 page.run()

@@ -17,6 +17,8 @@ from typing import Any
 import numpy as np
 import psutil
 
+from core.system import exit_with_parent
+
 _PROC = psutil.Process()
 
 
@@ -92,6 +94,7 @@ def async_runner(backend):
 
 def main() -> int:
     job = json.loads(sys.stdin.read())
+    exit_with_parent()
     rss_start = rss_mb()
     t0 = time.perf_counter()
     if job["variant"] == "tensorflow":

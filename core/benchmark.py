@@ -25,6 +25,7 @@ import pandas as pd
 
 from core import data, paths, registry
 from core.backends import ONNX_VARIANT, OVSettings
+from core.errors import UserError
 from core.images import IMAGE_SUFFIXES
 from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.system import library_versions, machine_summary
@@ -72,7 +73,7 @@ def parse_int_list(text: str, what: str) -> list[int]:
     try:
         return [int(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise ValueError(f"{what} must be whole numbers separated by commas, not {text!r}") from None
+        raise UserError(f"{what} must be whole numbers separated by commas, not {text!r}") from None
 
 
 def available_backends(model_dir: Path) -> list[str]:
@@ -95,11 +96,11 @@ class SweepConfig:
     def __post_init__(self) -> None:
         unknown = [b for b in self.backends if b not in BACKENDS]
         if unknown:
-            raise ValueError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+            raise UserError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
         if not self.backends or not self.sizes or not self.batches:
-            raise ValueError("choose at least one backend, test size and batch size")
+            raise UserError("choose at least one backend, test size and batch size")
         if min(self.sizes) < 1 or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0:
-            raise ValueError("sizes, batches and repeats must be positive")
+            raise UserError("sizes, batches and repeats must be positive")
 
 
 def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.ndarray, dict[str, Any]]:
@@ -213,6 +214,12 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
     return save_run(run, out_root)
 
 
+def sweep_job(ctx, config: dict[str, Any], out_root: str) -> dict[str, Any]:
+    """`run_sweep` as a job of `core.jobs` (run in its child process): measured cells become result rows."""
+    run_dir = run_sweep(SweepConfig(**config), ctx.progress, on_cell=ctx.add_row, out_root=Path(out_root))
+    return {"run_dir": str(run_dir)}
+
+
 def _row(key: str, spec: BackendSpec, cell: dict[str, Any], loaded: dict[str, Any], machine: dict[str, Any],
          versions: dict[str, str]) -> dict[str, Any]:
     s = loaded["settings"]
@@ -267,7 +274,7 @@ def load_run(run_id: str, root: Path | None = None) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
-        raise ValueError(f"cannot read benchmark run {run_id!r}: {exc}") from exc
+        raise UserError(f"cannot read benchmark run {run_id!r}: {exc}") from exc
 
 
 def frame(run: dict[str, Any]) -> pd.DataFrame:

@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from core.progress import Event
@@ -37,14 +38,19 @@ def _model_dir(value: str | None) -> Path:
 def cmd_train(args: argparse.Namespace) -> int:
     from core import training
 
-    cfg = training.TrainConfig(
-        arch=args.arch, alpha=args.alpha, image_size=args.image_size, epochs=args.epochs,
-        fine_tune_epochs=args.fine_tune_epochs, fine_tune_layers=args.fine_tune_layers, batch_size=args.batch_size,
-        learning_rate=args.learning_rate, fine_tune_learning_rate=args.fine_tune_learning_rate,
-        augment=not args.no_augment, dropout=args.dropout, label_smoothing=args.label_smoothing,
-        patience=args.patience, val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
-        weights=None if args.no_pretrained else "imagenet",
-    )
+    given = {
+        "arch": args.arch, "alpha": args.alpha, "image_size": args.image_size, "epochs": args.epochs,
+        "fine_tune_epochs": args.fine_tune_epochs, "fine_tune_layers": args.fine_tune_layers,
+        "batch_size": args.batch_size, "learning_rate": args.learning_rate,
+        "fine_tune_learning_rate": args.fine_tune_learning_rate, "dropout": args.dropout,
+        "label_smoothing": args.label_smoothing, "patience": args.patience, "val_fraction": args.val_fraction,
+        "test_fraction": args.test_fraction, "seed": args.seed,
+        "augment": False if args.no_augment else None,
+    }
+    # A named recipe (the Train page's) is the starting point; flags given on top override it.
+    base = asdict(training.RECIPES[args.recipe].config) if args.recipe else {}
+    cfg = training.TrainConfig(**(base | {k: v for k, v in given.items() if v is not None}
+                                  | {"weights": None if args.no_pretrained else "imagenet"}))
     out = Path(args.out)
     command = "python -m core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = training.train(args.data, cfg, out.name, out.parent, _print_progress, overwrite=args.overwrite,
@@ -183,23 +189,30 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model on a dataset URL, archive or folder")
     t.add_argument("--data", default=None, help="dataset URL, .tgz/.zip archive or folder (default: official flower_photos)")
-    t.add_argument("--arch", choices=("tutorial_cnn", "mobilenet_v2"), default="mobilenet_v2")
-    t.add_argument("--alpha", type=float, default=0.5)
-    t.add_argument("--image-size", type=int, default=None)
-    t.add_argument("--epochs", type=int, default=5, help="epochs (frozen-backbone epochs for mobilenet_v2)")
-    t.add_argument("--fine-tune-epochs", type=int, default=0)
-    t.add_argument("--fine-tune-layers", type=int, default=30)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--learning-rate", type=float, default=1e-3)
-    t.add_argument("--fine-tune-learning-rate", type=float, default=1e-4)
-    t.add_argument("--dropout", type=float, default=0.2)
-    t.add_argument("--label-smoothing", type=float, default=0.0)
-    t.add_argument("--patience", type=int, default=3)
+    from core.training import RECIPES, TrainConfig
+
+    d = TrainConfig()  # the defaults, shown in --help; unset flags fall back to the recipe, then to these
+    t.add_argument("--recipe", choices=list(RECIPES), default=None,
+                   help="start from one of the Train page's recipes; other flags override it")
+    t.add_argument("--arch", choices=("tutorial_cnn", "mobilenet_v2"), default=None, help=f"default {d.arch}")
+    t.add_argument("--alpha", type=float, default=None, help=f"default {d.alpha}")
+    t.add_argument("--image-size", type=int, default=None, help="default 224 for mobilenet_v2, 180 for the CNN")
+    t.add_argument("--epochs", type=int, default=None,
+                   help=f"epochs (frozen-backbone epochs for mobilenet_v2), default {d.epochs}")
+    t.add_argument("--fine-tune-epochs", type=int, default=None, help=f"default {d.fine_tune_epochs}")
+    t.add_argument("--fine-tune-layers", type=int, default=None, help=f"default {d.fine_tune_layers}")
+    t.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
+    t.add_argument("--learning-rate", type=float, default=None, help=f"default {d.learning_rate}")
+    t.add_argument("--fine-tune-learning-rate", type=float, default=None, help=f"default {d.fine_tune_learning_rate}")
+    t.add_argument("--dropout", type=float, default=None, help=f"default {d.dropout}")
+    t.add_argument("--label-smoothing", type=float, default=None, help=f"default {d.label_smoothing}")
+    t.add_argument("--patience", type=int, default=None, help=f"default {d.patience}")
     t.add_argument("--no-augment", action="store_true")
     t.add_argument("--no-pretrained", action="store_true", help="random init instead of ImageNet weights")
-    t.add_argument("--val-fraction", type=float, default=0.2)
-    t.add_argument("--test-fraction", type=float, default=0.0, help="held-out share, never used for model selection")
-    t.add_argument("--seed", type=int, default=123)
+    t.add_argument("--val-fraction", type=float, default=None, help=f"default {d.val_fraction}")
+    t.add_argument("--test-fraction", type=float, default=None,
+                   help=f"held-out share, never used for model selection; default {d.test_fraction}")
+    t.add_argument("--seed", type=int, default=None, help=f"default {d.seed}")
     t.add_argument("--out", required=True, help="model folder to create, e.g. models/my-flowers")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -260,12 +273,10 @@ def main(argv: list[str] | None = None) -> int:
         from core.data import OFFICIAL_URL
 
         args.data = OFFICIAL_URL
-    from core.data import DatasetError
-    from core.registry import ModelError
-    from core.training import WeightsUnavailable
+    from core.errors import UserError
 
     try:
         return args.func(args)
-    except (DatasetError, ModelError, WeightsUnavailable, ValueError) as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from core import data, registry
+from core.errors import UserError
 from core.progress import Event, ProgressFn, ignore
 
 DEFAULT_CALIBRATION_SIZE = 300
@@ -77,9 +78,9 @@ def convert(
     model_dir = Path(model_dir)
     unknown = set(precisions) - set(registry.IR_PRECISIONS)
     if unknown:
-        raise ValueError(f"unknown precision(s) {sorted(unknown)}; choose from {registry.IR_PRECISIONS}")
+        raise UserError(f"unknown precision(s) {sorted(unknown)}; choose from {registry.IR_PRECISIONS}")
     if "int8" in precisions and (calibration is None or len(calibration) == 0):
-        raise ValueError("INT8 quantization needs calibration images")
+        raise UserError("INT8 quantization needs calibration images")
     steps = len(precisions) + 1
     progress(Event("convert", 0, steps, "exporting Keras model and converting to OpenVINO"))
     start = time.perf_counter()

@@ -8,11 +8,15 @@ and extracted without ever writing outside their target folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import random
 import shutil
+import ssl
 import tarfile
 import tempfile
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
@@ -23,6 +27,7 @@ from typing import Callable
 import numpy as np
 
 from core import paths
+from core.errors import UserError
 from core.images import IMAGE_SUFFIXES, ImageError, load_for_model
 from core.progress import CancelToken, Event, ProgressFn, ignore
 
@@ -35,7 +40,7 @@ MAX_EXTRACTED_BYTES = 4 * 2**30
 MAX_ARCHIVE_MEMBERS = 200_000
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
     """A dataset that cannot be used; the message says why, for the user."""
 
 
@@ -75,18 +80,70 @@ class Split:
 
 # ---------------------------------------------------------------- fetching
 
+MIRROR_ENV = "FLOWERS_DATASET_MIRROR"  # a local copy of the official archive, for offline servers and tests
+ALLOWED_URLS_ENV = "FLOWERS_ALLOWED_URLS"  # comma-separated URLs (or prefixes ending in "/") the owner allows
+
+
+def allowed_urls(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """The official archive, the owner's configured URLs and `extra`, without repeats."""
+    configured = (u.strip() for u in os.environ.get(ALLOWED_URLS_ENV, "").split(",") if u.strip())
+    return tuple(dict.fromkeys([OFFICIAL_URL, *extra, *configured]))
+
+
+class UnsafeSource(DatasetError):
+    """A URL or path that this server will not touch; nothing was fetched or read."""
+
+
+@dataclass(frozen=True)
+class DownloadPolicy:
+    """Where the server may download from: https only, URLs on an allow-list (an entry ending in
+    "/" allows everything under it), redirects only to allowed hosts, bounded size and time."""
+
+    allowed: tuple[str, ...] = (OFFICIAL_URL,)
+    max_bytes: int = 1 * 2**30
+    timeout_s: float = 900
+    ssl_context: ssl.SSLContext | None = field(default=None, compare=False)  # tests trust a local certificate
+
+    @property
+    def hosts(self) -> set[str]:
+        return {urllib.parse.urlsplit(u).netloc.lower() for u in self.allowed}
+
+    def check(self, url: str) -> None:
+        """Raise `UnsafeSource` unless `url` may be fetched; makes no network request."""
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https":
+            raise UnsafeSource(f"only https downloads are allowed, not {parts.scheme or 'a bare path'!r}: {url}")
+        if parts.username or parts.password:
+            raise UnsafeSource("URLs with a user name or password are not allowed")
+        if not any(url == a or (a.endswith("/") and url.startswith(a)) for a in self.allowed):
+            raise UnsafeSource(f"{url} is not on this server's download allow-list "
+                               f"({', '.join(self.allowed)}); the owner can add it")
+
+    def check_redirect(self, url: str) -> None:
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme != "https" or parts.netloc.lower() not in self.hosts:
+            raise UnsafeSource(f"the download redirected to {url}, which is not an allowed https host; stopped")
+
+
 def is_url(source: str) -> bool:
-    return urllib.parse.urlparse(source).scheme in ("http", "https", "file")
+    return "://" in source or source.lower().startswith(("data:", "mailto:"))
 
 
-def resolve(source: str | Path, cache: Path | None = None, progress: ProgressFn = ignore) -> Path:
-    """Return a local folder holding the dataset described by `source`."""
+def resolve(source: str | Path, cache: Path | None = None, progress: ProgressFn = ignore,
+            policy: DownloadPolicy | None = None, roots: tuple[Path, ...] | None = None) -> Path:
+    """Return a local folder holding the dataset described by `source`.
+
+    URLs go through `policy` (default: the official archive only). With `roots`, a folder or
+    archive path must lie inside one of them (the app passes the owner's data roots, or none
+    for a visitor); without, any local path is taken (the CLI, run by the owner)."""
     cache = Path(cache or paths.cache_dir())
     text = str(source)
     if is_url(text):
-        archive = download(text, cache / "downloads", progress)
+        mirror = os.environ.get(MIRROR_ENV)
+        archive = Path(mirror) if text == OFFICIAL_URL and mirror else download(text, cache / "downloads", progress,
+                                                                               policy)
     else:
-        archive = Path(text).expanduser()
+        archive = Path(text).expanduser() if roots is None else inside_roots(text, roots)
         if archive.is_dir():
             return dataset_root(archive)
         if not archive.exists():
@@ -101,25 +158,97 @@ def resolve(source: str | Path, cache: Path | None = None, progress: ProgressFn 
     return dataset_root(target)
 
 
-def download(url: str, folder: Path, progress: ProgressFn = ignore) -> Path:
-    """Fetch `url` once into `folder` (a finished download is reused)."""
-    name = Path(urllib.parse.urlparse(url).path).name or "dataset.tgz"
-    folder.mkdir(parents=True, exist_ok=True)
-    dest = folder / name
-    if dest.exists():
-        return dest
-    partial = folder / f".{name}.part-{os.getpid()}"
+def inside_roots(text: str, roots: tuple[Path, ...]) -> Path:
+    """A path typed in the browser, accepted only if it resolves (symlinks followed) inside a root.
 
-    def hook(blocks: int, block_size: int, total: int) -> None:
-        progress(Event("download", blocks * block_size, total if total > 0 else None, f"downloading {name}"))
-
+    Relative paths are taken from the first root; `~` is never expanded."""
+    if not roots:
+        raise UnsafeSource("folders on the server are not available here (no data roots are configured)")
+    if not text or text.startswith("~") or "\x00" in text:
+        raise UnsafeSource(f"{text!r} is not a path inside the data roots ({', '.join(map(str, roots))})")
+    candidate = Path(text) if Path(text).is_absolute() else roots[0] / text
     try:
-        urllib.request.urlretrieve(url, partial, reporthook=hook)
-    except OSError as exc:
+        real = candidate.resolve(strict=True)
+    except (OSError, RuntimeError):
+        raise DatasetError(f"no such file or folder inside the data roots: {text}") from None
+    if not any(real.is_relative_to(root) for root in roots):
+        raise UnsafeSource(f"{text} is outside the data roots ({', '.join(map(str, roots))}); refused")
+    return real
+
+
+def _url_key(url: str) -> str:
+    return hashlib.sha256(url.encode()).hexdigest()[:16]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def download(url: str, folder: Path, progress: ProgressFn = ignore, policy: DownloadPolicy | None = None) -> Path:
+    """Fetch `url` once into `folder`, keyed by the URL itself. The size and sha256 of the first good
+    download are recorded beside it and checked on every reuse; a refused URL is never requested."""
+    policy = policy or DownloadPolicy(allowed_urls())
+    policy.check(url)
+    name = Path(urllib.parse.urlsplit(url).path).name or "dataset.tgz"
+    folder = Path(folder) / _url_key(url)
+    dest, record_path = folder / name, folder / "download.json"
+    if dest.exists() and record_path.exists():
+        record = json.loads(record_path.read_text())
+        if dest.stat().st_size == record["size"] and _sha256(dest) == record["sha256"]:
+            return dest
+        shutil.rmtree(folder, ignore_errors=True)  # changed on disk since: fetch again
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{name}.part-{os.getpid()}"
+    try:
+        digest = _fetch(url, partial, policy, progress, name)
+        os.replace(partial, dest)
+    except BaseException:
         partial.unlink(missing_ok=True)
-        raise DatasetError(f"could not download {url}: {exc}") from exc
-    os.replace(partial, dest)
+        raise
+    record = {"url": url, "size": dest.stat().st_size, "sha256": digest, "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    tmp = record_path.with_name(".download.json.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, record_path)
     return dest
+
+
+def _fetch(url: str, dest: Path, policy: DownloadPolicy, progress: ProgressFn, name: str) -> str:
+    """Stream `url` into `dest` within the policy's size and time; returns the sha256."""
+
+    class CheckedRedirects(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            policy.check_redirect(newurl)  # before the next request is made
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+    opener = urllib.request.build_opener(CheckedRedirects, urllib.request.HTTPSHandler(context=policy.ssl_context))
+    deadline = time.monotonic() + policy.timeout_s
+    h = hashlib.sha256()
+    try:
+        with opener.open(url, timeout=min(60.0, policy.timeout_s)) as response, open(dest, "wb") as out:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            if total and total > policy.max_bytes:
+                raise DatasetError(f"{url} is {total / 2**20:.0f} MB; the limit is {policy.max_bytes / 2**20:.0f} MB")
+            done = 0
+            while block := response.read(2**20):
+                done += len(block)
+                if done > policy.max_bytes:
+                    raise DatasetError(f"{url} is larger than the {policy.max_bytes / 2**20:.0f} MB limit; stopped")
+                if time.monotonic() > deadline:
+                    raise DatasetError(f"downloading {url} took longer than {policy.timeout_s:.0f} s; stopped")
+                out.write(block)
+                h.update(block)
+                progress(Event("download", done, total, f"downloading {name}"))
+    except urllib.error.URLError as exc:
+        if isinstance(exc.reason, DatasetError):
+            raise exc.reason from None
+        raise DatasetError(f"could not download {url}: {exc.reason}") from exc
+    except OSError as exc:
+        raise DatasetError(f"could not download {url}: {exc}") from exc
+    return h.hexdigest()
 
 
 def _stem(name: str) -> str:
@@ -225,13 +354,16 @@ def scan(root: Path, min_images: int = MIN_IMAGES_PER_CLASS) -> DatasetInfo:
         raise DatasetError(f"{root} is not a folder")
     files: dict[str, list[Path]] = {}
     skipped: list[str] = []
+    real_root = root.resolve()
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not _is_hidden(p)):
         images = []
         for f in sorted(class_dir.rglob("*")):
             rel = f.relative_to(root)
             if not f.is_file() or any(part.startswith((".", "__MACOSX")) for part in rel.parts):
                 continue
-            if f.suffix.lower() in IMAGE_SUFFIXES:
+            if not f.resolve().is_relative_to(real_root):
+                skipped.append(f"{rel} (a link to outside the dataset)")  # never read what a link points out to
+            elif f.suffix.lower() in IMAGE_SUFFIXES:
                 images.append(f)
             else:
                 skipped.append(str(rel))
@@ -268,33 +400,55 @@ def load_arrays(
     progress: ProgressFn = ignore,
     stage: str = "load",
     cancel: CancelToken | None = None,
+    backing: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """Decode images to a uint8 (N, size, size, 3) array; unreadable files are reported, not fatal."""
-    images, labels, bad = [], [], []
+    """Decode images to a uint8 (N, size, size, 3) array; unreadable files are reported, not fatal.
+
+    The array is allocated once and filled in place: no list of copies, no second stacked copy.
+    With `backing`, it is a memory-mapped .npy file there instead of private memory."""
+    shape = (len(items), size, size, 3)
+    images = (np.lib.format.open_memmap(backing, "w+", np.uint8, shape) if backing is not None
+              else np.empty(shape, np.uint8))
+    labels = np.empty(len(items), np.int32)
+    bad: list[str] = []
+    n = 0
     for i, (path, label) in enumerate(items):
         if cancel is not None:
             cancel.check()
         try:
-            images.append(load_for_model(path, size))
-            labels.append(label)
+            images[n] = load_for_model(path, size)
+            labels[n] = label
+            n += 1
         except ImageError as exc:
             bad.append(f"{path.name}: {exc}")
         if i % 50 == 0 or i == len(items) - 1:
             progress(Event(stage, i + 1, len(items), f"decoding images ({stage})"))
-    if not images:
+    if n == 0:
         raise DatasetError("none of the images could be read")
-    return np.stack(images), np.asarray(labels, dtype=np.int32), bad
+    return images[:n], labels[:n], bad
 
 
 def tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool,
                augment=None, seed: int = 123):
-    """A batched `tf.data` pipeline over decoded arrays (augmentation runs in the pipeline)."""
+    """A batched `tf.data` pipeline over decoded uint8 arrays (augmentation runs in the pipeline).
+
+    It shuffles and batches indices and gathers each batch from the array, so the decoded data
+    set stays in memory once, in uint8: `from_tensor_slices` would copy it into the graph."""
     import tensorflow as tf
 
-    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    def gather(idx):
+        return images[idx], labels[idx]
+
+    def take(idx):
+        x, y = tf.numpy_function(gather, [idx], (tf.uint8, tf.int32), stateful=False)
+        x.set_shape((None, *images.shape[1:]))
+        y.set_shape((None,))
+        return tf.cast(x, tf.float32), y
+
+    ds = tf.data.Dataset.range(len(images))
     if shuffle:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x, y: (tf.cast(x, tf.float32), y), num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(take, num_parallel_calls=tf.data.AUTOTUNE)
     if augment is not None:
         ds = ds.map(lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)

@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from core.errors import UserError
+
 # Above this many pixels a file is refused before it is decoded: a 30000x30000 PNG is a
 # few kilobytes on disk but would need gigabytes of memory once decoded.
 MAX_PIXELS = 40_000_000
@@ -20,7 +22,7 @@ MAX_FILE_BYTES = 50 * 1024 * 1024
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
 
 
-class ImageError(ValueError):
+class ImageError(UserError):
     """A file that cannot be used as a photo; the message is meant for the user."""
 
 

@@ -17,11 +17,13 @@ import re
 import shutil
 import tempfile
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from core import paths
+from core.errors import UserError
 
 DEFAULT_MODEL = "flowers-mobilenetv2"
 KERAS_FILE = "model.keras"
@@ -33,7 +35,7 @@ REQUIRED_KEYS = ("name", "arch", "classes", "image_size")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 
-class ModelError(ValueError):
+class ModelError(UserError):
     """A model that is missing, incomplete or does not match its metadata."""
 
 
@@ -42,6 +44,7 @@ class ModelEntry:
     name: str
     path: Path
     metadata: dict[str, Any]
+    private: bool = False  # in a visitor's workspace, not the shared models folder
 
     @property
     def variants(self) -> list[str]:
@@ -162,6 +165,19 @@ def staging_dir(root: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=".tmp-build-", dir=root))
 
 
+@contextmanager
+def scratch_dir(root: Path | None = None) -> Iterator[Path]:
+    """A hidden temporary folder beside the models for a job's intermediate files; removed after,
+    and by `remove_stale` if the process was killed."""
+    root = Path(root or paths.models_dir())
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".tmp-scratch-", dir=root))
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def save_artifact(target: Path, fill: Callable[[Path], None], required: str) -> Path:
     """Write the folder `target` atomically: `fill(tmp_dir)` must create `required` there."""
     target = Path(target)
@@ -202,25 +218,49 @@ def remove_stale(root: Path | None = None) -> list[Path]:
     return stale
 
 
-def list_models(root: Path | None = None) -> list[ModelEntry]:
+DEFAULT_FILE = ".default-model"  # the owner's choice of default model, if any
+
+
+def default_model_name(root: Path | None = None) -> str:
+    path = Path(root or paths.models_dir()) / DEFAULT_FILE
+    return path.read_text().strip() if path.exists() else DEFAULT_MODEL
+
+
+def set_default_model(name: str, root: Path | None = None) -> None:
+    root = Path(root or paths.models_dir())
+    if not (root / check_name(name)).is_dir():
+        raise ModelError(f"no model named {name!r}")
+    tmp = root / f".tmp-{DEFAULT_FILE}"
+    tmp.write_text(name)
+    os.replace(tmp, root / DEFAULT_FILE)
+
+
+def list_models(root: Path | None = None, private: bool = False) -> list[ModelEntry]:
     """Complete models only, the default first; broken folders are skipped."""
     root = Path(root or paths.models_dir())
+    default = default_model_name(root)
     entries = []
     if root.is_dir():
         for d in sorted(root.iterdir()):
             if not d.is_dir() or d.name.startswith("."):
                 continue
             try:
-                entries.append(ModelEntry(d.name, d, read_metadata(d)))
+                entries.append(ModelEntry(d.name, d, read_metadata(d), private))
             except ModelError:
                 continue
-    return sorted(entries, key=lambda e: (e.name != DEFAULT_MODEL, e.name))
+    return sorted(entries, key=lambda e: (e.name != default, e.name))
+
+
+def publish_copy(model_dir: Path, root: Path | None = None) -> Path:
+    """Copy a finished model (e.g. a visitor's, in another file system) into the shared folder at once."""
+    read_metadata(model_dir)
+    return save_model(Path(model_dir).name, lambda tmp: shutil.copytree(model_dir, tmp, dirs_exist_ok=True), root)
 
 
 def resolve_model_dir(name_or_path: str | Path | None = None, root: Path | None = None) -> Path:
     """A model folder from a name in the registry or a path; the default model if None."""
     if name_or_path is None:
-        name_or_path = DEFAULT_MODEL
+        name_or_path = default_model_name(root)
     candidate = Path(name_or_path)
     if not candidate.is_dir():
         candidate = Path(root or paths.models_dir()) / str(name_or_path)

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -34,3 +37,19 @@ def machine_summary() -> dict[str, Any]:
     except OSError:
         pass
     return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+
+
+def exit_with_parent(kill_group: bool = False) -> None:
+    """End this worker process when the process that started it dies (a server stopped or
+    killed mid-job), instead of running on as an orphan; with `kill_group`, end its whole
+    process group too (the benchmark workers a job started)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1)
+        if kill_group:
+            os.killpg(0, signal.SIGKILL)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

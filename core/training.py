@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from core import data, registry
+from core.errors import UserError
 from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.system import library_versions, machine_summary
 
@@ -30,7 +31,7 @@ PREPROCESSING = {
 }
 
 
-class WeightsUnavailable(RuntimeError):
+class WeightsUnavailable(UserError):
     """ImageNet weights could not be found offline nor downloaded."""
 
 
@@ -56,13 +57,61 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
-            raise ValueError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+            raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.arch == "mobilenet_v2" and self.alpha not in MOBILENET_ALPHAS:
-            raise ValueError(f"MobileNetV2 alpha must be one of {MOBILENET_ALPHAS}")
+            raise UserError(f"MobileNetV2 alpha must be one of {MOBILENET_ALPHAS}")
         if self.image_size is None:
             self.image_size = 224 if self.arch == "mobilenet_v2" else 180
         if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:
-            raise ValueError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
+            raise UserError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    summary: str
+    config: TrainConfig
+
+
+_MOBILENET = dict(arch="mobilenet_v2", alpha=0.5, fine_tune_layers=200, learning_rate=1e-3,
+                  fine_tune_learning_rate=1e-4, label_smoothing=0.1, dropout=0.3, val_fraction=0.1, test_fraction=0.1)
+# The Train page's choices; the first is its default. Memory figures are `estimate_peak_mb` on the
+# full flower_photos (2346 training photos), measured as the README's "Cloud memory" section says.
+RECIPES: dict[str, Recipe] = {
+    "Recommended": Recipe(
+        "MobileNetV2 α0.5 at 224 px, 3 head + 6 fine-tuning epochs, batch 16 (fits Community Cloud)",
+        TrainConfig(**_MOBILENET, image_size=224, epochs=3, fine_tune_epochs=6, batch_size=16, patience=3)),
+    "Quick": Recipe(
+        "MobileNetV2 α0.5 at 224 px, 2 head + 1 fine-tuning epochs, batch 16",
+        TrainConfig(**_MOBILENET, image_size=224, epochs=2, fine_tune_epochs=1, batch_size=16, patience=2)),
+    "As shipped": Recipe(
+        "MobileNetV2 α0.5 at 288 px, 3 head + 10 fine-tuning epochs, batch 32 (the shipped model; too big for Cloud)",
+        TrainConfig(**_MOBILENET, image_size=288, epochs=3, fine_tune_epochs=10, batch_size=32, patience=4)),
+    "Tutorial CNN": Recipe(
+        "the original study's small CNN at 180 px, 15 epochs, batch 32 (no ImageNet weights needed)",
+        TrainConfig(arch="tutorial_cnn", image_size=180, epochs=15, batch_size=32, patience=15,
+                    val_fraction=0.1, test_fraction=0.1)),
+}
+
+# Peak resident memory of a training process: a fixed part (TensorFlow, the model, pipelines,
+# validation photos) plus activations that grow with batch x pixels. Fitted on measured peaks
+# (README, "Cloud memory budget"); the training photos themselves are file-backed (load_and_split).
+_BASE_MB = {"mobilenet_v2": 1100.0, "tutorial_cnn": 900.0}
+_MB_PER_BATCH_PIXEL = {"mobilenet_v2": 3.9e-4, "tutorial_cnn": 1.0e-4}
+# What the Streamlit server itself holds while a job runs (TensorFlow and the OpenVINO variants
+# loaded for Predict), measured in the same cgroup run.
+SERVER_RESERVE_MB = 900
+
+
+def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
+    """A conservative estimate of the training job's peak memory, before it starts."""
+    pixels = cfg.batch_size * cfg.image_size**2
+    validation = 0.15 * n_train * cfg.image_size**2 * 3 / 2**20  # decoded val photos, in memory
+    return _BASE_MB[cfg.arch] + _MB_PER_BATCH_PIXEL[cfg.arch] * pixels + validation
+
+
+def closest_fitting_recipe(n_train: int, budget_mb: float) -> str | None:
+    """The first recipe (in the page's order of preference) whose estimate fits `budget_mb`."""
+    return next((name for name, r in RECIPES.items() if estimate_peak_mb(r.config, n_train) <= budget_mb), None)
 
 
 def augmentation():
@@ -141,6 +190,82 @@ def _keras_callback(progress: ProgressFn, cancel: CancelToken | None, total_epoc
     return ProgressCallback()
 
 
+@dataclass
+class Prepared:
+    """The data of one training run: the split, and the decoded uint8 photos of train and val."""
+
+    info: data.DatasetInfo
+    split: data.Split
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_val: np.ndarray
+    y_val: np.ndarray
+    unreadable: list[str]
+
+
+def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress: ProgressFn = ignore,
+                   cancel: CancelToken | None = None) -> Prepared:
+    """Phase 1: find the photos, split them with the seed, decode train and val once.
+
+    The training photos are decoded into a file-backed array in `scratch`: its pages are
+    page cache, which the kernel can drop and re-read under memory pressure, so the data set
+    costs no private memory (2346 photos at 288 px are 584 MB)."""
+    info = data.scan(data.resolve(source, progress=progress))
+    split = data.split(info, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    x_train, y_train, bad_train = data.load_arrays(split.train, cfg.image_size, progress, "load train", cancel,
+                                                   backing=scratch / "train.npy")
+    x_val, y_val, bad_val = data.load_arrays(split.val, cfg.image_size, progress, "load val", cancel)
+    return Prepared(info, split, x_train, y_train, x_val, y_val, bad_train + bad_val)
+
+
+def _datasets(prepared: Prepared, cfg: TrainConfig):
+    """tf.data pipelines; with label smoothing the labels become one-hot (Keras's sparse loss has none)."""
+    import keras
+    import tensorflow as tf
+
+    augment = augmentation() if cfg.augment else None
+    train_ds = data.tf_dataset(prepared.x_train, prepared.y_train, cfg.batch_size, True, augment, cfg.seed)
+    val_ds = data.tf_dataset(prepared.x_val, prepared.y_val, cfg.batch_size, False)
+    if not cfg.label_smoothing:
+        return train_ds, val_ds, keras.losses.SparseCategoricalCrossentropy()
+    n = len(prepared.info.classes)
+    return (train_ds.map(lambda x, y: (x, tf.one_hot(y, n))), val_ds.map(lambda x, y: (x, tf.one_hot(y, n))),
+            keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
+
+
+def _fit(model, train_ds, val_ds, loss, cfg: TrainConfig, epochs: int, lr: float, phase: str,
+         history: list[dict[str, Any]], progress: ProgressFn, cancel: CancelToken | None) -> None:
+    """Compile and fit for `epochs` more epochs, keeping the best validation epoch."""
+    import keras
+
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+    initial = len(history)
+    total = initial + epochs
+    progress(Event("fit", initial, total, phase))
+    model.fit(
+        train_ds, validation_data=val_ds, epochs=total, initial_epoch=initial, verbose=0,
+        shuffle=False,  # the tf.data pipeline shuffles each epoch itself
+        callbacks=[
+            _keras_callback(progress, cancel, total, phase, history),
+            keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True),
+        ],
+    )
+    if cancel is not None:
+        cancel.check()
+
+
+def unfreeze_top(model, n_layers: int) -> None:
+    """Make the top `n_layers` of the backbone trainable. BatchNorm stays frozen: in Keras 3 a
+    non-trainable BN runs in inference mode, so small batches cannot wreck the ImageNet statistics."""
+    import keras
+
+    backbone = _backbone(model)
+    backbone.trainable = True
+    for i, layer in enumerate(backbone.layers):
+        layer.trainable = (i >= len(backbone.layers) - n_layers
+                           and not isinstance(layer, keras.layers.BatchNormalization))
+
+
 def train(
     source: str | Path,
     cfg: TrainConfig,
@@ -153,61 +278,30 @@ def train(
 ) -> Path:
     """Train on a dataset source and save models/<name> (Keras model + metadata)."""
     import keras
-    import tensorflow as tf
 
     registry.check_name(name)
     started = time.time()
-    root = data.resolve(source, progress=progress)
-    info = data.scan(root)
-    parts = data.split(info, cfg.val_fraction, cfg.test_fraction, cfg.seed)
-    x_train, y_train, bad_train = data.load_arrays(parts.train, cfg.image_size, progress, "load train", cancel)
-    x_val, y_val, bad_val = data.load_arrays(parts.val, cfg.image_size, progress, "load val", cancel)
-    keras.utils.set_random_seed(cfg.seed)
-
-    model = build_model(cfg, len(info.classes))
-    train_ds = data.tf_dataset(x_train, y_train, cfg.batch_size, True, augmentation() if cfg.augment else None, cfg.seed)
-    val_ds = data.tf_dataset(x_val, y_val, cfg.batch_size, False)
-    history: list[dict[str, Any]] = []
-    loss = keras.losses.SparseCategoricalCrossentropy()
-    if cfg.label_smoothing:
-        # Keras's sparse loss has no smoothing; one-hot labels let us use it.
-        loss = keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing)
-        n = len(info.classes)
-        train_ds = train_ds.map(lambda x, y: (x, tf.one_hot(y, n)))
-        val_ds = val_ds.map(lambda x, y: (x, tf.one_hot(y, n)))
-
-    def fit(epochs: int, initial_epoch: int, lr: float, phase: str) -> None:
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
-        total = initial_epoch + epochs
-        progress(Event("fit", initial_epoch, total, phase))
-        model.fit(
-            train_ds, validation_data=val_ds, epochs=total, initial_epoch=initial_epoch, verbose=0,
-            shuffle=False,  # the tf.data pipeline shuffles each epoch itself
-            callbacks=[
-                _keras_callback(progress, cancel, total, phase, history),
-                keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience, restore_best_weights=True),
-            ],
-        )
-        if cancel is not None:
-            cancel.check()
-
-    fit(cfg.epochs, 0, cfg.learning_rate, "train" if cfg.arch == "tutorial_cnn" else "head")
-    if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
-        backbone = _backbone(model)
-        backbone.trainable = True
-        for i, layer in enumerate(backbone.layers):
-            # BatchNorm stays frozen: in Keras 3 a non-trainable BN runs in inference mode, so
-            # small fine-tuning batches cannot wreck the ImageNet statistics.
-            layer.trainable = (i >= len(backbone.layers) - cfg.fine_tune_layers
-                               and not isinstance(layer, keras.layers.BatchNormalization))
-        fit(cfg.fine_tune_epochs, len(history), cfg.fine_tune_learning_rate, "fine-tune")
-
-    progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
-    val_probs = model.predict(x_val, batch_size=64, verbose=0)
-    val_acc = float(np.mean(np.argmax(val_probs, 1) == y_val))
-    inference_model = keras.models.clone_model(model)  # no optimizer state: a smaller file
+    with registry.scratch_dir(models_root) as scratch:
+        prepared = load_and_split(source, cfg, scratch, progress, cancel)
+        keras.utils.set_random_seed(cfg.seed)
+        model = build_model(cfg, len(prepared.info.classes))
+        train_ds, val_ds, loss = _datasets(prepared, cfg)
+        history: list[dict[str, Any]] = []
+        # Phase 2: the new head on a frozen backbone (or the whole tutorial CNN).
+        _fit(model, train_ds, val_ds, loss, cfg, cfg.epochs, cfg.learning_rate,
+             "train" if cfg.arch == "tutorial_cnn" else "head", history, progress, cancel)
+        # Phase 3: fine-tune the top of the backbone at a lower learning rate.
+        if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
+            unfreeze_top(model, cfg.fine_tune_layers)
+            _fit(model, train_ds, val_ds, loss, cfg, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, "fine-tune",
+                 history, progress, cancel)
+        progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
+        val_probs = model.predict(prepared.x_val, batch_size=64, verbose=0)
+        val_acc = float(np.mean(np.argmax(val_probs, 1) == prepared.y_val))
+    # Phase 4: record. A clone without optimizer state makes a smaller file.
+    inference_model = keras.models.clone_model(model)
     inference_model.set_weights(model.get_weights())
-
+    info, split = prepared.info, prepared.split
     meta: dict[str, Any] = {
         "name": name,
         "arch": cfg.arch,
@@ -221,9 +315,9 @@ def train(
             "source": str(source),
             "n_images": info.n_images,
             "counts": info.counts,
-            "split": parts.sizes() | {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
+            "split": split.sizes() | {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
                                        "test_fraction": cfg.test_fraction},
-            "unreadable": bad_train + bad_val,
+            "unreadable": prepared.unreadable,
             "skipped_non_images": len(info.skipped),
         },
         "history": history,

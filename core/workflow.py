@@ -66,3 +66,15 @@ def train_and_optimize(source: str | Path, cfg: training.TrainConfig, name: str,
     table["single-image latency (ms)"] = table["variant"].map(latency)
     progress(Event("done", 1, 1, f"{name} is ready"))
     return {"path": path, "table": table}
+
+
+def train_job(ctx, source: str, config: dict[str, Any], name: str, models_root: str) -> dict[str, Any]:
+    """`train_and_optimize` as a job of `core.jobs` (run in its child process): epochs become result rows."""
+
+    def progress(event: Event) -> None:
+        ctx.progress(event)
+        if event.stage == "epoch":
+            ctx.add_row(event.metrics)
+
+    out = train_and_optimize(source, training.TrainConfig(**config), name, Path(models_root), progress)
+    return {"path": str(out["path"]), "table": out["table"].to_dict("records")}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
@@ -104,28 +105,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
-def app_url():
-    """`streamlit run` on a free local port, for the duration of the session."""
+@contextlib.contextmanager
+def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] = (), preexec_fn=None):
+    """`streamlit run` on a free local port with its own models folder (the shipped model copied in),
+    so that models trained through the browser never land in the repository. Yields (url, process)."""
+    import shutil
     import subprocess
     import sys
     import time
     import urllib.request
 
-    import shutil
-
-    # The server gets its own models folder (the shipped model copied in), so that models
-    # trained through the browser never land in the repository.
-    models = _session_tmp / "server-models"
+    folder = _session_tmp / name
+    models = folder / "models"
     shutil.copytree(ROOT / "models", models, dirs_exist_ok=True)
     port = _free_port()
-    log = open(_session_tmp / "streamlit.log", "w")
+    log_path = folder / "streamlit.log"
+    log = open(log_path, "w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
          # No source watcher: it would watch the whole checkout (a CI .venv included) for nothing.
-         "--server.fileWatcherType", "none"],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=os.environ | {"FLOWERS_MODELS_DIR": str(models)},
+         "--server.fileWatcherType", "none", *(("--", *args) if args else ())],
+        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+        env=os.environ | {"FLOWERS_MODELS_DIR": str(models), "FLOWERS_CACHE_DIR": str(folder / "cache"),
+                          "FLOWERS_RESULTS_DIR": str(folder / "results")} | (env or {}),
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.time() + 120
@@ -137,10 +140,35 @@ def app_url():
             time.sleep(0.5)
     else:
         proc.kill()
-        pytest.fail(f"streamlit did not start: {(_session_tmp / 'streamlit.log').read_text()[-2000:]}")
-    yield url
-    proc.terminate()
-    proc.wait(timeout=30)
+        pytest.fail(f"streamlit did not start: {log_path.read_text()[-2000:]}")
+    try:
+        yield url, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    """A server as the public sees it: nothing configured, so everyone is a visitor."""
+    with streamlit_server("visitor-server") as (url, _):
+        yield url
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a Streamlit selectbox (re-opening it if a rerun closed it)."""
+    for _ in range(5):
+        page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()
+        try:
+            page.locator('[role="option"]', has_text=option).first.click(timeout=5_000)
+            return
+        except Exception:  # the dropdown was closed by a rerun; open it again
+            continue
+    raise AssertionError(f"could not choose {option!r} in {label!r}")
 
 
 @pytest.fixture(scope="session")
@@ -151,24 +179,6 @@ def browser():
         b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox", "--headless"])
         yield b
         b.close()
-
-
-def _serve_pages_like_the_server() -> None:
-    """AppTest resets Streamlit's "pages/ folder" flag before every run, so each run would take
-    the legacy path that serves pages/*.py directly. The served app leaves that path for good
-    on its first run (pages.common.use_app_navigation); make AppTest's runs start there too."""
-    import streamlit.testing.v1.app_test as app_test_module
-    from streamlit.runtime.pages_manager import PagesManager
-
-    class ServedPagesManager(PagesManager):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            PagesManager.uses_pages_directory = False
-
-    app_test_module.PagesManager = ServedPagesManager
-
-
-_serve_pages_like_the_server()
 
 
 def app_test(page: str | None = None, timeout: float = 180):

@@ -18,13 +18,14 @@ def test_home_shows_the_model_card(shipped_model):
     variants = at.dataframe[0].value
     assert list(variants["variant"]) == ["tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8"]
     assert (variants["val accuracy"] > 0.85).all()
-    assert at.sidebar.selectbox[0].value == "flowers-mobilenetv2"
+    assert at.sidebar.selectbox[0].value.endswith("/flowers-mobilenetv2")
+    assert "Role: **visitor**" in at.sidebar.info[0].value  # nothing configured: safe by default
 
 
 @needs_mini
 @pytest.mark.parametrize("cls", ["daisy", "sunflowers"])
 def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_model, cls):
-    at = start("pages/predict.py")
+    at = start("app_pages/predict.py")
     at.file_uploader[0].set_value([
         (f"{cls}.jpg", mini_photo(cls), "image/jpeg"),
         ("broken.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg"),
@@ -41,5 +42,5 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
 
 
 def test_predict_without_upload_invites_one(shipped_model):
-    at = start("pages/predict.py")
+    at = start("app_pages/predict.py")
     assert any("Upload one or more flower photos" in i.value for i in at.info)

@@ -36,7 +36,7 @@ def test_predict_path(predictor, name):
 
 def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model, monkeypatch):
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
-    at = app_test("pages/predict.py", timeout=300)
+    at = app_test("app_pages/predict.py", timeout=300)
     at.file_uploader[0].set_value([(name, payload, "application/octet-stream") for name, (payload, _) in IMAGES.items()])
     at.run()
     assert not at.exception, at.exception

@@ -66,7 +66,7 @@ def test_unknown_backend_is_refused(tiny_model):
 def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
     run_dir, _ = sweep
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(run_dir.parent))
-    at = app_test("pages/benchmark.py")
+    at = app_test("app_pages/benchmark.py")
     assert not at.exception, at.exception
     charts = at.get("plotly_chart")
     assert len(charts) == 8  # the study's four, throughput, latency percentiles, throughput vs latency, speed-up
@@ -75,11 +75,13 @@ def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
 
 
 def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_path, monkeypatch):
+    """A visitor's sweep runs in a child process and its run is listed for that visitor only."""
+    from core import workspace
     from core.jobs import RUNNER
 
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
-    monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
-    at = app_test("pages/benchmark.py")
+    monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path / "shared"))
+    at = app_test("app_pages/benchmark.py")
     at.multiselect[0].set_value(["ov-fp32", "ov-int8"])
     at.text_input[0].set_value("2,4")
     at.multiselect[1].set_value([1])
@@ -89,33 +91,35 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     assert job.kind == "benchmark" and job.status == "done", job.error
     assert len(job.rows) == 4
     at.run()
-    assert benchmark.list_runs(tmp_path) and len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
+    mine = workspace.Workspace(at.session_state["workspace-key"]).results
+    assert benchmark.list_runs(mine) and not benchmark.list_runs(tmp_path / "shared")
+    assert len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
+    other_visitor = app_test("app_pages/benchmark.py")
+    assert any(i.value.startswith("No saved runs yet") for i in other_visitor.info)
 
 
 def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, monkeypatch):
-    import threading
-
     from core.jobs import RUNNER
 
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
-    at = app_test("pages/benchmark.py")
+    at = app_test("app_pages/benchmark.py")
     at.text_input[0].set_value("10, ten")
     at.button[0].click().run()
     assert [e.value for e in at.error] == ["Not started: test sizes must be whole numbers separated by commas, "
                                            "not '10, ten'"]
     assert RUNNER.current is None or not RUNNER.current.running
 
-    release = threading.Event()
-    RUNNER.start("benchmark", "a sweep that blocks", lambda job: release.wait(60))
+    release = tmp_path / "release"
+    RUNNER.start("benchmark", "a sweep that blocks", "tests.job_targets:wait_for", {"path": str(release)})
     at.text_input[0].set_value("4")
     at.button[0].click().run()
     assert not at.error
-    assert "already running (a sweep that blocks" in at.warning[0].value
+    assert "busy with another benchmark job" in at.warning[0].value
     at.run()  # a later run (or the live fragment's rerun) still answers the click
-    assert "already running" in at.warning[0].value
-    release.set()
-    RUNNER.wait(10)
+    assert "busy with another" in at.warning[0].value
+    release.touch()
+    RUNNER.wait(60)
     at.run()
     assert not at.warning  # the blocker ended: the refusal no longer applies
 

@@ -1,6 +1,6 @@
 """The real browser path: Chromium drives `streamlit run`."""
 
-from conftest import mini_photo, needs_chromium, needs_mini
+from conftest import choose, mini_photo, needs_chromium, needs_mini
 
 pytestmark = [needs_chromium, needs_mini]
 
@@ -17,18 +17,6 @@ def test_upload_a_photo_and_read_the_prediction(app_url, browser, tmp_path):
     assert verdict.inner_text().startswith("sunflowers")
     page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
     page.close()
-
-
-def choose(page, label: str, option: str) -> None:
-    """Pick an option of a Streamlit selectbox (re-opening it if a rerun closed it)."""
-    for _ in range(5):
-        page.locator('[data-testid="stSelectbox"]').filter(has_text=label).click()
-        try:
-            page.locator('[role="option"]', has_text=option).first.click(timeout=5_000)
-            return
-        except Exception:  # the dropdown was closed by a rerun; open it again
-            continue
-    raise AssertionError(f"could not choose {option!r} in {label!r}")
 
 
 def test_train_from_an_uploaded_zip_and_see_the_finished_model(app_url, browser, tmp_path):

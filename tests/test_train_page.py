@@ -7,20 +7,24 @@ from core import registry
 from core.jobs import RUNNER
 
 
-def open_train_page(monkeypatch, models):
+def open_train_page(monkeypatch, models, owner_roots=None):
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(models))
-    return app_test("pages/train.py")
+    if owner_roots is not None:  # a trusted local run whose owner trains from these folders
+        monkeypatch.setenv("FLOWERS_OWNER", "1")
+        monkeypatch.setenv("FLOWERS_DATA_ROOTS", str(owner_roots))
+    return app_test("app_pages/train.py")
 
 
-def test_train_tutorial_cnn_through_the_page(tiny_dataset, tmp_path, monkeypatch):
+def test_owner_trains_tutorial_cnn_from_a_data_root(tiny_dataset, tmp_path, monkeypatch):
     models = tmp_path / "models"
-    at = open_train_page(monkeypatch, models)
-    at.radio(key="data_kind").set_value("Folder on the server").run()
-    at.text_input(key="folder").set_value(str(tiny_dataset)).run()
+    at = open_train_page(monkeypatch, models, owner_roots=tiny_dataset.parent)
+    assert "Role: **owner** (trusted local run)" in at.sidebar.success[0].value
+    at.radio(key="data_kind").set_value("Folder on the server (data roots)").run()
+    at.text_input(key="folder").set_value(tiny_dataset.name).run()
     assert at.subheader[0].value == "36 images in 3 classes"
-    at.selectbox(key="arch").set_value("tutorial_cnn")
-    at.number_input(key="image_size").set_value(64)
-    at.number_input(key="epochs").set_value(1)
+    at.selectbox(key="recipe").set_value("Tutorial CNN").run()
+    at.number_input(key="size-Tutorial CNN").set_value(64)
+    at.number_input(key="epochs-Tutorial CNN").set_value(1)
     at.text_input(key="name").set_value("page-cnn")
     at.button[0].click().run()
     assert not at.exception, at.exception
@@ -31,16 +35,15 @@ def test_train_tutorial_cnn_through_the_page(tiny_dataset, tmp_path, monkeypatch
     table = at.dataframe[0].value
     assert list(table["variant"]) == list(registry.VARIANTS)
     assert {"val accuracy", "single-image latency (ms)", "size (MB)"} <= set(table.columns)
-    assert "page-cnn" in at.sidebar.selectbox[0].options
+    assert "page-cnn" in at.sidebar.selectbox[0].options  # the owner's model is shared, not "(yours)"
+    assert (models / "page-cnn" / registry.METADATA_FILE).exists()
     assert len(job.rows) == 1 and "val_accuracy" in job.rows[0]
 
 
-def test_bad_zip_and_one_class_folder_are_refused_with_a_reason(tmp_path, monkeypatch):
+def test_visitor_has_no_server_paths_and_bad_archives_are_refused(tmp_path, monkeypatch):
     at = open_train_page(monkeypatch, tmp_path / "models")
-    make_dataset(tmp_path / "single", per_class=3, classes={"only": (1, 2, 3)})
-    at.radio(key="data_kind").set_value("Folder on the server").run()
-    at.text_input(key="folder").set_value(str(tmp_path / "single")).run()
-    assert "at least 2 class folders" in at.error[0].value
+    assert at.radio(key="data_kind").options == ["Official flower_photos", "Upload an archive of class folders"]
+    assert not [t for t in at.text_input if t.key in ("folder", "url")]
 
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
@@ -51,3 +54,25 @@ def test_bad_zip_and_one_class_folder_are_refused_with_a_reason(tmp_path, monkey
     assert not at.exception
     assert "unsafe path" in at.error[0].value
     assert not list(tmp_path.rglob("escape.jpg"))
+
+    make_dataset(tmp_path / "single", per_class=3, classes={"only": (1, 2, 3)})
+    single = tmp_path / "single.zip"
+    with zipfile.ZipFile(single, "w") as zf:
+        for f in (tmp_path / "single").rglob("*.jpg"):
+            zf.write(f, f"single/{f.relative_to(tmp_path / 'single')}")
+    at.file_uploader[0].set_value(("single.zip", single.read_bytes(), "application/zip")).run()
+    assert "at least 2 class folders" in at.error[0].value
+
+
+def test_recipe_over_the_memory_budget_is_refused_before_it_starts(tiny_dataset, tmp_path, monkeypatch):
+    at = open_train_page(monkeypatch, tmp_path / "models")
+    zipped = tmp_path / "colours.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for f in tiny_dataset.rglob("*.jpg"):
+            zf.write(f, f"colours/{f.relative_to(tiny_dataset)}")
+    at.radio(key="data_kind").set_value("Upload an archive of class folders").run()
+    at.file_uploader[0].set_value(("colours.zip", zipped.read_bytes(), "application/zip")).run()
+    at.selectbox(key="recipe").set_value("As shipped").run()
+    assert "exceeds this deployment's 2500 MB budget" in at.error[0].value and "Choose **Recommended**" in at.error[0].value
+    assert at.button[0].disabled
+

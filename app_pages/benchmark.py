@@ -1,18 +1,16 @@
 """Benchmark: configure a sweep, watch it run, and read the charts of saved runs."""
 
 import json
-import tempfile
-from pathlib import Path
+from dataclasses import asdict
 
 import pandas as pd
 import streamlit as st
 
+from app_pages.common import (active_model, current_workspace, is_owner, limits, my_job, rerun_when_finished,
+                              results_roots, show_busy_elsewhere, show_job_failure, show_refusal, starting_job)
 from core import benchmark, charts, images
+from core.errors import UserError
 from core.jobs import RUNNER
-from pages.common import (active_model, rerun_when_finished, show_job_failure, show_refusal, starting_job,
-                          use_app_navigation)
-
-use_app_navigation()
 
 st.title(":material/speed: Benchmark")
 st.caption(
@@ -24,6 +22,8 @@ entry = active_model()
 if entry is None:
     st.warning("No model available.")
     st.stop()
+ws = current_workspace()
+caps = limits()
 
 labels = {k: f"{k} — {spec.label}" for k, spec in benchmark.BACKENDS.items()}
 available = benchmark.available_backends(entry.path)
@@ -32,34 +32,40 @@ with st.container(border=True):
     chosen = st.multiselect("Backends", available, default=[k for k in benchmark.DEFAULT_BACKENDS if k in available],
                             format_func=labels.get)
     c1, c2, c3, c4 = st.columns(4)
+    max_images = caps.bench_max_images or 1000
     sizes_text = c1.text_input("Test sizes (images)", "10,20,30,40,50,60,70,80,90,100",
-                               help="Comma-separated; up to 1000.")
+                               help=f"Comma-separated; up to {max_images}.")
     batches = c2.multiselect("Batch sizes", [1, 8, 16, 32, 64], default=benchmark.DEFAULT_BATCHES)
-    repeats = c3.number_input("Repeats", 1, 20, 3)
+    repeats = c3.number_input("Repeats", 1, caps.bench_max_repeats or 20, 3)
     warmup = c4.number_input("Warm-up runs", 0, 5, 1)
+    if not is_owner():
+        st.caption(f"Visitor limits: up to {caps.bench_max_images} photos per test size, {caps.bench_max_repeats} "
+                   f"repeats, {caps.bench_max_seconds:.0f} s per sweep.")
     source = st.radio("Photos", ["The model's validation photos", "Upload photos"], horizontal=True)
     uploads = None
     if source == "Upload photos":
         uploads = st.file_uploader("Photos to benchmark on", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES],
-                                   accept_multiple_files=True)
+                                   accept_multiple_files=True, key=f"bench-photos-{st.session_state.get('uploads', 0)}")
     submitted = st.button("Run sweep", type="primary")
 
 if submitted:
     with starting_job("benchmark"):
         sizes = benchmark.parse_int_list(sizes_text, "test sizes")
-        if sizes and max(sizes) > 1000:
-            raise ValueError("test sizes go up to 1000 images")
+        if sizes and max(sizes) > max_images:
+            raise UserError(f"test sizes go up to {max_images} images here")
         image_dir = None
         if source == "Upload photos":
             if not uploads:
-                raise ValueError("upload at least one photo, or use the model's validation photos")
-            image_dir = Path(tempfile.mkdtemp(prefix="bench-upload-"))
-            for i, f in enumerate(uploads):
-                (image_dir / f"{i:04d}{Path(f.name).suffix.lower()}").write_bytes(f.getvalue())
+                raise UserError("upload at least one photo, or use the model's validation photos")
+            for f in uploads:
+                image_dir = ws.store_upload(f.name, f.getvalue()).parent
         cfg = benchmark.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
                                     str(image_dir) if image_dir else None)
-        RUNNER.start("benchmark", f"benchmark of {entry.name}",
-                     lambda job: benchmark.run_sweep(cfg, job.progress, job.cancel_token, job.add_row))
+        out_root = results_roots()[0] if is_owner() else ws.results
+        RUNNER.start("benchmark", f"benchmark of {entry.name}", "core.benchmark:sweep_job",
+                     {"config": asdict(cfg), "out_root": str(out_root)}, owner=ws.key,
+                     time_limit_s=caps.bench_max_seconds, on_end=ws.clear_data)
+        st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1
 
 
 def show(figs: dict, key: str) -> None:
@@ -70,18 +76,23 @@ def show(figs: dict, key: str) -> None:
 @st.fragment(run_every=1.0)
 def live() -> None:
     show_refusal("benchmark")
-    job = RUNNER.current
-    if job is None or job.kind != "benchmark":
+    show_busy_elsewhere()
+    job = my_job("benchmark")
+    if job is None:
         return
     rerun_when_finished(job)
     if job.running:
-        ev = job.latest.get("benchmark") or job.last
+        ev = job.latest.get("benchmark") or job.last_event
         st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
         if st.button("Cancel sweep"):
             job.cancel()
         if job.rows:
+            # A light table while it runs: this fragment redraws every second, and eight Plotly
+            # charts each time kept the server and the browser busy (the charts follow at the end).
             st.caption(f"{len(job.rows)} cells measured so far")
-            show(charts.run_figures({"rows": job.rows}), f"live-{len(job.rows)}")
+            live_cols = ["label", "batch", "size", "total_s_median", "throughput_ips", "batch_latency_ms_p50",
+                         "rss_peak_mb"]
+            st.dataframe(pd.DataFrame(job.rows)[live_cols], hide_index=True, width="stretch")
     show_job_failure(job, "The last sweep")
 
 
@@ -89,14 +100,16 @@ live()
 
 st.divider()
 st.subheader("Saved runs")
-runs = benchmark.list_runs()
+runs = {run_id: root for root in results_roots() for run_id in benchmark.list_runs(root)}
 if not runs:
     st.info("No saved runs yet: start a sweep above, or run `python -m core benchmark`.")
     st.stop()
-picked = st.multiselect("Runs (pick one, or two to compare)", runs, default=runs[:1], max_selections=2)
+ordered = sorted(runs, reverse=True)
+picked = st.multiselect("Runs (pick one, or two to compare)", ordered, default=ordered[:1], max_selections=2,
+                        format_func=lambda r: r + (" (yours)" if runs[r] == ws.results else ""))
 if not picked:
     st.stop()
-loaded = [benchmark.load_run(r) for r in picked]
+loaded = [benchmark.load_run(r, runs[r]) for r in picked]
 frames = []
 for run in loaded:
     df = benchmark.frame(run)

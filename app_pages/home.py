@@ -3,11 +3,9 @@
 import pandas as pd
 import streamlit as st
 
+from app_pages.common import active_model, predictor
 from core import evaluate
 from core.backends import OVSettings, device_info
-from pages.common import active_model, predictor, use_app_navigation
-
-use_app_navigation()
 
 st.title(":material/local_florist: Flower classifier: TensorFlow → OpenVINO")
 st.markdown(

@@ -4,12 +4,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from app_pages.common import active_model, predictor
 from core import charts, images
 from core.backends import PRECISIONS, OVSettings
 from core.predict import ImageResult
-from pages.common import active_model, predictor, use_app_navigation
 
-use_app_navigation()
 
 st.title(":material/image_search: Predict")
 entry = active_model()

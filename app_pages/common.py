@@ -1,0 +1,223 @@
+"""UI helpers shared by the pages: who this session is, its private workspace, the model
+selector, cached warmed-up models and the job notices."""
+
+from __future__ import annotations
+
+import gc
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import streamlit as st
+
+from core import access, paths, registry, workspace
+from core.access import AccessConfig, Role
+from core.backends import OVSettings
+from core.errors import UserError
+from core.jobs import RUNNER, Job, JobBusy
+from core.predict import Predictor
+
+MODEL_KEY = "model_path"
+_OWNER_PASSWORD_KEY = "owner-password-ok"
+_WORKSPACE_KEY = "workspace-key"
+
+
+# ---------------------------------------------------------------- who is this session
+
+def _secrets() -> dict:
+    """`.streamlit/secrets.toml` as a dict; none at all is the normal, safe default."""
+    try:
+        return st.secrets.to_dict()
+    except Exception:  # Streamlit raises FileNotFoundError or its own error when there is no file
+        return {}
+
+
+def access_config() -> AccessConfig:
+    return AccessConfig.from_sources(_secrets(), argv=sys.argv)
+
+
+def _signed_in_email(cfg: AccessConfig) -> str | None:
+    if not cfg.oidc_configured or not st.user.get("is_logged_in", False):
+        return None
+    return st.user.get("email")
+
+
+def role() -> Role:
+    cfg = access_config()
+    return cfg.role_for(_signed_in_email(cfg), bool(st.session_state.get(_OWNER_PASSWORD_KEY)))
+
+
+def is_owner() -> bool:
+    return role() is Role.OWNER
+
+
+def limits() -> access.Limits:
+    return access.limits_for(role())
+
+
+def current_workspace() -> workspace.Workspace:
+    """This browser's private workspace: keyed by Streamlit's per-browser XSRF cookie, so that a
+    reload finds it again and a shared link does not; a random key where there is no cookie."""
+    if _WORKSPACE_KEY not in st.session_state:
+        cookie = st.context.cookies.get("_streamlit_xsrf")
+        st.session_state[_WORKSPACE_KEY] = (workspace.key_from_xsrf_cookie(cookie) if cookie
+                                            else workspace.new_key())
+    return workspace.Workspace(st.session_state[_WORKSPACE_KEY])
+
+
+def access_panel() -> None:
+    """The sidebar's role badge, what the owner could do more, and the owner's sign-in."""
+    cfg = access_config()
+    current = role()
+    with st.sidebar:
+        if current is Role.OWNER:
+            how = ("trusted local run" if cfg.owner_everyone else
+                   f"signed in as {_signed_in_email(cfg)}" if _signed_in_email(cfg) else "owner password")
+            st.success(f"Role: **owner** ({how})", icon=":material/admin_panel_settings:")
+            for note in cfg.notes:
+                st.warning(note)
+            if st.session_state.get(_OWNER_PASSWORD_KEY) and st.button("Sign out"):
+                st.session_state.pop(_OWNER_PASSWORD_KEY)
+                st.rerun()
+            elif _signed_in_email(cfg) and st.button("Sign out"):
+                st.logout()
+            return
+        st.info("Role: **visitor**. Your uploads and models are private to this browser; "
+                f"models you train are deleted after {workspace.MAX_AGE_S // 3600} h.", icon=":material/person:")
+        with st.expander("Only the owner can"):
+            st.markdown("\n".join(f"- {line}" for line in access.OWNER_ONLY))
+            if cfg.oidc_configured and cfg.owner_emails:
+                if st.button("Owner sign-in"):
+                    st.login()
+            if cfg.owner_password_sha256:
+                given = st.text_input("Owner password", type="password", key="owner-password")
+                if given and cfg.password_matches(given):
+                    st.session_state[_OWNER_PASSWORD_KEY] = True
+                    st.session_state.pop("owner-password")
+                    st.rerun()
+                elif given:
+                    st.error("Wrong password.")
+            if not cfg.can_sign_in:
+                st.caption("No owner sign-in is configured on this deployment.")
+
+
+# ---------------------------------------------------------------- models
+
+def models() -> list[registry.ModelEntry]:
+    """The shared models, then this browser's own."""
+    return registry.list_models() + registry.list_models(current_workspace().models, private=True)
+
+
+def model_selector() -> registry.ModelEntry | None:
+    """The sidebar model picker; its choice is kept in session state across pages."""
+    entries = models()
+    if not entries:
+        st.sidebar.error("No model found in `models/`. Train one on the Train page or with `python -m core train`.")
+        return None
+    keys = [str(e.path) for e in entries]
+    if st.session_state.get(MODEL_KEY) not in keys:
+        st.session_state[MODEL_KEY] = keys[0]
+    labels = {str(e.path): e.name + (" (yours)" if e.private else "") for e in entries}
+    # A copy of the value under a non-widget key survives page switches (widget state does not).
+    choice = st.sidebar.selectbox("Model", keys, index=keys.index(st.session_state[MODEL_KEY]),
+                                  format_func=labels.get, help="The shared models, plus any you trained.")
+    st.session_state[MODEL_KEY] = choice
+    return entries[keys.index(choice)]
+
+
+def active_model() -> registry.ModelEntry | None:
+    entries = {str(e.path): e for e in models()}
+    return entries.get(st.session_state.get(MODEL_KEY)) or next(iter(entries.values()), None)
+
+
+def _stamp(model_dir: Path) -> float:
+    """Changes when a model is re-converted, so the cache reloads it."""
+    return (model_dir / registry.METADATA_FILE).stat().st_mtime
+
+
+@st.cache_resource(max_entries=8, show_spinner="Loading and compiling the model (once per server)...")
+def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, stamp: float) -> Predictor:
+    predictor = Predictor(Path(model_dir), list(variants), settings)
+    # Streamlit runs a full garbage collection after every script run (twice once Keras is
+    # imported: its clear_session collects too). With TensorFlow's object graph in the process
+    # each took long enough to stall every session; frozen objects are skipped by the collector.
+    gc.freeze()
+    return predictor
+
+
+def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
+    return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))
+
+
+def results_roots() -> list[Path]:
+    """Where this session's benchmark runs are listed from: the shared runs, then its own."""
+    return [paths.results_dir(), current_workspace().results]
+
+
+# ---------------------------------------------------------------- jobs
+
+def my_job(kind: str) -> Job | None:
+    """The server's current job if this browser started it and it is of `kind`."""
+    job = RUNNER.current
+    if job is None or job.kind != kind or job.owner != current_workspace().key:
+        return None
+    return job
+
+
+def show_busy_elsewhere() -> None:
+    job = RUNNER.current
+    if job is not None and job.running and job.owner != current_workspace().key:
+        st.info(f"The server is running another {job.kind} job ({job.elapsed:.0f} s so far); "
+                "a new job can start when it has finished.", icon=":material/hourglass_top:")
+
+
+def _refusal_key(kind: str) -> str:
+    return f"refusal-{kind}"
+
+
+@contextmanager
+def starting_job(kind: str) -> Iterator[None]:
+    """Wrap the code that validates settings and starts a `kind` job. A refusal (another job
+    runs, or a bad setting) is kept in session state and drawn by `show_refusal` inside the
+    page's live fragment, not written once by this run: under load the fragment's next
+    auto-rerun can clear elements of the full run that just ended (a Streamlit frontend race),
+    which left a click on a busy server with no answer at all."""
+    key = _refusal_key(kind)
+    st.session_state.pop(key, None)
+    try:
+        yield
+    except JobBusy as exc:
+        st.session_state[key] = ("warning", f"Not started: {exc}.", exc.job.id)
+    except UserError as exc:  # a bad setting, dataset, model or URL; anything else is a bug and shows as one
+        st.session_state[key] = ("error", f"Not started: {exc}", None)
+
+
+def show_refusal(kind: str) -> None:
+    """The last refusal of a `kind` job; a "busy" one only while the blocking job runs."""
+    notice = st.session_state.get(_refusal_key(kind))
+    if notice is None:
+        return
+    level, text, blocker = notice
+    job = RUNNER.current
+    if blocker is not None and not (job is not None and job.id == blocker and job.running):
+        del st.session_state[_refusal_key(kind)]
+        return
+    getattr(st, level)(text)
+
+
+def rerun_when_finished(job: Job) -> None:
+    """Called from a live fragment: once a job ends, rerun the whole page so lists outside the
+    fragment (saved runs, models, the sidebar selector) show what it produced."""
+    key = f"finished-{job.id}"
+    if not job.running and not st.session_state.get(key):
+        st.session_state[key] = True
+        st.rerun(scope="app")
+
+
+def show_job_failure(job: Job, what: str) -> None:
+    """The end of a failed or cancelled job, in the same words on every page."""
+    if job.status == "failed":
+        st.error(f"{what} failed: {job.error}")
+    elif job.status == "cancelled":
+        st.info(f"{what} was cancelled; nothing was saved.")

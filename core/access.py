@@ -1,0 +1,123 @@
+"""Who may do what: the *visitor* (anyone with the link) and the *owner* (whoever deployed it).
+
+Safe by default: with nothing configured every session is a visitor. The owner is recognised
+by an e-mail allow-list (after Streamlit's OIDC `st.login`), by an owner password kept in
+secrets (compared in constant time), or by an explicit switch for a trusted local run
+(`FLOWERS_OWNER=1`, or `streamlit run streamlit_app.py -- --owner`).
+
+This module reads settings from plain mappings (Streamlit's secrets and the environment are
+passed in by the UI layer), so it has no Streamlit import and is tested directly.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Mapping
+
+from core.data import OFFICIAL_URL, allowed_urls
+
+OWNER_ENV = "FLOWERS_OWNER"
+DATA_ROOTS_ENV = "FLOWERS_DATA_ROOTS"  # os.pathsep-separated folders the owner may train from
+
+# The whole app (server plus one job) must stay under Community Cloud's ~2.7 GB; this leaves headroom.
+MEMORY_BUDGET_MB = 2500
+
+
+class Role(str, Enum):
+    VISITOR = "visitor"
+    OWNER = "owner"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Caps on what one job may cost; `None` means no cap."""
+
+    bench_max_images: int | None = 200
+    bench_max_repeats: int | None = 5
+    bench_max_seconds: float | None = 300
+    train_max_seconds: float | None = 1800
+    memory_budget_mb: float | None = MEMORY_BUDGET_MB
+
+
+VISITOR_LIMITS = Limits()
+OWNER_LIMITS = Limits(None, None, None, None, None)
+
+# Shown to visitors, so they know what the deployment could do and why they cannot.
+OWNER_ONLY = (
+    "train from folders on the server (inside the configured data roots)",
+    "download datasets from other allowed URLs",
+    "publish a model for everyone, delete shared models, choose the default model",
+    "run jobs beyond the visitor caps (benchmark photos, repeats and time; training time and memory)",
+)
+
+
+@dataclass(frozen=True)
+class AccessConfig:
+    """The owner's settings, from `.streamlit/secrets.toml` and the environment."""
+
+    owner_everyone: bool = False
+    owner_emails: tuple[str, ...] = ()
+    owner_password_sha256: str | None = None  # a digest, so the secret is never kept in memory as given
+    oidc_configured: bool = False
+    data_roots: tuple[Path, ...] = ()
+    allowed_urls: tuple[str, ...] = (OFFICIAL_URL,)
+    notes: tuple[str, ...] = field(default=(), compare=False)  # configuration problems, shown to the owner
+
+    @classmethod
+    def from_sources(cls, secrets: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                     argv: list[str] | None = None) -> "AccessConfig":
+        env = os.environ if env is None else env
+        argv = argv or []
+        emails = secrets.get("owner_emails", ())
+        if isinstance(emails, str):
+            emails = [emails]
+        password = secrets.get("owner_password")
+        roots_text = env.get(DATA_ROOTS_ENV, "")
+        roots = [*secrets.get("data_roots", ()), *(r for r in roots_text.split(os.pathsep) if r)]
+        notes = []
+        resolved_roots = []
+        for r in roots:
+            path = Path(r).expanduser()  # the owner's own setting; browser input never gets `~` expanded
+            if path.is_dir():
+                resolved_roots.append(path.resolve())
+            else:
+                notes.append(f"data root {r!r} is not a folder; ignored")
+        return cls(
+            owner_everyone=env.get(OWNER_ENV, "").lower() in ("1", "true", "yes") or "--owner" in argv,
+            owner_emails=tuple(e.strip().casefold() for e in emails if e.strip()),
+            owner_password_sha256=_digest(password) if password else None,
+            oidc_configured="auth" in secrets,
+            data_roots=tuple(resolved_roots),
+            allowed_urls=allowed_urls(tuple(secrets.get("allowed_urls", ()))),
+            notes=tuple(notes),
+        )
+
+    def role_for(self, email: str | None = None, password_ok: bool = False) -> Role:
+        if self.owner_everyone or password_ok:
+            return Role.OWNER
+        if email and email.strip().casefold() in self.owner_emails:
+            return Role.OWNER
+        return Role.VISITOR
+
+    def password_matches(self, given: str) -> bool:
+        """Constant-time comparison of digests, so timing reveals nothing about the password."""
+        if not self.owner_password_sha256 or not given:
+            return False
+        return hmac.compare_digest(_digest(given), self.owner_password_sha256)
+
+    @property
+    def can_sign_in(self) -> bool:
+        return bool(self.owner_password_sha256) or (self.oidc_configured and bool(self.owner_emails))
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(str(text).encode()).hexdigest()
+
+
+def limits_for(role: Role) -> Limits:
+    return OWNER_LIMITS if role is Role.OWNER else VISITOR_LIMITS

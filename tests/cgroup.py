@@ -1,0 +1,115 @@
+"""A memory cgroup (v1 or v2) that caps a process tree the way Streamlit Community Cloud caps an app.
+
+Needs root and a writable cgroup file system; `MemoryCgroup.create` returns the reason otherwise.
+Besides the kernel's own peak (which counts all page cache, e.g. an extracted data set that is
+never read again), it samples the group's resident memory: anonymous memory plus files mapped
+into its processes (shared libraries, counted once, and memory-mapped data), the working set
+that cannot be dropped without killing or thrashing.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+
+V1 = Path("/sys/fs/cgroup/memory")
+V2 = Path("/sys/fs/cgroup")
+
+
+class MemoryCgroup:
+    def __init__(self, path: Path, version: int, limit_mb: int) -> None:
+        self.path, self.version, self.limit_mb = path, version, limit_mb
+        self.peak_rss_mb = 0.0
+        self.peak_anon_mb = 0.0
+        self._stop = threading.Event()
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+
+    @classmethod
+    def create(cls, limit_mb: int) -> "MemoryCgroup | str":
+        name = f"flowers-test-{uuid.uuid4().hex[:8]}"
+        limit = str(limit_mb * 2**20)
+        try:
+            if (V1 / "memory.limit_in_bytes").exists():
+                path = V1 / name
+                path.mkdir()
+                (path / "memory.limit_in_bytes").write_text(limit)
+                if (path / "memory.memsw.limit_in_bytes").exists():
+                    (path / "memory.memsw.limit_in_bytes").write_text(limit)  # no escape into swap
+                group = cls(path, 1, limit_mb)
+            elif (V2 / "cgroup.controllers").exists() and "memory" in (V2 / "cgroup.controllers").read_text():
+                path = V2 / name
+                path.mkdir()
+                (path / "memory.max").write_text(limit)
+                if (path / "memory.swap.max").exists():
+                    (path / "memory.swap.max").write_text("0")
+                group = cls(path, 2, limit_mb)
+            else:
+                return "no memory cgroup controller is mounted"
+        except OSError as exc:
+            return f"cannot create a memory cgroup here ({exc}); it needs root and a writable /sys/fs/cgroup"
+        group._sampler.start()
+        return group
+
+    def enter(self) -> None:
+        """For `preexec_fn`: move the new process (and so all its children) into the group."""
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    def _stat(self) -> dict[str, int]:
+        name = "memory.stat"
+        out = {}
+        for line in (self.path / name).read_text().splitlines():
+            key, value = line.split()
+            out[key] = int(value)
+        return out
+
+    def anon_mb(self) -> float:
+        stat = self._stat()
+        return (stat["rss"] if self.version == 1 else stat["anon"]) / 2**20
+
+    def rss_mb(self) -> float:
+        """Resident memory of the group: anonymous plus mapped files."""
+        stat = self._stat()
+        mapped = stat["mapped_file"] if self.version == 1 else stat["file_mapped"]
+        return self.anon_mb() + mapped / 2**20
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.peak_rss_mb = max(self.peak_rss_mb, self.rss_mb())
+                self.peak_anon_mb = max(self.peak_anon_mb, self.anon_mb())
+            except OSError:
+                return
+            self._stop.wait(0.2)
+
+    @property
+    def peak_usage_mb(self) -> float:
+        """The kernel's peak, page cache included."""
+        name = "memory.max_usage_in_bytes" if self.version == 1 else "memory.peak"
+        return int((self.path / name).read_text()) / 2**20
+
+    @property
+    def oom_kills(self) -> int:
+        text = (self.path / ("memory.oom_control" if self.version == 1 else "memory.events")).read_text()
+        for line in text.splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+        return 0
+
+    def close(self) -> None:
+        self._stop.set()
+        self._sampler.join(timeout=5)
+        for _ in range(50):
+            pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
+            for pid in pids:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)
