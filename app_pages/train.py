@@ -135,16 +135,16 @@ with st.container(border=True):
         n_train = round(info.n_images * (1 - cfg.val_fraction - cfg.test_fraction))
         estimate = training.estimate_peak_mb(cfg, n_train)
         budget = caps.memory_budget_mb
-        text = (f"Estimated peak memory of the training job: **{estimate:.0f} MB** for {n_train} training photos at "
-                f"{cfg.image_size} px, batch {cfg.batch_size}")
-        if budget is not None and estimate > budget - training.SERVER_RESERVE_MB:
+        text = (f"Estimated peak memory of the app while this trains: **{estimate:.0f} MB** ({n_train} training "
+                f"photos at {cfg.image_size} px, batch {cfg.batch_size})")
+        if budget is not None and estimate > budget:
             fits = False
-            closest = training.closest_fitting_recipe(n_train, budget - training.SERVER_RESERVE_MB)
-            st.error(f"{text}; with the server's own {training.SERVER_RESERVE_MB} MB that exceeds this deployment's "
-                     f"{budget:.0f} MB budget. Choose **{closest}**, a smaller image size or batch, or fewer "
-                     "fine-tuned layers." if closest else f"{text}: too much for this deployment.")
+            closest = training.closest_fitting_recipe(n_train, budget)
+            st.error(f"{text}: over this deployment's {budget:.0f} MB budget. Choose **{closest}**, a smaller image "
+                     "size or batch, or fewer fine-tuned layers." if closest else f"{text}: over this deployment's "
+                     f"{budget:.0f} MB budget.")
         else:
-            st.caption(text + (f" (budget for the whole app: {budget:.0f} MB)." if budget else "."))
+            st.caption(text + (f"; the budget is {budget:.0f} MB." if budget else "."))
     start = st.button("Train, convert and validate", type="primary", disabled=info is None or cfg is None or not fits)
 
 if arch == "mobilenet_v2" and not training.weights_available_offline(alpha):

@@ -46,7 +46,7 @@ def test_train_from_an_uploaded_zip_and_see_the_finished_model(app_url, browser,
     page.get_by_role("button", name="Train, convert and validate").click()
 
     # Progress advances: poll the live progress text and keep every distinct epoch seen.
-    seen, ready = set(), page.get_by_text("`browser-cnn` is ready").or_(page.get_by_text("browser-cnn is ready"))
+    seen, ready = set(), page.get_by_text("browser-cnn is ready and selectable")  # the job ended, not its last step
     deadline = time.time() + 600
     while time.time() < deadline and not ready.count():
         for text in page.get_by_text(re.compile(r"epoch \d+ of 10")).all_inner_texts():

@@ -73,6 +73,6 @@ def test_recipe_over_the_memory_budget_is_refused_before_it_starts(tiny_dataset,
     at.radio(key="data_kind").set_value("Upload an archive of class folders").run()
     at.file_uploader[0].set_value(("colours.zip", zipped.read_bytes(), "application/zip")).run()
     at.selectbox(key="recipe").set_value("As shipped").run()
-    assert "exceeds this deployment's 2500 MB budget" in at.error[0].value and "Choose **Recommended**" in at.error[0].value
+    assert "over this deployment's 2500 MB budget" in at.error[0].value and "Choose **Recommended**" in at.error[0].value
     assert at.button[0].disabled
 
