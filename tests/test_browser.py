@@ -43,6 +43,8 @@ def test_train_from_an_uploaded_zip_and_see_the_finished_model(app_url, browser,
                          ("Model name", "browser-cnn")):
         box = page.get_by_role("textbox", name=label).or_(page.get_by_role("spinbutton", name=label)).first
         box.fill(value)
+        box.press("Enter")  # commit each value before the next (a click right after fill can race it)
+        page.wait_for_timeout(500)
     page.get_by_role("button", name="Train, convert and validate").click()
 
     # Progress advances: poll the live progress text and keep every distinct epoch seen.

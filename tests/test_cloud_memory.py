@@ -106,7 +106,10 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep_sizes: st
             page.get_by_role("button", name="Fetch and inspect").click()
             page.get_by_text("images in 5 classes").wait_for(timeout=600_000)
             choose(page, "Recipe", recipe)
-            page.get_by_role("textbox", name="Model name").fill("cloud-model")
+            name = page.get_by_role("textbox", name="Model name")
+            name.fill("cloud-model")
+            name.press("Enter")  # commit the name before the click (a click right after fill can race it)
+            page.wait_for_timeout(1000)
             page.get_by_role("button", name="Train, convert and validate").click()
             probe.phase = "training"
             t0 = time.time()
