@@ -121,7 +121,9 @@ with st.container(border=True):
                                 key=f"ftl-{recipe_name}")
     batch = c4.number_input("Batch size", 4, 256, recipe.batch_size, key=f"batch-{recipe_name}")
     augment = st.checkbox("Augmentation (flip, rotate, zoom)", recipe.augment, key=f"aug-{recipe_name}")
-    name = st.text_input("Model name", f"{arch}-{time.strftime('%Y%m%d-%H%M')}", key="name")
+    # The default is set once per session: a default that changed every minute reset what was typed.
+    st.session_state.setdefault("name", f"{arch}-{time.strftime('%Y%m%d-%H%M')}")
+    name = st.text_input("Model name", key="name")
     cfg = None
     try:
         cfg = training.TrainConfig(**(asdict(recipe) | dict(

@@ -115,7 +115,7 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep_sizes: st
             t0 = time.time()
             page.get_by_text("job memory").first.wait_for(timeout=120_000)  # the job runs: now predict beside it
             report["predict_while_training_s"] = predict_in_another_browser(browser, url, photos[0])
-            ready = page.get_by_text("cloud-model is ready and selectable")  # the job has ended, not just its last step
+            ready = page.get_by_text("is ready and selectable")  # the job has ended, not just its last step
             failed = page.get_by_text("Training failed")
             while time.time() - t0 < train_timeout_s and not ready.count():
                 assert not failed.count(), failed.first.inner_text()
