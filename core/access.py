@@ -93,7 +93,7 @@ class AccessConfig:
             owner_password_sha256=_digest(password) if password else None,
             oidc_configured="auth" in secrets,
             data_roots=tuple(resolved_roots),
-            allowed_urls=allowed_urls(tuple(secrets.get("allowed_urls", ()))),
+            allowed_urls=allowed_urls(tuple(secrets.get("allowed_urls", ())), env),
             notes=tuple(notes),
         )
 

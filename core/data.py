@@ -22,7 +22,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -84,9 +84,10 @@ MIRROR_ENV = "FLOWERS_DATASET_MIRROR"  # a local copy of the official archive, f
 ALLOWED_URLS_ENV = "FLOWERS_ALLOWED_URLS"  # comma-separated URLs (or prefixes ending in "/") the owner allows
 
 
-def allowed_urls(extra: tuple[str, ...] = ()) -> tuple[str, ...]:
-    """The official archive, the owner's configured URLs and `extra`, without repeats."""
-    configured = (u.strip() for u in os.environ.get(ALLOWED_URLS_ENV, "").split(",") if u.strip())
+def allowed_urls(extra: tuple[str, ...] = (), env: Mapping[str, str] | None = None) -> tuple[str, ...]:
+    """The official archive, the owner's configured URLs (`env`, default the process's) and `extra`."""
+    env = os.environ if env is None else env
+    configured = (u.strip() for u in env.get(ALLOWED_URLS_ENV, "").split(",") if u.strip())
     return tuple(dict.fromkeys([OFFICIAL_URL, *extra, *configured]))
 
 
