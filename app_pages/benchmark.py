@@ -2,13 +2,14 @@
 
 import json
 from dataclasses import asdict
+from functools import partial
 
 import pandas as pd
 import streamlit as st
 
 from app_pages.common import (active_model, current_workspace, is_owner, limits, my_job, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_refusal, starting_job)
-from core import benchmark, charts, images
+from core import benchmark, charts, images, settings
 from core.errors import UserError
 from core.jobs import RUNNER
 
@@ -25,19 +26,20 @@ if entry is None:
 ws = current_workspace()
 caps = limits()
 
-labels = {k: f"{k} — {spec.label}" for k, spec in benchmark.BACKENDS.items()}
+defaults = settings.SweepConfig()
+labels = {k: f"{k} — {spec.label}" for k, spec in settings.BACKENDS.items()}
 available = benchmark.available_backends(entry.path)
 with st.container(border=True):
     st.subheader(f"New sweep on `{entry.name}`")
-    chosen = st.multiselect("Backends", available, default=[k for k in benchmark.DEFAULT_BACKENDS if k in available],
+    chosen = st.multiselect("Backends", available, default=[k for k in defaults.backends if k in available],
                             format_func=labels.get)
     c1, c2, c3, c4 = st.columns(4)
     max_images = caps.bench_max_images or 1000
-    sizes_text = c1.text_input("Test sizes (images)", "10,20,30,40,50,60,70,80,90,100",
+    sizes_text = c1.text_input("Test sizes (images)", ",".join(map(str, defaults.sizes)),
                                help=f"Comma-separated; up to {max_images}.")
-    batches = c2.multiselect("Batch sizes", [1, 8, 16, 32, 64], default=benchmark.DEFAULT_BATCHES)
-    repeats = c3.number_input("Repeats", 1, caps.bench_max_repeats or 20, 3)
-    warmup = c4.number_input("Warm-up runs", 0, 5, 1)
+    batches = c2.multiselect("Batch sizes", settings.BATCH_CHOICES, default=defaults.batches)
+    repeats = c3.number_input("Repeats", 1, caps.bench_max_repeats or 20, defaults.repeats)
+    warmup = c4.number_input("Warm-up runs", 0, 5, defaults.warmup)
     if not is_owner():
         st.caption(f"Visitor limits: up to {caps.bench_max_images} photos per test size, {caps.bench_max_repeats} "
                    f"repeats, {caps.bench_max_seconds:.0f} s per sweep.")
@@ -50,7 +52,7 @@ with st.container(border=True):
 
 if submitted:
     with starting_job("benchmark"):
-        sizes = benchmark.parse_int_list(sizes_text, "test sizes")
+        sizes = settings.parse_int_list(sizes_text, "test sizes")
         if sizes and max(sizes) > max_images:
             raise UserError(f"test sizes go up to {max_images} images here")
         image_dir = None
@@ -59,7 +61,7 @@ if submitted:
                 raise UserError("upload at least one photo, or use the model's validation photos")
             for f in uploads:
                 image_dir = ws.store_upload(f.name, f.getvalue()).parent
-        cfg = benchmark.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
+        cfg = settings.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
                                     str(image_dir) if image_dir else None)
         out_root = results_roots()[0] if is_owner() else ws.results
         RUNNER.start("benchmark", f"benchmark of {entry.name}", "core.benchmark:sweep_job",
@@ -82,7 +84,7 @@ def live() -> None:
         return
     rerun_when_finished(job)
     if job.running:
-        ev = job.latest.get("benchmark") or job.last_event
+        ev = job.by_stage.get("benchmark") or job.last_event
         st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
         if st.button("Cancel sweep"):
             job.cancel()
@@ -90,9 +92,7 @@ def live() -> None:
             # A light table while it runs: this fragment redraws every second, and eight Plotly
             # charts each time kept the server and the browser busy (the charts follow at the end).
             st.caption(f"{len(job.rows)} cells measured so far")
-            live_cols = ["label", "batch", "size", "total_s_median", "throughput_ips", "batch_latency_ms_p50",
-                         "rss_peak_mb"]
-            st.dataframe(pd.DataFrame(job.rows)[live_cols], hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(job.rows)[benchmark.SUMMARY_COLUMNS], hide_index=True, width="stretch")
     show_job_failure(job, "The last sweep")
 
 
@@ -131,21 +131,16 @@ for run in loaded:
         if run.get("benchmark_app"):
             st.dataframe(pd.DataFrame(run["benchmark_app"]), hide_index=True)
 
-figs = charts.run_figures({"rows": df.to_dict("records")})
+figs = charts.run_figures(df)
 show(figs, "saved-" + "-".join(picked))
-cols = ["backend", "precision", "hint", "streams", "requests", "threads", "pinning", "shape", "batch", "size",
-        "total_s_median", "total_s_min", "total_s_max", "throughput_ips", "batch_latency_ms_p50",
-        "batch_latency_ms_p90", "batch_latency_ms_p99", "cpu_s", "rss_after_import_mb", "rss_after_load_mb",
-        "rss_peak_mb", "import_s", "load_s", "first_inference_ms"]
-st.dataframe(df[[c for c in cols if c in df.columns]], hide_index=True, width="stretch")
+st.dataframe(df, hide_index=True, width="stretch")
+# Every download is built when clicked (callable data), not on each rerun of the page.
 d1, d2, d3 = st.columns(3)
-d1.download_button("Download CSV", df.to_csv(index=False), "benchmark.csv", "text/csv")
-d2.download_button("Download JSON", json.dumps(loaded if len(loaded) > 1 else loaded[0], indent=2),
+d1.download_button("Download CSV", partial(df.to_csv, index=False), "benchmark.csv", "text/csv")
+d2.download_button("Download JSON", partial(json.dumps, loaded if len(loaded) > 1 else loaded[0], indent=2),
                    "benchmark.json", "application/json")
 chart = d3.selectbox("Chart to download", list(figs))
-d3.download_button("Download chart (HTML)", figs[chart].to_html(include_plotlyjs="cdn"), f"{chart}.html", "text/html")
-if d3.button("Prepare PNG"):
-    try:
-        d3.download_button("Download chart (PNG)", charts.figure_png(figs[chart]), f"{chart}.png", "image/png")
-    except RuntimeError as exc:
-        d3.caption(str(exc))
+d3.download_button("Download chart (HTML)", partial(figs[chart].to_html, include_plotlyjs="cdn"), f"{chart}.html",
+                   "text/html")
+d3.download_button("Download chart (PNG)", partial(charts.figure_png, figs[chart]), f"{chart}.png", "image/png",
+                   help="Made with kaleido, which needs Chrome or Chromium on the server; the HTML always works.")

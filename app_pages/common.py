@@ -13,10 +13,10 @@ import streamlit as st
 
 from core import access, paths, registry, workspace
 from core.access import AccessConfig, Role
-from core.backends import OVSettings
 from core.errors import UserError
 from core.jobs import RUNNER, Job, JobBusy
 from core.predict import Predictor
+from core.settings import OVSettings
 
 MODEL_KEY = "model_path"
 _OWNER_PASSWORD_KEY = "owner-password-ok"

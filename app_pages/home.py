@@ -5,7 +5,8 @@ import streamlit as st
 
 from app_pages.common import active_model, predictor
 from core import evaluate
-from core.backends import OVSettings, device_info
+from core.backends import device_info
+from core.settings import OVSettings
 
 st.title(":material/local_florist: Flower classifier: TensorFlow → OpenVINO")
 st.markdown(
@@ -24,27 +25,26 @@ if entry is None:
     st.warning("No model yet: train one on the Train page or with `python -m core train`.")
     st.stop()
 
-meta = entry.metadata
+card = entry.card
 st.header(f"Model: `{entry.name}`")
-arch = f"MobileNetV2 α{meta['alpha']}" if meta["arch"] == "mobilenet_v2" else "Tutorial CNN"
 cols = st.columns(4)
-cols[0].metric("Architecture", arch)
-cols[1].metric("Input", f"{meta['image_size']}×{meta['image_size']} RGB")
-cols[2].metric("Classes", len(meta["classes"]))
-cols[3].metric("Training images", meta.get("data", {}).get("split", {}).get("train", "?"))
-st.write("**Classes:** " + ", ".join(meta["classes"]))
-st.caption(f"Preprocessing: {meta.get('preprocessing', '?')}")
+cols[0].metric("Architecture", card.architecture)
+cols[1].metric("Input", f"{card.image_size}×{card.image_size} RGB")
+cols[2].metric("Classes", len(card.classes))
+cols[3].metric("Training images", card.data.split.train if card.data else "?")
+st.write("**Classes:** " + ", ".join(card.classes))
+st.caption(f"Preprocessing: {card.preprocessing}")
 
 st.subheader("Variants")
 table = evaluate.variant_table(entry.path)
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns
                             if "accuracy" in c or "agreement" in c})
-n_val = meta.get("accuracy", {}).get("val", {}).get("n_images")
-if n_val:
-    n_test = meta.get("accuracy", {}).get("test", {}).get("n_images")
-    st.caption(f"Accuracy on the model's validation split ({n_val} images)"
-               + (f" and on a held-out split never used for model selection ({n_test} images)." if n_test else "."))
+if "val" in card.scores:
+    n_test = card.scores["test"].n_images if "test" in card.scores else None
+    st.caption(f"Accuracy on the model's validation split ({card.scores['val'].n_images} images)"
+               + (f" and on a held-out split never used for model selection ({n_test} images)." if n_test else ".")
+               + " Single-image latency: median of 20 warm calls in the training job's process.")
 
 st.subheader("Runtime")
 info = device_info()
@@ -60,6 +60,6 @@ st.markdown(
        "bf16 is one switch away on the Predict page.\n" if used else "")
 )
 st.subheader("Library versions")
-st.dataframe(pd.DataFrame([meta.get("versions", {})]), hide_index=True)
-if meta.get("training"):
-    st.caption(f"Trained in {meta['training']['seconds']:.0f} s with `{meta['training']['command']}`")
+st.dataframe(pd.DataFrame([card.versions]), hide_index=True)
+if card.training.command:
+    st.caption(f"Trained in {card.training.seconds:.0f} s with `{card.training.command}`")

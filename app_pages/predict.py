@@ -6,7 +6,7 @@ import streamlit as st
 
 from app_pages.common import active_model, predictor
 from core import charts, images
-from core.backends import PRECISIONS, OVSettings
+from core.settings import PRECISIONS, OVSettings
 from core.predict import ImageResult
 
 
@@ -22,7 +22,7 @@ with st.sidebar:
         "OpenVINO precision", PRECISIONS, index=PRECISIONS.index("f32"),
         help="f32 matches TensorFlow exactly; 'default' lets the CPU plugin choose (bf16 on CPUs that have it).",
     )
-    top_k = st.slider("Top-k", 1, len(entry.metadata["classes"]), min(3, len(entry.metadata["classes"])))
+    top_k = st.slider("Top-k", 1, len(entry.card.classes), min(3, len(entry.card.classes)))
 
 uploads = st.file_uploader(
     "Photos", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES], accept_multiple_files=True,

@@ -13,7 +13,7 @@ from PIL import Image
 from app_pages.common import (MODEL_KEY, access_config, current_workspace, is_owner, limits, my_job,
                               rerun_when_finished, show_busy_elsewhere, show_job_failure, show_refusal,
                               starting_job)
-from core import data, paths, registry, training, workspace
+from core import data, paths, registry, settings, training, workspace
 from core.errors import UserError
 from core.images import ImageError, for_display, open_image
 from core.jobs import RUNNER
@@ -103,15 +103,15 @@ if info is not None:
 # ---------------------------------------------------------------- recipe, memory and start
 with st.container(border=True):
     st.subheader("Model")
-    recipe_name = st.selectbox("Recipe", list(training.RECIPES), key="recipe",
-                               format_func=lambda r: f"{r} — {training.RECIPES[r].summary}")
-    recipe = training.RECIPES[recipe_name].config
+    recipe_name = st.selectbox("Recipe", list(settings.RECIPES), key="recipe",
+                               format_func=lambda r: f"{r} — {settings.RECIPES[r].summary}")
+    recipe = settings.RECIPES[recipe_name].config
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", list(training.ARCHS), index=training.ARCHS.index(recipe.arch),
+    arch = c1.selectbox("Architecture", list(settings.ARCHS), index=settings.ARCHS.index(recipe.arch),
                         key=f"arch-{recipe_name}",
                         help="MobileNetV2: ImageNet transfer learning. tutorial_cnn: the original study's network.")
-    alpha = c2.selectbox("MobileNetV2 alpha", list(training.MOBILENET_ALPHAS),
-                         index=training.MOBILENET_ALPHAS.index(recipe.alpha), key=f"alpha-{recipe_name}")
+    alpha = c2.selectbox("MobileNetV2 alpha", list(settings.MOBILENET_ALPHAS),
+                         index=settings.MOBILENET_ALPHAS.index(recipe.alpha), key=f"alpha-{recipe_name}")
     size = c3.number_input("Image size (px)", 32, 320, recipe.image_size, step=16, key=f"size-{recipe_name}",
                            help="MobileNetV2's weights were trained at 224; the tutorial used 180.")
     c1, c2, c3, c4 = st.columns(4)
@@ -126,7 +126,7 @@ with st.container(border=True):
     name = st.text_input("Model name", key="name")
     cfg = None
     try:
-        cfg = training.TrainConfig(**(asdict(recipe) | dict(
+        cfg = settings.TrainConfig(**(asdict(recipe) | dict(
             arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
             fine_tune_epochs=int(ft_epochs) if arch == "mobilenet_v2" else 0, fine_tune_layers=int(ft_layers),
             batch_size=int(batch), augment=augment)))
@@ -176,7 +176,7 @@ def live() -> None:
     rerun_when_finished(job)
     st.subheader(job.title)
     if job.running:
-        fit, batch_ev, last = job.latest.get("fit"), job.latest.get("batch"), job.last_event
+        fit, batch_ev, last = job.by_stage.get("fit"), job.by_stage.get("batch"), job.last_event
         total_epochs = int(fit.total) if fit else None
         if batch_ev is not None and batch_ev.fraction is not None:
             done = len(job.rows)
@@ -208,10 +208,10 @@ live()
 
 # ---------------------------------------------------------------- manage models
 def model_line(e: registry.ModelEntry) -> str:
-    acc = e.metadata.get("accuracy", {}).get("val", {})
-    return (f"**{e.name}** — {e.metadata['arch']}, {len(e.metadata['classes'])} classes, "
-            f"variants: {', '.join(e.variants)}; val accuracy: "
-            + ", ".join(f"{v} {a:.3f}" for v, a in acc.items() if v != "n_images"))
+    val = e.card.scores.get("val")
+    return (f"**{e.name}** — {e.card.architecture}, {len(e.card.classes)} classes, "
+            f"variants: {', '.join(e.variants)}"
+            + ("; val accuracy: " + ", ".join(f"{v} {a:.3f}" for v, a in val.accuracy.items()) if val else ""))
 
 
 def forget_selection(e: registry.ModelEntry) -> None:

@@ -7,50 +7,17 @@ needs them, so a benchmark subprocess measures one runtime's memory alone.
 
 from __future__ import annotations
 
+import queue
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from core import registry
-
-TF_MODES = ("serving", "predict")  # compiled tf.function vs Keras model.predict
-PRECISIONS = ("f32", "bf16", "f16", "default")  # "default": whatever the CPU plugin picks
-HINTS = ("LATENCY", "THROUGHPUT")
-ONNX_VARIANT = "onnxruntime"
-
-
-@dataclass(frozen=True)
-class OVSettings:
-    """OpenVINO CPU settings. Defaults were chosen by measurement on a 2-vCPU machine:
-    CPU pinning made batch-1 latency bimodal there, so it is off; f32 keeps results
-    identical to TensorFlow's, bf16 is one explicit choice away."""
-
-    precision: str = "f32"
-    hint: str = "LATENCY"
-    streams: int | None = None
-    threads: int | None = None
-    pinning: bool = False
-    device: str = "CPU"
-
-    def __post_init__(self) -> None:
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}")
-        if self.hint not in HINTS:
-            raise ValueError(f"hint must be one of {HINTS}")
-
-    def config(self) -> dict[str, Any]:
-        cfg: dict[str, Any] = {"PERFORMANCE_HINT": self.hint, "ENABLE_CPU_PINNING": self.pinning}
-        if self.precision != "default":
-            cfg["INFERENCE_PRECISION_HINT"] = self.precision
-        if self.streams is not None:
-            cfg["NUM_STREAMS"] = self.streams
-        if self.threads is not None:
-            cfg["INFERENCE_NUM_THREADS"] = self.threads
-        return cfg
+from core.settings import ONNX_VARIANT, TF_MODES, OVSettings
 
 
 class Backend:
@@ -77,22 +44,19 @@ class Backend:
 
 
 class TensorFlowBackend(Backend):
-    def __init__(self, model_dir: Path, mode: str = "serving") -> None:
+    def __init__(self, model_dir: Path, mode: str = "function") -> None:
         import tensorflow as tf
-
-        from core.training import load_keras
 
         if mode not in TF_MODES:
             raise ValueError(f"TensorFlow mode must be one of {TF_MODES}")
         start = time.perf_counter()
-        meta = registry.read_metadata(model_dir)
-        self.variant = registry.TF_VARIANT if mode == "serving" else f"{registry.TF_VARIANT}-predict"
+        self.variant = registry.TF_VARIANT if mode == "function" else f"{registry.TF_VARIANT}-predict"
         self.mode = mode
-        self.image_size = int(meta["image_size"])
-        self.model = load_keras(model_dir)
+        self.image_size = registry.read_card(model_dir).image_size
+        self.model = registry.load_keras(model_dir)
         if tuple(self.model.input_shape[1:]) != (self.image_size, self.image_size, 3):
             raise registry.ModelError(
-                f"model input {self.model.input_shape} does not match metadata image_size {self.image_size}"
+                f"model input {self.model.input_shape} does not match the card's image_size {self.image_size}"
             )
         spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
         self._serve = tf.function(lambda x: self.model(tf.cast(x, tf.float32), training=False), input_signature=[spec])
@@ -158,9 +122,8 @@ class OpenVINOBackend(Backend):
     def __init__(self, model_dir: Path, variant: str, settings: OVSettings | None = None,
                  static_batch: int | None = None) -> None:
         start = time.perf_counter()
-        meta = registry.read_metadata(model_dir)
         self.variant = variant
-        self.image_size = int(meta["image_size"])
+        self.image_size = registry.read_card(model_dir).image_size
         self.ov_settings = settings or OVSettings()
         self.static_batch = static_batch
         xml = registry.variant_path(model_dir, variant)
@@ -170,21 +133,28 @@ class OpenVINOBackend(Backend):
         model = core.read_model(xml)
         shape = model.input(0).get_partial_shape()
         if shape.rank.get_length() != 4 or [d.get_length() for d in list(shape)[1:]] != [self.image_size, self.image_size, 3]:
-            raise registry.ModelError(f"{xml} input {shape} does not match metadata image_size {self.image_size}")
+            raise registry.ModelError(f"{xml} input {shape} does not match the card's image_size {self.image_size}")
         if static_batch is not None:
             model.reshape([static_batch, self.image_size, self.image_size, 3])
-        self.read_seconds = time.perf_counter() - start
         compile_start = time.perf_counter()
         self.compiled = core.compile_model(model, self.ov_settings.device, self.ov_settings.config())
         self.compile_seconds = time.perf_counter() - compile_start
         self.load_seconds = time.perf_counter() - start
+        # Idle infer requests, reused: creating one per call cost more than a batch-1 inference.
+        # A request serves one call at a time; sessions predicting at once each take their own.
+        self._idle: queue.SimpleQueue = queue.SimpleQueue()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         images = self._check(images)
-        # A request per call: sessions of the app may predict on the same compiled model at once.
-        request = self.compiled.create_infer_request()
-        request.infer({0: np.ascontiguousarray(images)}, share_inputs=True)  # read in place, no copy
-        return request.get_output_tensor(0).data.copy()
+        try:
+            request = self._idle.get_nowait()
+        except queue.Empty:
+            request = self.compiled.create_infer_request()
+        try:
+            request.infer({0: np.ascontiguousarray(images)}, share_inputs=True)  # read in place, no copy
+            return request.get_output_tensor(0).data.copy()
+        finally:
+            self._idle.put(request)
 
     def property(self, name: str) -> Any:
         return _plain(self.compiled.get_property(name))
@@ -211,9 +181,8 @@ class OnnxRuntimeBackend(Backend):
         import onnxruntime as ort
 
         start = time.perf_counter()
-        meta = registry.read_metadata(model_dir)
         self.variant = ONNX_VARIANT
-        self.image_size = int(meta["image_size"])
+        self.image_size = registry.read_card(model_dir).image_size
         path = registry.onnx_path(model_dir)
         if not path.exists():
             raise registry.ModelError(f"{path} is missing; it is made by core.convert.ensure_onnx")
@@ -238,7 +207,7 @@ class OnnxRuntimeBackend(Backend):
 
 
 def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None = None,
-                 tf_mode: str = "serving", static_batch: int | None = None) -> Backend:
+                 tf_mode: str = "function", static_batch: int | None = None) -> Backend:
     if variant == registry.TF_VARIANT:
         return TensorFlowBackend(model_dir, tf_mode)
     if variant == ONNX_VARIANT:

@@ -1,23 +1,32 @@
 """One backend's benchmark, run in its own process by `core.benchmark`.
 
-Reads a job (JSON) on stdin and writes one JSON object per line on stdout: `loaded`
-once, then a `cell` per (batch, test size). Only the runtime being measured is
-imported, so memory and threads are this backend's alone.
+Reads a job (JSON: the serialized `BackendSpec`, the model, the images file and the plan)
+on stdin and writes one JSON object per line on stdout: `loaded` once, then a `cell` per
+(batch, test size). Only the runtime being measured is imported, so memory and threads are
+this backend's alone. `load` and `measure` are the parts; `main` is the plumbing.
 """
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import threading
 import time
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import psutil
 
+from core.backends import Backend, load_backend
+from core.settings import BackendSpec
 from core.system import exit_with_parent
+from core.timing import time_calls, time_once
+
+RUNTIME_MODULES = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}  # every other variant: openvino
 
 _PROC = psutil.Process()
 
@@ -56,19 +65,17 @@ class PeakRSS:
         self.peak_mb = max(self.peak_mb, rss_mb())
 
 
-def sync_runner(backend):
+Runner = Callable[[list[np.ndarray]], list[float]]  # runs the batches once; returns each batch's seconds
+
+
+def sync_runner(backend: Backend) -> Runner:
     def run(chunks: list[np.ndarray]) -> list[float]:
-        latencies = []
-        for chunk in chunks:
-            t0 = time.perf_counter()
-            backend.predict(chunk)
-            latencies.append(time.perf_counter() - t0)
-        return latencies
+        return [time_once(lambda c=chunk: backend.predict(c))[0] for chunk in chunks]
 
     return run
 
 
-def async_runner(backend):
+def async_runner(backend: Backend) -> tuple[Runner, int]:
     """OpenVINO THROUGHPUT mode: an AsyncInferQueue with the plugin's optimal number of requests."""
     import openvino as ov
 
@@ -92,79 +99,79 @@ def async_runner(backend):
     return run, len(queue)
 
 
+@dataclass
+class Loaded:
+    backend: Backend
+    run: Runner
+    requests: int  # infer requests in flight: 1, or the async queue's size
+
+
+def load(spec: BackendSpec, model_dir: str, batch: int) -> Loaded:
+    """The backend of `spec`, ready for `batch`: a static shape compiles for that batch, a dynamic one takes any."""
+    backend = load_backend(Path(model_dir), spec.variant, spec.ov, spec.tf_mode,
+                           static_batch=batch if spec.static else None)
+    if spec.async_queue:
+        run, requests = async_runner(backend)
+        return Loaded(backend, run, requests)
+    return Loaded(backend, sync_runner(backend), 1)
+
+
+def batches_of(images: np.ndarray, size: int, batch: int, static_batch: int | None) -> tuple[list[np.ndarray], int]:
+    """The first `size` images in batches; a static shape takes only full batches, so the last one is
+    padded with other real photos. The backend does that extra work, but only `size` images count."""
+    chunks = [images[i : min(i + batch, size)] for i in range(0, size, batch)]
+    padded = 0
+    if static_batch and len(chunks[-1]) < static_batch:
+        padded = static_batch - len(chunks[-1])
+        chunks[-1] = np.concatenate([chunks[-1], images[:padded]])
+    return chunks, padded
+
+
+def measure(run: Runner, chunks: list[np.ndarray], size: int, repeats: int, warmup: int) -> dict[str, float]:
+    """Warm up, then time `repeats` runs over the batches: the fields of `benchmark.CellResult` but padding."""
+    for _ in range(warmup):
+        run(chunks)
+    latencies: list[float] = []
+    cpu0 = sum(_PROC.cpu_times()[:2])
+    with PeakRSS() as peak:
+        timing = time_calls(lambda: latencies.extend(run(chunks)), repeats, warmup=0)
+    cpu_s = (sum(_PROC.cpu_times()[:2]) - cpu0) / repeats
+    lat_ms = np.asarray(latencies) * 1000
+    median_s = timing.median_ms / 1000
+    return {
+        "total_s_median": median_s, "total_s_min": timing.min_ms / 1000, "total_s_max": timing.max_ms / 1000,
+        "total_s_std": timing.std_ms / 1000, "throughput_ips": size / median_s,
+        "batch_latency_ms_p50": float(np.percentile(lat_ms, 50)),
+        "batch_latency_ms_p90": float(np.percentile(lat_ms, 90)),
+        "batch_latency_ms_p99": float(np.percentile(lat_ms, 99)),
+        "image_latency_ms": median_s * 1000 / size,
+        "cpu_s": cpu_s, "cpu_utilisation": cpu_s / median_s, "rss_peak_mb": peak.peak_mb,
+    }
+
+
 def main() -> int:
     job = json.loads(sys.stdin.read())
     exit_with_parent()
+    spec, plan = BackendSpec.from_dict(job["spec"]), job["plan"]
     rss_start = rss_mb()
-    t0 = time.perf_counter()
-    if job["variant"] == "tensorflow":
-        import tensorflow  # noqa: F401  (timed: the import is part of what a deployment pays)
-    elif job["variant"] == "onnxruntime":
-        import onnxruntime  # noqa: F401
-    else:
-        import openvino  # noqa: F401
-    import_s = time.perf_counter() - t0
+    # Timed: the runtime's import is part of what a deployment pays. Only this one is imported.
+    import_s, _ = time_once(lambda: importlib.import_module(RUNTIME_MODULES.get(spec.variant, "openvino")))
     rss_import = rss_mb()
-
-    from core.backends import OVSettings, load_backend
-
-    settings = OVSettings(**job["ov_settings"]) if job.get("ov_settings") else None
-    static = bool(job.get("static"))
-
-    def prepare(batch: int):
-        """A backend for this batch size: one compiled model with a static shape, or the dynamic one."""
-        backend = load_backend(job["model_dir"], job["variant"], settings, job.get("tf_mode", "serving"),
-                               static_batch=batch if static else None)
-        run, n_requests = async_runner(backend) if job.get("async") else (sync_runner(backend), 1)
-        return backend, run, n_requests
-
     images = np.load(job["images"])
-    t0 = time.perf_counter()
-    backend, run, n_requests = prepare(job["batches"][0])
-    load_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    backend.predict(images[: backend.static_batch or 1])
-    first_ms = (time.perf_counter() - t0) * 1000
+    load_s, loaded = time_once(lambda: load(spec, job["model_dir"], plan["batches"][0]))
+    first_s, _ = time_once(lambda: loaded.backend.predict(images[: loaded.backend.static_batch or 1]))
     emit({"event": "loaded", "pid": os.getpid(), "tensorflow_imported": "tensorflow" in sys.modules,
-          "import_s": import_s, "load_s": load_s,
-          "compile_s": getattr(backend, "compile_seconds", None), "first_inference_ms": first_ms,
-          "rss_start_mb": rss_start, "rss_after_import_mb": rss_import, "rss_after_load_mb": rss_mb(),
-          "settings": backend.settings(), "requests": n_requests})
-
-    for batch in job["batches"]:
-        if static and backend.static_batch != batch:
-            backend, run, n_requests = prepare(batch)
-        for size in job["sizes"]:
-            chunks = [images[i : min(i + batch, size)] for i in range(0, size, batch)]
-            padded = 0
-            if static and len(chunks[-1]) < batch:
-                # A static shape takes only full batches: pad the last one with other real photos.
-                # The backend does that extra work, but only the `size` images count.
-                padded = batch - len(chunks[-1])
-                chunks[-1] = np.concatenate([chunks[-1], images[:padded]])
-            for _ in range(job["warmup"]):
-                run(chunks)
-            totals, latencies = [], []
-            cpu0 = sum(_PROC.cpu_times()[:2])
-            with PeakRSS() as peak:
-                for _ in range(job["repeats"]):
-                    t0 = time.perf_counter()
-                    latencies += run(chunks)
-                    totals.append(time.perf_counter() - t0)
-            cpu_s = (sum(_PROC.cpu_times()[:2]) - cpu0) / job["repeats"]
-            lat_ms = np.asarray(latencies) * 1000
-            median = float(np.median(totals))
-            emit({
-                "event": "cell", "batch": batch, "size": size, "repeats": job["repeats"],
-                "shape": backend.settings().get("shape"), "requests": n_requests, "padded_images": padded,
-                "total_s_median": median, "total_s_min": float(np.min(totals)), "total_s_max": float(np.max(totals)),
-                "total_s_std": float(np.std(totals)), "throughput_ips": size / median,
-                "batch_latency_ms_p50": float(np.percentile(lat_ms, 50)),
-                "batch_latency_ms_p90": float(np.percentile(lat_ms, 90)),
-                "batch_latency_ms_p99": float(np.percentile(lat_ms, 99)),
-                "image_latency_ms": median * 1000 / size,
-                "cpu_s": cpu_s, "cpu_utilisation": cpu_s / median, "rss_peak_mb": peak.peak_mb,
-            })
+          "import_s": import_s, "load_s": load_s, "compile_s": getattr(loaded.backend, "compile_seconds", None),
+          "first_inference_ms": first_s * 1000, "rss_start_mb": rss_start, "rss_after_import_mb": rss_import,
+          "rss_after_load_mb": rss_mb(), "settings": loaded.backend.settings(), "requests": loaded.requests})
+    for batch in plan["batches"]:
+        if spec.static and loaded.backend.static_batch != batch:
+            loaded = load(spec, job["model_dir"], batch)
+        for size in plan["sizes"]:
+            chunks, padded = batches_of(images, size, batch, loaded.backend.static_batch)
+            emit({"event": "cell", "batch": batch, "size": size, "shape": loaded.backend.settings().get("shape"),
+                  "requests": loaded.requests, "padded_images": padded,
+                  **measure(loaded.run, chunks, size, plan["repeats"], plan["warmup"])})
     return 0
 
 

@@ -16,64 +16,104 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from core import data, paths, registry
-from core.backends import ONNX_VARIANT, OVSettings
+from core import atomic, data, paths, registry
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES
 from core.progress import CancelToken, Event, ProgressFn, ignore
+from core.settings import BACKENDS, BASELINE, ONNX_VARIANT, RENAMED_BACKENDS, BackendSpec, SweepConfig
 from core.system import library_versions, machine_summary
 
-DEFAULT_SIZES = list(range(10, 101, 10))
-DEFAULT_BATCHES = [1, 32]
-BASELINE = "tf-serving"
+RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
+
+
+# ---------------------------------------------------------------- the result schema
+
+@dataclass(frozen=True)
+class CellSettings:
+    """What one measured cell ran with: the setup asked for and what the runtime reports it chose."""
+
+    backend: str
+    label: str
+    runtime: str
+    variant: str
+    precision: str
+    hint: str
+    streams: str
+    requests: int
+    threads: str
+    pinning: str
+    shape: str
+    mode: str
+    batch: int
+    size: int
+    repeats: int
+    warmup: int
+    library_version: str
+    cpu: str
+    cores: int
 
 
 @dataclass(frozen=True)
-class BackendSpec:
-    label: str
-    variant: str
-    tf_mode: str = "serving"
-    ov: OVSettings | None = None
-    async_queue: bool = False
-    static: bool = False  # compile for each batch size (as benchmark_app does) instead of a dynamic batch
+class LoadResult:
+    """What starting the backend cost, measured once in its process."""
+
+    import_s: float
+    load_s: float
+    first_inference_ms: float
+    rss_after_import_mb: float
+    rss_after_load_mb: float
 
 
-BACKENDS: dict[str, BackendSpec] = {
-    "tf-predict": BackendSpec("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
-    "tf-serving": BackendSpec("TensorFlow compiled function", "tensorflow"),
-    "ov-fp32": BackendSpec("OpenVINO FP32 IR, f32", "openvino-fp32", ov=OVSettings("f32")),
-    "ov-fp32-default": BackendSpec("OpenVINO FP32 IR, plugin default precision", "openvino-fp32",
-                                   ov=OVSettings("default")),
-    "ov-fp32-pinned": BackendSpec("OpenVINO FP32 IR, f32, CPU pinning on", "openvino-fp32",
-                                  ov=OVSettings("f32", pinning=True)),
-    "ov-fp16": BackendSpec("OpenVINO FP16 IR, f32 compute", "openvino-fp16", ov=OVSettings("f32")),
-    "ov-int8": BackendSpec("OpenVINO INT8 IR", "openvino-int8", ov=OVSettings("f32")),
-    "ov-fp32-tput": BackendSpec("OpenVINO FP32 IR, THROUGHPUT hint, async queue", "openvino-fp32",
-                                ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", "openvino-int8",
-                                ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput-static": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
-                                       "openvino-int8", ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
-                                       static=True),
-    "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
-}
-DEFAULT_BACKENDS = ["tf-predict", "tf-serving", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput-static",
-                    "onnxruntime"]
+@dataclass(frozen=True)
+class CellResult:
+    """What one (backend, batch, test size) cell measured over its repeated runs."""
+
+    total_s_median: float
+    total_s_min: float
+    total_s_max: float
+    total_s_std: float
+    throughput_ips: float
+    batch_latency_ms_p50: float
+    batch_latency_ms_p90: float
+    batch_latency_ms_p99: float
+    image_latency_ms: float
+    cpu_s: float
+    cpu_utilisation: float
+    rss_peak_mb: float
+    padded_images: int
 
 
-def parse_int_list(text: str, what: str) -> list[int]:
-    """"10, 20,30" -> [10, 20, 30], for the page's and the CLI's comma-separated settings."""
-    try:
-        return [int(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"{what} must be whole numbers separated by commas, not {text!r}") from None
+@dataclass(frozen=True)
+class Cell:
+    settings: CellSettings
+    load: LoadResult
+    result: CellResult
+
+    def row(self) -> dict[str, Any]:
+        """The flat row of the run's table (settings, then load, then results)."""
+        return asdict(self.settings) | asdict(self.load) | asdict(self.result)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"settings": asdict(self.settings), "load": asdict(self.load), "result": asdict(self.result)}
+
+
+def _names(cls: type) -> list[str]:
+    return [f.name for f in fields(cls)]
+
+
+SETTINGS_COLUMNS = _names(CellSettings)
+LOAD_COLUMNS = _names(LoadResult)
+RESULT_COLUMNS = _names(CellResult)
+COLUMNS = SETTINGS_COLUMNS + LOAD_COLUMNS + RESULT_COLUMNS
+SUMMARY_COLUMNS = ["backend", "precision", "hint", "batch", "size", "total_s_median", "throughput_ips",
+                   "batch_latency_ms_p50", "batch_latency_ms_p99", "rss_peak_mb"]  # the short table of the CLI and live view
 
 
 def available_backends(model_dir: Path) -> list[str]:
@@ -83,31 +123,9 @@ def available_backends(model_dir: Path) -> list[str]:
             if spec.variant in variants or (spec.variant == ONNX_VARIANT and registry.TF_VARIANT in variants)]
 
 
-@dataclass
-class SweepConfig:
-    model_dir: str
-    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS))
-    sizes: list[int] = field(default_factory=lambda: list(DEFAULT_SIZES))
-    batches: list[int] = field(default_factory=lambda: list(DEFAULT_BATCHES))
-    repeats: int = 3
-    warmup: int = 1
-    images: str | None = None  # dataset source; None: the model's own validation/test photos
-
-    def __post_init__(self) -> None:
-        unknown = [b for b in self.backends if b not in BACKENDS]
-        if unknown:
-            raise UserError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
-        if not self.backends or not self.sizes or not self.batches:
-            raise UserError("choose at least one backend, test size and batch size")
-        if min(self.sizes) < 1 or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0:
-            raise UserError("sizes, batches and repeats must be positive")
-
-
 def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode real photos once: every backend gets exactly these pixels."""
-    from core.evaluate import model_split
-
-    meta = registry.read_metadata(Path(cfg.model_dir))
+    card = registry.read_card(Path(cfg.model_dir))
     n = max(cfg.sizes)
     if cfg.images:
         root = data.resolve(cfg.images, progress=progress)
@@ -117,29 +135,26 @@ def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.
         origin = str(cfg.images)
     else:
         try:
-            parts = model_split(meta, progress)
-            items, origin = parts.val + parts.test, f"{meta['data']['source']} (validation/held-out split)"
+            split = card.rebuild_split(progress=progress)
+            items, origin = split.val + split.test, f"{card.data.source} (validation/held-out split)"
         except data.DatasetError:
             # The training data is not on this machine (e.g. a hosted demo): any real flower photos will do.
             info = data.scan(data.resolve(data.OFFICIAL_URL, progress=progress))
             items, origin = [(f, 0) for c in info.classes for f in info.files[c]], data.OFFICIAL_URL
             items = items[:: max(1, len(items) // n)]  # spread over all classes
     items = items[:n]
-    images, _, _ = data.load_arrays(items, int(meta["image_size"]), progress, "load benchmark images")
+    images, _, _ = data.load_arrays(items, card.image_size, progress, "load benchmark images")
     unique = len(images)
     if unique < n:
         images = np.resize(images, (n, *images.shape[1:]))  # cycle through the photos
-    return images, {"origin": origin, "unique_images": unique, "image_size": int(meta["image_size"])}
+    return images, {"origin": origin, "unique_images": unique, "image_size": card.image_size}
 
 
 def _run_backend(key: str, cfg: SweepConfig, images_path: Path, cancel: CancelToken | None,
                  on_line: Callable[[dict[str, Any]], None]) -> str | None:
     """Run one backend's worker; returns an error message, or None on success."""
-    spec = BACKENDS[key]
-    job = {"model_dir": str(cfg.model_dir), "variant": spec.variant, "tf_mode": spec.tf_mode,
-           "ov_settings": asdict(spec.ov) if spec.ov else None, "async": spec.async_queue, "static": spec.static,
-           "images": str(images_path), "sizes": cfg.sizes, "batches": cfg.batches,
-           "repeats": cfg.repeats, "warmup": cfg.warmup}
+    job = {"spec": asdict(BACKENDS[key]), "model_dir": str(cfg.model_dir), "images": str(images_path),
+           "plan": {"sizes": cfg.sizes, "batches": cfg.batches, "repeats": cfg.repeats, "warmup": cfg.warmup}}
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "core.bench_worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -175,13 +190,13 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     images, image_info = prepare_images(cfg, progress)
     if "onnxruntime" in cfg.backends:
-        from core.convert import ensure_onnx
+        from core.convert import ensure_onnx  # imports TensorFlow: only when the ONNX peer is asked for
 
         progress(Event("benchmark", 0, None, "exporting the model to ONNX (once)"))
         ensure_onnx(Path(cfg.model_dir))
-    meta = registry.read_metadata(Path(cfg.model_dir))
+    card = registry.read_card(Path(cfg.model_dir))
     machine, versions = machine_summary(), library_versions()
-    rows: list[dict[str, Any]] = []
+    cells: list[Cell] = []
     backends: dict[str, Any] = {}
     n_cells = len(cfg.backends) * len(cfg.sizes) * len(cfg.batches)
     with tempfile.TemporaryDirectory(prefix="bench-") as tmp:
@@ -189,28 +204,29 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
         np.save(images_path, images)
         for key in cfg.backends:
             spec = BACKENDS[key]
-            progress(Event("benchmark", len(rows), n_cells, f"{spec.label}: starting its own process"))
+            progress(Event("benchmark", len(cells), n_cells, f"{spec.label}: starting its own process"))
 
             def on_line(msg: dict[str, Any], key: str = key, spec: BackendSpec = spec) -> None:
                 if msg["event"] == "loaded":
                     backends[key] = {k: v for k, v in msg.items() if k != "event"} | {"label": spec.label}
-                    progress(Event("benchmark", len(rows), n_cells, f"{spec.label}: loaded, measuring"))
+                    progress(Event("benchmark", len(cells), n_cells, f"{spec.label}: loaded, measuring"))
                     return
-                row = _row(key, spec, msg, backends[key], machine, versions)
-                rows.append(row)
-                progress(Event("benchmark", len(rows), n_cells,
-                               f"{spec.label}: batch {row['batch']}, {row['size']} images done"))
+                cell = _cell(key, spec, cfg, msg, backends[key], machine, versions)
+                cells.append(cell)
+                progress(Event("benchmark", len(cells), n_cells,
+                               f"{spec.label}: batch {cell.settings.batch}, {cell.settings.size} images done"))
                 if on_cell:
-                    on_cell(row)
+                    on_cell(cell.row())
 
             error = _run_backend(key, cfg, images_path, cancel, on_line)
             if error:
                 backends[key] = backends.get(key, {"label": spec.label}) | {"error": error}
-                progress(Event("benchmark", len(rows), n_cells, f"{spec.label} failed: {error}"))
-    run = {"started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "config": asdict(cfg),
-           "model": {"name": meta["name"], "arch": meta["arch"], "alpha": meta.get("alpha"),
-                     "image_size": meta["image_size"]},
-           "images": image_info, "machine": machine, "versions": versions, "backends": backends, "rows": rows}
+                progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {error}"))
+    run = {"version": RUN_VERSION, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+           "config": asdict(cfg),
+           "model": {"name": card.name, "arch": card.arch, "alpha": card.alpha, "image_size": card.image_size},
+           "images": image_info, "machine": machine, "versions": versions, "backends": backends,
+           "rows": [c.to_json() for c in cells]}
     return save_run(run, out_root)
 
 
@@ -220,43 +236,31 @@ def sweep_job(ctx, config: dict[str, Any], out_root: str) -> dict[str, Any]:
     return {"run_dir": str(run_dir)}
 
 
-def _row(key: str, spec: BackendSpec, cell: dict[str, Any], loaded: dict[str, Any], machine: dict[str, Any],
-         versions: dict[str, str]) -> dict[str, Any]:
+def _cell(key: str, spec: BackendSpec, cfg: SweepConfig, measured: dict[str, Any], loaded: dict[str, Any],
+          machine: dict[str, Any], versions: dict[str, str]) -> Cell:
+    """A worker's `cell` line, with what its `loaded` line reported, as one `Cell`."""
     s = loaded["settings"]
-    runtime = s["runtime"]
-    return {
-        "backend": key, "label": spec.label, "runtime": runtime,
-        "variant": spec.variant, "precision": s.get("precision"),
-        "hint": s.get("hint", "-"), "streams": s.get("streams", "-"),
-        "threads": s.get("threads", s.get("intra_op_threads")), "pinning": s.get("pinning", "-"),
-        "mode": s.get("mode", "async" if spec.async_queue else "sync"),
-        **{k: v for k, v in cell.items() if k != "event"},
-        "import_s": loaded["import_s"], "load_s": loaded["load_s"], "first_inference_ms": loaded["first_inference_ms"],
-        "rss_after_import_mb": loaded["rss_after_import_mb"], "rss_after_load_mb": loaded["rss_after_load_mb"],
-        "cpu": machine["cpu"], "cores": machine["cores"], "library_version": versions.get(runtime, "?"),
-    }
+    settings = CellSettings(
+        backend=key, label=spec.label, runtime=s["runtime"], variant=spec.variant, precision=str(s.get("precision")),
+        hint=str(s.get("hint", "-")), streams=str(s.get("streams", "-")), requests=int(measured["requests"]),
+        threads=str(s.get("threads", s.get("intra_op_threads"))), pinning=str(s.get("pinning", "-")),
+        shape=str(measured["shape"]), mode=s.get("mode", "async" if spec.async_queue else "sync"),
+        batch=int(measured["batch"]), size=int(measured["size"]), repeats=cfg.repeats, warmup=cfg.warmup,
+        library_version=versions.get(s["runtime"], "?"), cpu=machine["cpu"], cores=int(machine["cores"]),
+    )
+    load = LoadResult(**{k: loaded[k] for k in LOAD_COLUMNS})
+    return Cell(settings, load, CellResult(**{k: measured[k] for k in RESULT_COLUMNS}))
 
 
 def save_run(run: dict[str, Any], out_root: Path | None = None) -> Path:
     """Write run.json and rows.csv into results/<id>/ atomically."""
     root = Path(out_root or paths.results_dir())
     root.mkdir(parents=True, exist_ok=True)
-    run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{run['model']['name']}"
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-run-", dir=root))
-    try:
-        run["id"] = run_id
+    target = atomic.unique_name(root / (time.strftime("%Y%m%d-%H%M%S") + f"-{run['model']['name']}"))
+    run["id"] = target.name
+    with atomic.atomic_dir(target) as tmp:
         (tmp / "run.json").write_text(json.dumps(run, indent=2, default=str))
         frame(run).to_csv(tmp / "rows.csv", index=False)
-        os.chmod(tmp, 0o755)
-        target = root / run_id
-        suffix = 1
-        while target.exists():
-            target = root / f"{run_id}-{suffix}"
-            suffix += 1
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 
@@ -270,15 +274,29 @@ def list_runs(root: Path | None = None) -> list[str]:
 
 
 def load_run(run_id: str, root: Path | None = None) -> dict[str, Any]:
+    """A saved run, with rows in the current layout (older runs are read too)."""
     path = Path(root or paths.results_dir()) / run_id / "run.json"
     try:
-        return json.loads(path.read_text())
+        run = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise UserError(f"cannot read benchmark run {run_id!r}: {exc}") from exc
+    if run.get("version", 1) == 1:
+        run["rows"] = [_row_v1(r) for r in run["rows"]]
+        run["backends"] = {RENAMED_BACKENDS.get(k, k): v for k, v in run.get("backends", {}).items()}
+        run["version"] = RUN_VERSION
+    return run
+
+
+def _row_v1(row: dict[str, Any]) -> dict[str, Any]:
+    """A flat version-1 row split into settings, load and result (missing entries are None)."""
+    row = row | {"backend": RENAMED_BACKENDS.get(row["backend"], row["backend"])}
+    return {part: {k: row.get(k) for k in names}
+            for part, names in (("settings", SETTINGS_COLUMNS), ("load", LOAD_COLUMNS), ("result", RESULT_COLUMNS))}
 
 
 def frame(run: dict[str, Any]) -> pd.DataFrame:
-    return pd.DataFrame(run["rows"])
+    """The run's cells as one table with the fixed columns `COLUMNS`."""
+    return pd.DataFrame([r["settings"] | r["load"] | r["result"] for r in run["rows"]], columns=COLUMNS)
 
 
 def speedups(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
@@ -315,30 +333,49 @@ def summary(run: dict[str, Any], baseline: str = BASELINE) -> list[str]:
     return lines
 
 
-def benchmark_app(model_dir: Path, variant: str, settings: OVSettings, batch: int, seconds: int = 15) -> dict[str, Any]:
-    """OpenVINO's own benchmark_app on the same IR and settings, for a cross-check of our numbers."""
-    meta = registry.read_metadata(model_dir)
-    size = int(meta["image_size"])
+# ---------------------------------------------------------------- OpenVINO's benchmark_app as a cross-check
+
+def benchmark_app(model_dir: Path, spec: BackendSpec, batch: int, seconds: int = 15) -> dict[str, Any]:
+    """OpenVINO's own benchmark_app on the same IR and settings; returns its throughput."""
+    settings = spec.ov
+    size = registry.read_card(model_dir).image_size
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
-    # benchmark_app refuses -pin next to -hint; a config file passes every setting exactly as we compile with.
-    config = Path(tempfile.mkdtemp(prefix="bench-app-")) / "config.json"
-    config.write_text(json.dumps({settings.device: {k: str(v).upper() if isinstance(v, bool) else str(v)
-                                                    for k, v in settings.config().items()}}))
-    cmd = [exe, "-m", str(registry.variant_path(model_dir, variant)), "-d", settings.device,
-           "-hint", settings.hint.lower(), "-shape", f"[{batch},{size},{size},3]", "-t", str(seconds),
-           "-load_config", str(config)]
-    try:
+    with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
+        # benchmark_app refuses -pin next to -hint; a config file passes every setting exactly as we compile with.
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps({settings.device: {k: str(v).upper() if isinstance(v, bool) else str(v)
+                                                        for k, v in settings.config().items()}}))
+        cmd = [exe, "-m", str(registry.variant_path(model_dir, spec.variant)), "-d", settings.device,
+               "-hint", settings.hint.lower(), "-shape", f"[{batch},{size},{size},3]", "-t", str(seconds),
+               "-load_config", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
-    finally:
-        shutil.rmtree(config.parent, ignore_errors=True)
     out = proc.stdout + proc.stderr
     match = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out)
     if proc.returncode != 0 or not match:
         raise RuntimeError(f"benchmark_app failed: {out[-1500:]}")
+    requests = re.search(r"(\d+) inference requests", out)
     return {"command": " ".join(cmd), "throughput_ips": float(match.group(1)), "batch": batch,
-            "requests": _int_after(r"Measuring performance on (\d+) inference requests|(\d+) inference requests", out)}
+            "requests": int(requests.group(1)) if requests else None}
 
 
-def _int_after(pattern: str, text: str) -> int | None:
-    m = re.search(pattern, text)
-    return int(next(g for g in m.groups() if g)) if m else None
+def cross_check(run_dir: Path, seconds: int, progress: ProgressFn = ignore) -> list[dict[str, Any]]:
+    """Run benchmark_app on each THROUGHPUT (async) backend of a saved run and each of its batch sizes,
+    compare its throughput with ours on the run's longest cell, and store the checks in run.json."""
+    run = load_run(run_dir.name, run_dir.parent)
+    df = frame(run)
+    checks = []
+    for key in [k for k in run["config"]["backends"] if BACKENDS[k].async_queue]:
+        for batch in run["config"]["batches"]:
+            theirs = benchmark_app(Path(run["config"]["model_dir"]), BACKENDS[key], batch, seconds)
+            rows = df[(df["backend"] == key) & (df["batch"] == batch)]
+            if rows.empty:
+                continue
+            ours = float(rows.loc[rows["size"].idxmax(), "throughput_ips"])  # the longest run, not the best
+            checks.append(theirs | {"backend": key, "ours_throughput_ips": ours,
+                                    "ratio": ours / theirs["throughput_ips"]})
+            progress(Event("benchmark_app", len(checks), None,
+                           f"{key} batch {batch}: ours {ours:.1f} img/s, benchmark_app "
+                           f"{theirs['throughput_ips']:.1f} img/s ({ours / theirs['throughput_ips']:.0%})"))
+    run["benchmark_app"] = checks
+    atomic.write_json(run_dir / "run.json", run)
+    return checks

@@ -8,6 +8,9 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
+from core import benchmark
+from core.settings import BACKENDS, BASELINE
+
 if TYPE_CHECKING:
     from core.predict import VariantResult
 
@@ -34,6 +37,7 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
 
 # ---------------------------------------------------------------- benchmark charts
 
+# The settings shown on every point's hover: those that change a result (see benchmark.CellSettings).
 SETTINGS = ["precision", "hint", "streams", "requests", "threads", "pinning", "shape", "mode"]
 
 
@@ -123,11 +127,8 @@ def figure_png(fig: go.Figure, width: int = 1100, height: int = 500) -> bytes:
         raise RuntimeError(f"PNG export is unavailable here ({exc}); the HTML export always works") from exc
 
 
-def run_figures(run: dict) -> dict[str, go.Figure]:
-    """All charts of a saved benchmark run (the page and the CLI draw the same ones)."""
-    from core import benchmark
-
-    df = benchmark.frame(run)
-    has_baseline = benchmark.BASELINE in set(df["backend"])
+def run_figures(df: pd.DataFrame) -> dict[str, go.Figure]:
+    """All charts of a benchmark table (`benchmark.frame`); the page and the CLI draw the same ones."""
+    has_baseline = BASELINE in set(df["backend"])
     sp = benchmark.speedups(df) if has_baseline else None
-    return benchmark_figures(df, sp, benchmark.BACKENDS[benchmark.BASELINE].label if has_baseline else "")
+    return benchmark_figures(df, sp, BACKENDS[BASELINE].label if has_baseline else "")

@@ -1,15 +1,24 @@
-"""`python -m core ...`: every job of the dashboard, headless."""
+"""`python -m core ...`: every job of the dashboard, headless.
+
+The flags of `train`, `benchmark`, `evaluate` and `predict` are made from the fields of
+`core.settings`' dataclasses, so the CLI, the pages and the jobs share one set of defaults.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import shlex
 import sys
+import types
+import typing
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
+from core import settings
 from core.progress import Event
 
 
@@ -25,36 +34,68 @@ def _print_progress(event: Event) -> None:
         print(f"[{m['phase']}] epoch {event.step}/{event.total} "
               f"loss {m.get('loss', 0):.4f} acc {m.get('accuracy', 0):.4f} "
               f"val_loss {m.get('val_loss', 0):.4f} val_acc {m.get('val_accuracy', 0):.4f}", file=sys.stderr)
-    elif event.total is None or event.step in (0, event.total) or event.stage in ("convert", "evaluate", "saved"):
+    elif (event.total is None or event.step in (0, event.total)
+          or event.stage in ("convert", "evaluate", "saved", "benchmark_app")):
         print(f"[{event.stage}] {event.message}", file=sys.stderr)
 
+
+# ---------------------------------------------------------------- flags from the settings dataclasses
+
+def _parser_for(hint: Any, flag: str):
+    """The argparse `type` for a field's annotation: int, float, str, or a comma-separated list."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if isinstance(hint, types.UnionType) and len(args) == 1:
+        hint = args[0]
+    if typing.get_origin(hint) is list:
+        if typing.get_args(hint) == (int,):
+            return lambda text: settings.parse_int_list(text, flag)
+        return lambda text: [x.strip() for x in text.split(",") if x.strip()]
+    return hint
+
+
+def add_fields(parser: argparse.ArgumentParser, cls: type, skip: tuple[str, ...] = ()) -> None:
+    """A flag per field of `cls`, with its help and default. Unset flags stay None, so that
+    `config_from` can lay them over another base (a recipe) before the dataclass's own defaults."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if f.name in skip:
+            continue
+        default = f.default_factory() if f.default is dataclasses.MISSING else f.default
+        shown = ",".join(map(str, default)) if isinstance(default, list) else default
+        flags = f.metadata.get("flags") or ("--" + f.name.replace("_", "-"),)
+        text = f.metadata.get("help", "") + (f" (default: {shown})" if default not in (None, "") else "")
+        if hints[f.name] is bool:
+            parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            parser.add_argument(*flags, dest=f.name, type=_parser_for(hints[f.name], flags[0]), default=None,
+                                help=text, metavar=f.name.upper())
+
+
+def config_from(cls: type, args: argparse.Namespace, base: dict[str, Any] | None = None, **fixed: Any):
+    """`cls` built from `base`, then the flags that were given, then `fixed`."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(cls)
+             if getattr(args, f.name, None) is not None}
+    return cls(**((base or {}) | given | fixed))
+
+
+# ---------------------------------------------------------------- commands
 
 def _model_dir(value: str | None) -> Path:
     from core import registry
 
-    return registry.resolve_model_dir(value)
+    return registry.resolve_model_dir(value or None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core import training
+    from core import data, training
 
-    given = {
-        "arch": args.arch, "alpha": args.alpha, "image_size": args.image_size, "epochs": args.epochs,
-        "fine_tune_epochs": args.fine_tune_epochs, "fine_tune_layers": args.fine_tune_layers,
-        "batch_size": args.batch_size, "learning_rate": args.learning_rate,
-        "fine_tune_learning_rate": args.fine_tune_learning_rate, "dropout": args.dropout,
-        "label_smoothing": args.label_smoothing, "patience": args.patience, "val_fraction": args.val_fraction,
-        "test_fraction": args.test_fraction, "seed": args.seed,
-        "augment": False if args.no_augment else None,
-    }
     # A named recipe (the Train page's) is the starting point; flags given on top override it.
-    base = asdict(training.RECIPES[args.recipe].config) if args.recipe else {}
-    cfg = training.TrainConfig(**(base | {k: v for k, v in given.items() if v is not None}
-                                  | {"weights": None if args.no_pretrained else "imagenet"}))
+    base = asdict(settings.RECIPES[args.recipe].config) if args.recipe else {}
+    cfg = config_from(settings.TrainConfig, args, base)
     out = Path(args.out)
     command = "python -m core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    path = training.train(args.data, cfg, out.name, out.parent, _print_progress, overwrite=args.overwrite,
-                          command=command)
+    path = training.train(args.data or data.OFFICIAL_URL, cfg, out.name, out.parent, _print_progress,
+                          overwrite=args.overwrite, command=command)
     print(path)
     return 0
 
@@ -63,42 +104,39 @@ def cmd_convert(args: argparse.Namespace) -> int:
     from core import convert, evaluate, registry
 
     model_dir = _model_dir(args.model_dir)
-    meta = registry.read_metadata(model_dir)
+    card = registry.read_card(model_dir)
     precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
-    parts = None
-    calibration = None
+    split = calibration = None
     if "int8" in precisions or not args.no_validate:
-        parts = evaluate.model_split(meta | ({"data": meta["data"] | {"source": args.data}} if args.data else {}),
-                                     _print_progress)
+        split = card.rebuild_split(args.data, _print_progress)
     if "int8" in precisions:
-        calibration = convert.calibration_images(parts, int(meta["image_size"]), args.calibration_size,
-                                                 meta["config"]["seed"], _print_progress)
+        calibration = convert.calibration_images(split, card.image_size, args.calibration_size, card.seed,
+                                                 _print_progress)
     record = convert.convert(model_dir, calibration, precisions, _print_progress, args.calibration_size)
     print(json.dumps(record, indent=2))
     if not args.no_validate:
-        print(json.dumps(evaluate.validate(model_dir, parts, _print_progress), indent=2))
+        scores = evaluate.validate_and_record(model_dir, split, _print_progress)
+        print(json.dumps({subset: asdict(s) for subset, s in scores.items()}, indent=2))
     return 0
-
-
-def _ov_settings(args: argparse.Namespace):
-    from core.backends import OVSettings
-
-    return OVSettings(precision=args.precision, hint=args.hint, pinning=args.pinning)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from core import evaluate
 
     variants = args.variants.split(",") if args.variants else None
-    report = evaluate.evaluate_source(_model_dir(args.model_dir), args.data, variants, _ov_settings(args),
-                                      _print_progress, args.split)
+    scores, unreadable = evaluate.evaluate_dataset(_model_dir(args.model_dir), args.data, variants,
+                                                   config_from(settings.OVSettings, args), _print_progress,
+                                                   args.split)
     if args.json:
-        print(json.dumps(report))
-    else:
-        print(f"{report['n_images']} images")
-        for variant, row in report["variants"].items():
-            print(f"  {variant:16s} accuracy {row['accuracy']:.4f}  agreement with TF {row['agreement_with_tf']:.4f}"
-                  f"  max |p - p_tf| {row['max_prob_diff']:.2e}")
+        print(json.dumps(asdict(scores) | {"subset": args.split, "unreadable": unreadable}))
+        return 0
+    print(f"{scores.n_images} images" + (f" ({len(unreadable)} unreadable, skipped)" if unreadable else ""))
+    for variant, accuracy in scores.accuracy.items():
+        line = f"  {variant:16s} accuracy {accuracy:.4f}"
+        if variant in scores.agreement_with_tf:
+            line += (f"  agreement with TF {scores.agreement_with_tf[variant]:.4f}"
+                     f"  max |p - p_tf| {scores.max_prob_diff[variant]:.2e}")
+        print(line)
     return 0
 
 
@@ -106,11 +144,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from core.predict import Predictor
 
     variants = args.variants.split(",") if args.variants else None
-    predictor = Predictor(_model_dir(args.model_dir), variants, _ov_settings(args))
+    predictor = Predictor(_model_dir(args.model_dir), variants, config_from(settings.OVSettings, args))
     results = [predictor.classify(Path(p).name, Path(p).read_bytes() if Path(p).is_file() else b"")
                for p in args.images]
     if args.json:
-        print(json.dumps({"model": predictor.meta["name"], "images": [r.to_dict() for r in results]}))
+        print(json.dumps({"model": predictor.card.name, "images": [r.to_dict() for r in results]}))
     else:
         for r in results:
             if r.error:
@@ -123,34 +161,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from core import benchmark, registry
+    from core import benchmark
 
-    cfg = benchmark.SweepConfig(
-        model_dir=str(_model_dir(args.model_dir)), backends=args.backends.split(","),
-        sizes=benchmark.parse_int_list(args.sizes, "--sizes"), batches=benchmark.parse_int_list(args.batch, "--batch"),
-        repeats=args.repeats, warmup=args.warmup, images=args.images,
-    )
+    cfg = config_from(settings.SweepConfig, args, model_dir=str(_model_dir(args.model_dir)))
     run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
-    run = benchmark.load_run(run_dir.name, run_dir.parent)
     if args.benchmark_app:
-        checks = []
-        for key in [k for k in cfg.backends if benchmark.BACKENDS[k].async_queue]:
-            spec = benchmark.BACKENDS[key]
-            for batch in cfg.batches:
-                theirs = benchmark.benchmark_app(Path(cfg.model_dir), spec.variant, spec.ov, batch, args.benchmark_app)
-                rows = [r for r in run["rows"] if r["backend"] == key and r["batch"] == batch]
-                ours = max(rows, key=lambda r: r["size"])["throughput_ips"]  # the longest run, not the best
-                checks.append(theirs | {"backend": key, "ours_throughput_ips": ours,
-                                        "ratio": ours / theirs["throughput_ips"]})
-                print(f"[benchmark_app] {key} batch {batch}: ours {ours:.1f} img/s, "
-                      f"benchmark_app {theirs['throughput_ips']:.1f} img/s ({ours / theirs['throughput_ips']:.0%})",
-                      file=sys.stderr)
-        run["benchmark_app"] = checks
-        registry.write_json_atomic(run_dir / "run.json", run)
+        benchmark.cross_check(run_dir, args.benchmark_app, _print_progress)
+    run = benchmark.load_run(run_dir.name, run_dir.parent)
     df = benchmark.frame(run)
-    cols = ["backend", "precision", "hint", "batch", "size", "total_s_median", "throughput_ips",
-            "batch_latency_ms_p50", "batch_latency_ms_p99", "rss_peak_mb"]
-    print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "no results")
+    print(df[benchmark.SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "no results")
     for line in benchmark.summary(run):
         print(line)
     print(run_dir)
@@ -166,7 +185,7 @@ def cmd_charts(args: argparse.Namespace) -> int:
     run = benchmark.load_run(run_dir.name, run_dir.parent)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for title, fig in charts.run_figures(run).items():
+    for title, fig in charts.run_figures(benchmark.frame(run)).items():
         stem = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
         fig.write_html(out / f"{stem}.html", include_plotlyjs="cdn")
         if args.png:
@@ -175,44 +194,16 @@ def cmd_charts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_ov_flags(p: argparse.ArgumentParser) -> None:
-    from core.backends import HINTS, PRECISIONS
-
-    p.add_argument("--precision", choices=PRECISIONS, default="f32", help="OpenVINO inference precision hint")
-    p.add_argument("--hint", choices=HINTS, default="LATENCY", help="OpenVINO performance hint")
-    p.add_argument("--pinning", action="store_true", help="enable OpenVINO CPU pinning")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a model on a dataset URL, archive or folder")
     t.add_argument("--data", default=None, help="dataset URL, .tgz/.zip archive or folder (default: official flower_photos)")
-    from core.training import RECIPES, TrainConfig
-
-    d = TrainConfig()  # the defaults, shown in --help; unset flags fall back to the recipe, then to these
-    t.add_argument("--recipe", choices=list(RECIPES), default=None,
+    t.add_argument("--recipe", choices=list(settings.RECIPES), default=None,
                    help="start from one of the Train page's recipes; other flags override it")
-    t.add_argument("--arch", choices=("tutorial_cnn", "mobilenet_v2"), default=None, help=f"default {d.arch}")
-    t.add_argument("--alpha", type=float, default=None, help=f"default {d.alpha}")
-    t.add_argument("--image-size", type=int, default=None, help="default 224 for mobilenet_v2, 180 for the CNN")
-    t.add_argument("--epochs", type=int, default=None,
-                   help=f"epochs (frozen-backbone epochs for mobilenet_v2), default {d.epochs}")
-    t.add_argument("--fine-tune-epochs", type=int, default=None, help=f"default {d.fine_tune_epochs}")
-    t.add_argument("--fine-tune-layers", type=int, default=None, help=f"default {d.fine_tune_layers}")
-    t.add_argument("--batch-size", type=int, default=None, help=f"default {d.batch_size}")
-    t.add_argument("--learning-rate", type=float, default=None, help=f"default {d.learning_rate}")
-    t.add_argument("--fine-tune-learning-rate", type=float, default=None, help=f"default {d.fine_tune_learning_rate}")
-    t.add_argument("--dropout", type=float, default=None, help=f"default {d.dropout}")
-    t.add_argument("--label-smoothing", type=float, default=None, help=f"default {d.label_smoothing}")
-    t.add_argument("--patience", type=int, default=None, help=f"default {d.patience}")
-    t.add_argument("--no-augment", action="store_true")
-    t.add_argument("--no-pretrained", action="store_true", help="random init instead of ImageNet weights")
-    t.add_argument("--val-fraction", type=float, default=None, help=f"default {d.val_fraction}")
-    t.add_argument("--test-fraction", type=float, default=None,
-                   help=f"held-out share, never used for model selection; default {d.test_fraction}")
-    t.add_argument("--seed", type=int, default=None, help=f"default {d.seed}")
+    add_fields(t, settings.TrainConfig)
     t.add_argument("--out", required=True, help="model folder to create, e.g. models/my-flowers")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_train)
@@ -221,7 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--model-dir", default=None)
     c.add_argument("--precisions", default="fp32,fp16,int8")
     c.add_argument("--data", default=None, help="dataset source if it moved since training")
-    c.add_argument("--calibration-size", type=int, default=300)
+    c.add_argument("--calibration-size", type=int, default=settings.CALIBRATION_SIZE,
+                   help=f"training photos to calibrate INT8 on (default: {settings.CALIBRATION_SIZE})")
     c.add_argument("--no-validate", action="store_true", help="skip accuracy checks on the validation split")
     c.set_defaults(func=cmd_convert)
 
@@ -232,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="evaluate only this part of the model's own seeded split of --data")
     e.add_argument("--json", action="store_true")
-    _add_ov_flags(e)
+    add_fields(e, settings.OVSettings)
     e.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="classify image files with every variant")
@@ -240,19 +232,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+")
     p.add_argument("--variants", default=None)
     p.add_argument("--json", action="store_true")
-    _add_ov_flags(p)
+    add_fields(p, settings.OVSettings)
     p.set_defaults(func=cmd_predict)
 
-    from core.benchmark import BACKENDS, DEFAULT_BACKENDS
-
     b = sub.add_parser("benchmark", help="time and memory sweep, each backend in its own process")
-    b.add_argument("--model-dir", default=None)
-    b.add_argument("--backends", default=",".join(DEFAULT_BACKENDS), help=f"comma-separated from: {', '.join(BACKENDS)}")
-    b.add_argument("--sizes", default="10,20,30,40,50,60,70,80,90,100", help="test sizes (images per run)")
-    b.add_argument("--batch", default="1,32", help="batch sizes")
-    b.add_argument("--repeats", type=int, default=3)
-    b.add_argument("--warmup", type=int, default=1)
-    b.add_argument("--images", default=None, help="dataset source for the images (default: the model's own split)")
+    add_fields(b, settings.SweepConfig)
     b.add_argument("--out", default=None, help="results folder (default: results/)")
     b.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
                    help="also run OpenVINO's benchmark_app for this long on each THROUGHPUT backend and compare")
@@ -269,10 +253,6 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
-    if getattr(args, "data", "") is None and args.command == "train":
-        from core.data import OFFICIAL_URL
-
-        args.data = OFFICIAL_URL
     from core.errors import UserError
 
     try:

@@ -17,14 +17,13 @@ import numpy as np
 from core import data, registry
 from core.errors import UserError
 from core.progress import Event, ProgressFn, ignore
+from core.settings import CALIBRATION_SIZE
 
-DEFAULT_CALIBRATION_SIZE = 300
 
-
-def calibration_images(parts: data.Split, image_size: int, n: int, seed: int,
+def calibration_images(split: data.Split, image_size: int, n: int, seed: int,
                        progress: ProgressFn = ignore) -> np.ndarray:
     """A seeded sample of the *training* split, decoded like every other input."""
-    items = random.Random(seed).sample(parts.train, min(n, len(parts.train)))
+    items = random.Random(seed).sample(split.train, min(n, len(split.train)))
     images, _, _ = data.load_arrays(items, image_size, progress, "load calibration")
     return images
 
@@ -34,11 +33,8 @@ def keras_to_ov(model_dir: Path):
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
-    from core.training import load_keras
-
-    meta = registry.read_metadata(model_dir)
-    size = int(meta["image_size"])
-    keras_model = load_keras(model_dir)
+    size = registry.read_card(model_dir).image_size
+    keras_model = registry.load_keras(model_dir)
     with tempfile.TemporaryDirectory(prefix="savedmodel-") as tmp:
         keras_model.export(tmp, format="tf_saved_model", verbose=False)
         # share_weights=False: the IR must not point into the temporary SavedModel.
@@ -52,7 +48,7 @@ def keras_to_ov(model_dir: Path):
     return ov_model
 
 
-def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = DEFAULT_CALIBRATION_SIZE):
+def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRATION_SIZE):
     """NNCF post-training quantization, calibrated on `calibration` (uint8 NHWC training images)."""
     import nncf
 
@@ -70,9 +66,9 @@ def convert(
     calibration: np.ndarray | None,
     precisions: tuple[str, ...] = registry.IR_PRECISIONS,
     progress: ProgressFn = ignore,
-    subset_size: int = DEFAULT_CALIBRATION_SIZE,
+    subset_size: int = CALIBRATION_SIZE,
 ) -> dict[str, Any]:
-    """Write the requested IR variants into `model_dir` and record them in its metadata."""
+    """Write the requested IR variants into `model_dir` and record them on its card."""
     import openvino as ov
 
     model_dir = Path(model_dir)
@@ -105,8 +101,7 @@ def convert(
             "weights": {"fp32": "float32", "fp16": "float16 (compressed)", "int8": "int8 (NNCF PTQ)"}[precision],
         } | extra
     progress(Event("convert", steps, steps, "conversion done"))
-    meta = registry.read_metadata(model_dir)
-    registry.update_metadata(model_dir, {"openvino": meta.get("openvino", {}) | record})
+    registry.update_card(model_dir, conversion=registry.read_card(model_dir).conversion | record)
     return record
 
 
@@ -118,10 +113,8 @@ def ensure_onnx(model_dir: Path) -> Path:
     import tensorflow as tf
     import tf2onnx
 
-    from core.training import load_keras
-
-    size = int(registry.read_metadata(model_dir)["image_size"])
-    model = load_keras(model_dir)
+    size = registry.read_card(model_dir).image_size
+    model = registry.load_keras(model_dir)
     spec = (tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),)
     registry.save_artifact(
         path.parent,

@@ -14,7 +14,6 @@ import random
 import shutil
 import ssl
 import tarfile
-import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -26,7 +25,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from core import paths
+from core import atomic, paths
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES, ImageError, load_for_model
 from core.progress import CancelToken, Event, ProgressFn, ignore
@@ -58,10 +57,6 @@ class DatasetInfo:
     @property
     def n_images(self) -> int:
         return sum(self.counts.values())
-
-    def summary(self) -> dict:
-        return {"root": str(self.root), "classes": self.classes, "counts": self.counts,
-                "n_images": self.n_images, "skipped": len(self.skipped)}
 
 
 @dataclass
@@ -210,10 +205,8 @@ def download(url: str, folder: Path, progress: ProgressFn = ignore, policy: Down
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    record = {"url": url, "size": dest.stat().st_size, "sha256": digest, "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    tmp = record_path.with_name(".download.json.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, record_path)
+    atomic.write_json(record_path, {"url": url, "size": dest.stat().st_size, "sha256": digest,
+                                    "fetched": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     return dest
 
 
@@ -261,17 +254,14 @@ def _stem(name: str) -> str:
 
 def extract(archive: Path, target: Path, progress: ProgressFn = ignore) -> None:
     """Unpack into `target` atomically, refusing members that would land outside it."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".extract-", dir=target.parent))
     try:
-        if archive.name.lower().endswith(".zip"):
-            _extract_zip(archive, tmp, progress)
-        else:
-            _extract_tar(archive, tmp, progress)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        with atomic.atomic_dir(target) as tmp:
+            if archive.name.lower().endswith(".zip"):
+                _extract_zip(archive, tmp, progress)
+            else:
+                _extract_tar(archive, tmp, progress)
+    except FileExistsError:
+        pass  # another session extracted the same archive meanwhile: the same files are there
 
 
 def _check_totals(n_members: int, n_bytes: int) -> None:

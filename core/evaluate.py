@@ -7,9 +7,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import data, paths, registry
-from core.backends import Backend, OVSettings, load_backend
+from core import data, registry
+from core.backends import Backend, load_backend
+from core.model_card import Scores
 from core.progress import Event, ProgressFn, ignore
+from core.settings import OVSettings
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -19,15 +21,15 @@ def predict_batched(backend: Backend, images: np.ndarray, batch_size: int = 32) 
     return np.concatenate([backend.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 
-def compare(
+def score_variants(
     model_dir: Path,
     images: np.ndarray,
-    labels: np.ndarray | None,
+    labels: np.ndarray,
     variants: list[str] | None = None,
     ov_settings: OVSettings | None = None,
     progress: ProgressFn = ignore,
-) -> dict[str, Any]:
-    """Run every variant on `images`; report accuracy (if labelled) and agreement with TF."""
+) -> Scores:
+    """Run every variant (TensorFlow always) on `images`: accuracy, and agreement with TensorFlow."""
     variants = variants or registry.available_variants(model_dir)
     if registry.TF_VARIANT not in variants:
         variants = [registry.TF_VARIANT, *variants]
@@ -35,98 +37,73 @@ def compare(
     for i, variant in enumerate(variants):
         progress(Event("evaluate", i, len(variants), f"running {variant} on {len(images)} images"))
         probs[variant] = predict_batched(load_backend(model_dir, variant, ov_settings), images)
-    reference = probs[registry.TF_VARIANT]
-    report: dict[str, Any] = {"n_images": int(len(images)), "variants": {}}
-    for variant, p in probs.items():
-        row: dict[str, Any] = {}
-        if labels is not None:
-            row["accuracy"] = float(np.mean(np.argmax(p, 1) == labels))
-        row["agreement_with_tf"] = float(np.mean(np.argmax(p, 1) == np.argmax(reference, 1)))
-        row["max_prob_diff"] = float(np.max(np.abs(p - reference)))
-        report["variants"][variant] = row
     progress(Event("evaluate", len(variants), len(variants), "evaluation done"))
-    return report
+    reference = np.argmax(probs[registry.TF_VARIANT], 1)
+    others = {v: p for v, p in probs.items() if v != registry.TF_VARIANT}
+    return Scores(
+        n_images=int(len(images)),
+        accuracy={v: float(np.mean(np.argmax(p, 1) == labels)) for v, p in probs.items()},
+        agreement_with_tf={v: float(np.mean(np.argmax(p, 1) == reference)) for v, p in others.items()},
+        max_prob_diff={v: float(np.max(np.abs(p - probs[registry.TF_VARIANT]))) for v, p in others.items()},
+    )
 
 
-def evaluate_source(model_dir: Path, source: str | Path, variants: list[str] | None = None,
-                    ov_settings: OVSettings | None = None, progress: ProgressFn = ignore,
-                    subset: str | None = None) -> dict[str, Any]:
-    """Evaluate on a dataset folder or archive whose class folders are named like the model's classes.
+def evaluate_dataset(model_dir: Path, source: str | Path, variants: list[str] | None = None,
+                     ov_settings: OVSettings | None = None, progress: ProgressFn = ignore,
+                     subset: str | None = None) -> tuple[Scores, list[str]]:
+    """Score every variant on a dataset whose class folders are named like the model's classes;
+    returns the scores and the unreadable files.
 
     With `subset` ("train", "val" or "test"), only that part of the model's own seeded split of
-    `source` is used, which reproduces the accuracies stored in metadata.json.
+    `source` is used, which reproduces the scores on its card.
     """
-    meta = registry.read_metadata(model_dir)
-    classes = list(meta["classes"])
+    card = registry.read_card(model_dir)
     if subset is not None:
-        parts = model_split(meta | {"data": meta["data"] | {"source": str(source)}}, progress)
-        items = getattr(parts, subset)
+        items = getattr(card.rebuild_split(str(source), progress), subset)
     else:
         info = data.scan(data.resolve(source, progress=progress), min_images=1)
-        unknown = [c for c in info.classes if c not in classes]
+        unknown = [c for c in info.classes if c not in card.classes]
         if unknown:
             raise data.DatasetError(
-                f"class folder(s) {', '.join(unknown)} are not classes of this model ({', '.join(classes)})"
+                f"class folder(s) {', '.join(unknown)} are not classes of this model ({', '.join(card.classes)})"
             )
-        items = [(f, classes.index(c)) for c in info.classes for f in info.files[c]]
-    images, labels, bad = data.load_arrays(items, int(meta["image_size"]), progress)
-    report = compare(model_dir, images, labels, variants, ov_settings, progress)
-    if subset is not None:
-        report["subset"] = subset
-    if bad:
-        report["unreadable"] = bad
-    return report
+        items = [(f, card.classes.index(c)) for c in info.classes for f in info.files[c]]
+    images, labels, bad = data.load_arrays(items, card.image_size, progress)
+    return score_variants(model_dir, images, labels, variants, ov_settings, progress), bad
 
 
-def model_split(meta: dict[str, Any], progress: ProgressFn = ignore) -> data.Split:
-    """Rebuild the train/val/test split a model was trained with, from its metadata."""
-    cfg, split_meta = meta["config"], meta["data"]["split"]
-    source = meta["data"]["source"]
-    if not data.is_url(source) and not Path(source).exists() and (paths.PROJECT_ROOT / source).exists():
-        source = str(paths.PROJECT_ROOT / source)  # relative to the project, as recorded by the CLI
-    info = data.scan(data.resolve(source, progress=progress))
-    if info.classes != list(meta["classes"]):
-        raise registry.ModelError(f"the dataset's classes {info.classes} differ from the model's {meta['classes']}")
-    return data.split(info, split_meta["val_fraction"], split_meta["test_fraction"], cfg["seed"])
-
-
-def validate(model_dir: Path, parts: data.Split | None = None, progress: ProgressFn = ignore) -> dict[str, Any]:
-    """Evaluate every variant on the model's own validation (and held-out test) split; store it in metadata."""
-    meta = registry.read_metadata(model_dir)
-    parts = parts or model_split(meta, progress)
-    size = int(meta["image_size"])
-    accuracy: dict[str, Any] = {}
-    agreement: dict[str, Any] = {}
+def validate_and_record(model_dir: Path, split: data.Split | None = None,
+                        progress: ProgressFn = ignore) -> dict[str, Scores]:
+    """Score every variant on the model's own validation and held-out splits, and write the
+    scores on its card (with the OpenVINO settings they ran with)."""
+    card = registry.read_card(model_dir)
+    split = split or card.rebuild_split(progress=progress)
+    scores = {}
     for subset in ("val", "test"):
-        items = getattr(parts, subset)
-        if not items:
-            continue
-        images, labels, _ = data.load_arrays(items, size, progress, f"load {subset}")
-        report = compare(model_dir, images, labels, progress=progress)
-        accuracy[subset] = {v: r["accuracy"] for v, r in report["variants"].items()}
-        accuracy[subset]["n_images"] = report["n_images"]
-        agreement[subset] = {v: {"top1": r["agreement_with_tf"], "max_prob_diff": r["max_prob_diff"]}
-                             for v, r in report["variants"].items() if v != registry.TF_VARIANT}
-    registry.update_metadata(model_dir, {"accuracy": accuracy, "agreement_with_tf": agreement,
-                                         "evaluated_with": OVSettings().config()})
-    return {"accuracy": accuracy, "agreement_with_tf": agreement}
+        items = getattr(split, subset)
+        if items:
+            images, labels, _ = data.load_arrays(items, card.image_size, progress, f"load {subset}")
+            scores[subset] = score_variants(model_dir, images, labels, progress=progress)
+    registry.update_card(model_dir, scores=scores, evaluated_with=OVSettings().config())
+    return scores
 
 
 def variant_table(model_dir: Path) -> pd.DataFrame:
-    """One row per variant: size on disk and the accuracy/agreement recorded in metadata."""
+    """One row per variant: size on disk and the scores recorded on the card."""
     import pandas as pd
 
-    meta = registry.read_metadata(model_dir)
-    accuracy, agreement = meta.get("accuracy", {}), meta.get("agreement_with_tf", {})
+    card = registry.read_card(model_dir)
     rows = []
     for variant in registry.available_variants(model_dir):
         row: dict[str, Any] = {"variant": variant,
                                "size (MB)": round(registry.variant_size_bytes(model_dir, variant) / 1e6, 2)}
         for subset, label in (("val", "val accuracy"), ("test", "held-out accuracy")):
-            if variant in accuracy.get(subset, {}):
-                row[label] = accuracy[subset][variant]
-        for subset in ("val", "test"):
-            if variant in agreement.get(subset, {}):
-                row[f"top-1 agreement with TF ({subset})"] = agreement[subset][variant]["top1"]
+            if subset in card.scores and variant in card.scores[subset].accuracy:
+                row[label] = card.scores[subset].accuracy[variant]
+        for subset, s in card.scores.items():
+            if variant in s.agreement_with_tf:
+                row[f"top-1 agreement with TF ({subset})"] = s.agreement_with_tf[variant]
+        if variant in card.single_image_latency_ms:
+            row["single-image latency (ms)"] = card.single_image_latency_ms[variant]
         rows.append(row)
     return pd.DataFrame(rows)

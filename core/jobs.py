@@ -47,8 +47,8 @@ class Job:
     status: str = "running"  # running | done | failed | cancelled
     started: float = field(default_factory=time.time)
     finished: float | None = None
-    latest: dict[str, Event] = field(default_factory=dict)  # the last event of each stage
-    last_event: Event | None = None
+    by_stage: dict[str, Event] = field(default_factory=dict)  # the newest event of each stage
+    last_event: Event | None = None  # the newest event of any stage
     rows: list[dict[str, Any]] = field(default_factory=list)  # partial results: epochs or benchmark cells
     result: Any = None
     error: str | None = None
@@ -56,7 +56,7 @@ class Job:
     cancel_requested: bool = False
 
     def progress(self, event: Event) -> None:
-        self.latest[event.stage] = event
+        self.by_stage[event.stage] = event
         self.last_event = event
 
     def add_row(self, row: dict[str, Any]) -> None:

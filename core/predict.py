@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -10,15 +9,24 @@ from typing import Any
 import numpy as np
 
 from core import registry
-from core.backends import Backend, OVSettings, load_backend
+from core.backends import Backend, load_backend
 from core.images import ImageError, open_image, to_model_input
+from core.settings import OVSettings
+from core.timing import Timing, time_calls, time_once
+
+REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
 
 
 @dataclass
 class VariantResult:
     variant: str
     probabilities: dict[str, float]
-    latency_ms: float
+    timing: Timing
+
+    @property
+    def latency_ms(self) -> float:
+        """Median of the warm, timed calls."""
+        return self.timing.median_ms
 
     @property
     def top_class(self) -> str:
@@ -69,9 +77,9 @@ class Predictor:
 
     def __init__(self, model_dir: Path, variants: list[str] | None = None, ov_settings: OVSettings | None = None):
         self.model_dir = Path(model_dir)
-        self.meta = registry.read_metadata(self.model_dir)
-        self.classes: list[str] = list(self.meta["classes"])
-        self.image_size = int(self.meta["image_size"])
+        self.card = registry.read_card(self.model_dir)
+        self.classes: list[str] = list(self.card.classes)
+        self.image_size = self.card.image_size
         self.ov_settings = ov_settings or OVSettings()
         variants = variants or registry.available_variants(self.model_dir)
         self.backends: dict[str, Backend] = {}
@@ -79,12 +87,11 @@ class Predictor:
         warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
         for variant in variants:
             backend = load_backend(self.model_dir, variant, self.ov_settings)
-            t0 = time.perf_counter()
-            probs = backend.predict(warmup)
-            self.first_inference_ms[variant] = (time.perf_counter() - t0) * 1000
+            first_s, probs = time_once(lambda: backend.predict(warmup))
+            self.first_inference_ms[variant] = first_s * 1000
             if probs.shape != (1, len(self.classes)):
                 raise registry.ModelError(
-                    f"{variant} returns {probs.shape[1]} classes but the metadata lists {len(self.classes)}"
+                    f"{variant} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
                 )
             self.backends[variant] = backend
 
@@ -92,8 +99,9 @@ class Predictor:
         return {v: {"load_s": b.load_seconds, "first_inference_ms": self.first_inference_ms[v]}
                 for v, b in self.backends.items()}
 
-    def classify(self, name: str, source: bytes | str | Path) -> ImageResult:
-        """Classify one photo with every backend; a bad file yields `error`, never an exception."""
+    def classify(self, name: str, source: bytes | str | Path, repeats: int = REPEATS) -> ImageResult:
+        """Classify one photo with every backend, timing `repeats` warm calls each; a bad file
+        yields `error`, never an exception."""
         try:
             img = open_image(source)
         except ImageError as exc:
@@ -101,10 +109,7 @@ class Predictor:
         batch = to_model_input(img, self.image_size)[None]
         result = ImageResult(name, image=img)
         for variant, backend in self.backends.items():
-            t0 = time.perf_counter()
-            probs = backend.predict(batch)[0]
-            latency = (time.perf_counter() - t0) * 1000
-            result.results[variant] = VariantResult(
-                variant, {c: float(p) for c, p in zip(self.classes, probs)}, latency
-            )
+            timing = time_calls(lambda b=backend: b.predict(batch), repeats, warmup=1)
+            probs = timing.result[0]
+            result.results[variant] = VariantResult(variant, {c: float(p) for c, p in zip(self.classes, probs)}, timing)
         return result

@@ -1,19 +1,16 @@
-"""Models on disk: one folder per model, written atomically.
+"""Models on disk: one folder per model, written atomically (see `core.atomic`).
 
-    models/<name>/metadata.json
+    models/<name>/metadata.json        the model card (`core.model_card.ModelCard`)
     models/<name>/model.keras
     models/<name>/openvino/{fp32,fp16,int8}/model.{xml,bin}
-
-Every write goes to a hidden temporary folder or file beside its target and is then
-renamed into place, so a crash or a kill never leaves a half-written model listed.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
+import os
 import shutil
 import tempfile
 import zipfile
@@ -22,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from core import paths
-from core.errors import UserError
+from core import atomic, paths
+from core.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-mobilenetv2"
 KERAS_FILE = "model.keras"
@@ -31,19 +28,16 @@ METADATA_FILE = "metadata.json"
 TF_VARIANT = "tensorflow"
 IR_PRECISIONS = ("fp32", "fp16", "int8")
 VARIANTS = (TF_VARIANT,) + tuple(f"openvino-{p}" for p in IR_PRECISIONS)
-REQUIRED_KEYS = ("name", "arch", "classes", "image_size")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-
-class ModelError(UserError):
-    """A model that is missing, incomplete or does not match its metadata."""
+__all__ = ["ModelCard", "ModelError"]
 
 
 @dataclass(frozen=True)
 class ModelEntry:
     name: str
     path: Path
-    metadata: dict[str, Any]
+    card: ModelCard
     private: bool = False  # in a visitor's workspace, not the shared models folder
 
     @property
@@ -79,82 +73,61 @@ def variant_size_bytes(model_dir: Path, variant: str) -> int:
     return sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
 
 
-def read_metadata(model_dir: Path) -> dict[str, Any]:
+def read_card(model_dir: Path) -> ModelCard:
+    """The model's card; a folder without a loadable card and Keras file is not a model."""
     model_dir = Path(model_dir)
-    meta_path = model_dir / METADATA_FILE
-    if not meta_path.exists():
+    path = model_dir / METADATA_FILE
+    if not path.exists():
         raise ModelError(f"{model_dir} is not a model folder (no {METADATA_FILE})")
     try:
-        meta = json.loads(meta_path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ModelError(f"{meta_path} is unreadable: {exc}") from exc
-    missing = [k for k in REQUIRED_KEYS if k not in meta]
-    if missing:
-        raise ModelError(f"{meta_path} lacks {', '.join(missing)}")
+        card = ModelCard.from_json(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, ModelError) as exc:
+        raise ModelError(f"{path} is unreadable: {exc}") from exc
     if not (model_dir / KERAS_FILE).exists():
-        raise ModelError(f"{model_dir} has metadata but no {KERAS_FILE}")
-    return meta
+        raise ModelError(f"{model_dir} has a card but no {KERAS_FILE}")
+    return card
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+def write_card(model_dir: Path, card: ModelCard) -> None:
+    atomic.write_json(Path(model_dir) / METADATA_FILE, card.to_json())
+
+
+def update_card(model_dir: Path, **changes: Any) -> ModelCard:
+    card = read_card(model_dir).replace(**changes)
+    write_card(model_dir, card)
+    return card
+
+
+def load_keras(model_dir: Path):
+    """Load the Keras model with `safe_mode` on: no arbitrary code from the file runs."""
+    import keras
+
+    path = variant_path(model_dir, TF_VARIANT)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=False, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def update_metadata(model_dir: Path, changes: dict[str, Any]) -> dict[str, Any]:
-    meta = read_metadata(model_dir) | changes
-    write_json_atomic(Path(model_dir) / METADATA_FILE, meta)
-    return meta
-
-
-def _swap_in(tmp: Path, target: Path) -> None:
-    """Rename `tmp` onto `target`; an existing target is moved aside first, then removed."""
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a published model is readable like any file
-    old = None
-    if target.exists():
-        old = target.with_name(f".old-{target.name}-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as exc:
+        raise ModelError(f"could not load {path}: {exc}") from exc
 
 
 def save_model(name: str, fill: Callable[[Path], None], root: Path | None = None, overwrite: bool = False) -> Path:
     """Create models/<name>: `fill(tmp_dir)` writes everything, then it is renamed in place."""
-    root = Path(root or paths.models_dir())
-    target = root / check_name(name)
+    target = Path(root or paths.models_dir()) / check_name(name)
     if target.exists() and not overwrite:
         raise ModelError(f"a model named {name!r} already exists")
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{name}-", dir=root))
-    try:
+    with atomic.atomic_dir(target, replace=overwrite) as tmp:
         fill(tmp)
-        read_metadata(tmp)  # refuse to publish a folder that would not load
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        read_card(tmp)  # refuse to publish a folder that would not load
     return target
 
 
 def publish(folder: Path, root: Path | None = None, overwrite: bool = False) -> Path:
     """Move a finished model folder (built in a hidden staging folder) into the registry at once."""
     folder = Path(folder)
-    read_metadata(folder)
+    read_card(folder)
     target = Path(root or paths.models_dir()) / check_name(folder.name)
     if target.exists() and not overwrite:
         raise ModelError(f"a model named {folder.name!r} already exists")
-    _swap_in(folder, target)
+    atomic.move_into_place(folder, target)
     return target
 
 
@@ -180,18 +153,11 @@ def scratch_dir(root: Path | None = None) -> Iterator[Path]:
 
 def save_artifact(target: Path, fill: Callable[[Path], None], required: str) -> Path:
     """Write the folder `target` atomically: `fill(tmp_dir)` must create `required` there."""
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{target.name}-", dir=target.parent))
-    try:
+    with atomic.atomic_dir(target, replace=True) as tmp:
         fill(tmp)
         if not (tmp / required).exists():
-            raise ModelError(f"writing {target.name} produced no {required}")
-        _swap_in(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return target
+            raise ModelError(f"writing {Path(target).name} produced no {required}")
+    return Path(target)
 
 
 def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
@@ -230,9 +196,7 @@ def set_default_model(name: str, root: Path | None = None) -> None:
     root = Path(root or paths.models_dir())
     if not (root / check_name(name)).is_dir():
         raise ModelError(f"no model named {name!r}")
-    tmp = root / f".tmp-{DEFAULT_FILE}"
-    tmp.write_text(name)
-    os.replace(tmp, root / DEFAULT_FILE)
+    atomic.write_text(root / DEFAULT_FILE, name)
 
 
 def list_models(root: Path | None = None, private: bool = False) -> list[ModelEntry]:
@@ -245,7 +209,7 @@ def list_models(root: Path | None = None, private: bool = False) -> list[ModelEn
             if not d.is_dir() or d.name.startswith("."):
                 continue
             try:
-                entries.append(ModelEntry(d.name, d, read_metadata(d), private))
+                entries.append(ModelEntry(d.name, d, read_card(d), private))
             except ModelError:
                 continue
     return sorted(entries, key=lambda e: (e.name != default, e.name))
@@ -253,7 +217,7 @@ def list_models(root: Path | None = None, private: bool = False) -> list[ModelEn
 
 def publish_copy(model_dir: Path, root: Path | None = None) -> Path:
     """Copy a finished model (e.g. a visitor's, in another file system) into the shared folder at once."""
-    read_metadata(model_dir)
+    read_card(model_dir)
     return save_model(Path(model_dir).name, lambda tmp: shutil.copytree(model_dir, tmp, dirs_exist_ok=True), root)
 
 
@@ -264,7 +228,7 @@ def resolve_model_dir(name_or_path: str | Path | None = None, root: Path | None 
     candidate = Path(name_or_path)
     if not candidate.is_dir():
         candidate = Path(root or paths.models_dir()) / str(name_or_path)
-    read_metadata(candidate)
+    read_card(candidate)
     return candidate
 
 

@@ -12,7 +12,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,80 +20,15 @@ import numpy as np
 
 from core import data, registry
 from core.errors import UserError
+from core.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
 from core.progress import CancelToken, Event, ProgressFn, ignore
+from core.settings import RECIPES, TrainConfig
 from core.system import library_versions, machine_summary
-
-ARCHS = ("tutorial_cnn", "mobilenet_v2")
-MOBILENET_ALPHAS = (0.35, 0.5)
-PREPROCESSING = {
-    "tutorial_cnn": "RGB, resized (bilinear, stretched) to image_size, pixels/255 inside the model",
-    "mobilenet_v2": "RGB, resized (bilinear, stretched) to image_size, pixels/127.5-1 inside the model",
-}
 
 
 class WeightsUnavailable(UserError):
     """ImageNet weights could not be found offline nor downloaded."""
 
-
-@dataclass
-class TrainConfig:
-    arch: str = "mobilenet_v2"
-    alpha: float = 0.5
-    image_size: int | None = None  # None: 224 for MobileNetV2, 180 for the tutorial CNN
-    epochs: int = 5  # the tutorial CNN's epochs, or MobileNetV2's frozen-backbone epochs
-    fine_tune_epochs: int = 0
-    fine_tune_layers: int = 30  # backbone layers unfrozen from the top when fine-tuning
-    batch_size: int = 32
-    learning_rate: float = 1e-3
-    fine_tune_learning_rate: float = 1e-4
-    augment: bool = True
-    dropout: float = 0.2
-    label_smoothing: float = 0.0
-    patience: int = 3
-    val_fraction: float = 0.2
-    test_fraction: float = 0.0
-    seed: int = 123
-    weights: str | None = "imagenet"
-
-    def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
-        if self.arch == "mobilenet_v2" and self.alpha not in MOBILENET_ALPHAS:
-            raise UserError(f"MobileNetV2 alpha must be one of {MOBILENET_ALPHAS}")
-        if self.image_size is None:
-            self.image_size = 224 if self.arch == "mobilenet_v2" else 180
-        if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:
-            raise UserError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
-
-
-@dataclass(frozen=True)
-class Recipe:
-    summary: str
-    config: TrainConfig
-
-
-_MOBILENET = dict(arch="mobilenet_v2", alpha=0.5, learning_rate=1e-3,
-                  fine_tune_learning_rate=1e-4, label_smoothing=0.1, dropout=0.3, val_fraction=0.1, test_fraction=0.1)
-# The Train page's choices; the first is its default. Memory figures are `estimate_peak_mb` on the
-# full flower_photos (2346 training photos), measured as the README's "Cloud memory" section says.
-RECIPES: dict[str, Recipe] = {
-    "Recommended": Recipe(
-        "MobileNetV2 α0.5 at 224 px, 3 head + 6 epochs fine-tuning the top 100 layers, batch 16 (fits Community Cloud)",
-        TrainConfig(**_MOBILENET, image_size=224, epochs=3, fine_tune_epochs=6, fine_tune_layers=100, batch_size=16,
-                    patience=3)),
-    "Quick": Recipe(
-        "MobileNetV2 α0.5 at 224 px, 2 head + 1 epoch fine-tuning the top 100 layers, batch 16",
-        TrainConfig(**_MOBILENET, image_size=224, epochs=2, fine_tune_epochs=1, fine_tune_layers=100, batch_size=16,
-                    patience=2)),
-    "As shipped": Recipe(
-        "MobileNetV2 α0.5 at 288 px, 3 head + 10 fine-tuning epochs, batch 32 (the shipped model; too big for Cloud)",
-        TrainConfig(**_MOBILENET, image_size=288, epochs=3, fine_tune_epochs=10, fine_tune_layers=200, batch_size=32,
-                    patience=4)),
-    "Tutorial CNN": Recipe(
-        "the original study's small CNN at 180 px, 15 epochs, batch 32 (no ImageNet weights needed)",
-        TrainConfig(arch="tutorial_cnn", image_size=180, epochs=15, batch_size=32, patience=15,
-                    val_fraction=0.1, test_fraction=0.1)),
-}
 
 # Peak resident memory of the whole app (the server with every Predict backend loaded, plus the
 # training job) while a MobileNetV2 job fine-tunes: a fixed part, the decoded training photos
@@ -273,6 +208,22 @@ def unfreeze_top(model, n_layers: int) -> None:
                            and not isinstance(layer, keras.layers.BatchNormalization))
 
 
+def record(name: str, cfg: TrainConfig, source: str | Path, prepared: Prepared, history: list[dict[str, Any]],
+           val_accuracy: float, seconds: float, command: str) -> ModelCard:
+    """Phase 5: the model card of a freshly trained model (conversion and validation add to it)."""
+    info, split = prepared.info, prepared.split
+    sizes = split.sizes()
+    return ModelCard(
+        name=name, arch=cfg.arch, classes=tuple(info.classes), image_size=int(cfg.image_size),
+        alpha=cfg.alpha if cfg.arch == "mobilenet_v2" else None, config=cfg,
+        data=DataRecord(str(source), SplitSpec(cfg.val_fraction, cfg.test_fraction, cfg.seed, **sizes),
+                        info.n_images, info.counts, tuple(prepared.unreadable), len(info.skipped)),
+        training=TrainingRecord(round(seconds, 1), command, len(history), tuple(history)),
+        scores={"val": Scores(sizes["val"], {registry.TF_VARIANT: val_accuracy})},
+        versions=library_versions(), machine=machine_summary(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
 def train(
     source: str | Path,
     cfg: TrainConfig,
@@ -283,21 +234,23 @@ def train(
     overwrite: bool = False,
     command: str | None = None,
 ) -> Path:
-    """Train on a dataset source and save models/<name> (Keras model + metadata)."""
+    """Train on a dataset source and save models/<name> (Keras model + card), phase by phase."""
     import keras
 
     registry.check_name(name)
     started = time.time()
     with registry.scratch_dir(models_root) as scratch:
+        # Phase 1: load and split.
         prepared = load_and_split(source, cfg, scratch, progress, cancel)
+        train_ds, val_ds, loss = _datasets(prepared, cfg)
+        # Phase 2: build.
         keras.utils.set_random_seed(cfg.seed)
         model = build_model(cfg, len(prepared.info.classes))
-        train_ds, val_ds, loss = _datasets(prepared, cfg)
         history: list[dict[str, Any]] = []
-        # Phase 2: the new head on a frozen backbone (or the whole tutorial CNN).
+        # Phase 3: fit the new head on a frozen backbone (or the whole tutorial CNN).
         _fit(model, train_ds, val_ds, loss, cfg, cfg.epochs, cfg.learning_rate,
              "train" if cfg.arch == "tutorial_cnn" else "head", history, progress, cancel)
-        # Phase 3: fine-tune the top of the backbone at a lower learning rate.
+        # Phase 4: fine-tune the top of the backbone at a lower learning rate.
         if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
             unfreeze_top(model, cfg.fine_tune_layers)
             _fit(model, train_ds, val_ds, loss, cfg, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, "fine-tune",
@@ -305,60 +258,21 @@ def train(
         progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
         val_probs = model.predict(prepared.x_val, batch_size=64, verbose=0)
         val_acc = float(np.mean(np.argmax(val_probs, 1) == prepared.y_val))
-    # Phase 4: record. A clone without optimizer state makes a smaller file.
+    # Phase 5: record. A clone without optimizer state makes a smaller file.
+    card = record(name, cfg, source, prepared, history, val_acc, time.time() - started,
+                  command or " ".join(shlex.quote(a) for a in sys.argv))
     inference_model = keras.models.clone_model(model)
     inference_model.set_weights(model.get_weights())
-    info, split = prepared.info, prepared.split
-    meta: dict[str, Any] = {
-        "name": name,
-        "arch": cfg.arch,
-        "alpha": cfg.alpha if cfg.arch == "mobilenet_v2" else None,
-        "classes": info.classes,
-        "image_size": cfg.image_size,
-        "input": {"shape": [None, cfg.image_size, cfg.image_size, 3], "dtype": "uint8 values (0-255)", "layout": "NHWC"},
-        "preprocessing": PREPROCESSING[cfg.arch],
-        "config": asdict(cfg),
-        "data": {
-            "source": str(source),
-            "n_images": info.n_images,
-            "counts": info.counts,
-            "split": split.sizes() | {"seed": cfg.seed, "val_fraction": cfg.val_fraction,
-                                       "test_fraction": cfg.test_fraction},
-            "unreadable": prepared.unreadable,
-            "skipped_non_images": len(info.skipped),
-        },
-        "history": history,
-        "training": {
-            "seconds": round(time.time() - started, 1),
-            "command": command or " ".join(shlex.quote(a) for a in sys.argv),
-            "epochs_run": len(history),
-        },
-        "accuracy": {"val": {registry.TF_VARIANT: val_acc}},
-        "versions": library_versions(),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "machine": machine_summary(),
-    }
     if cancel is not None:
         cancel.check()
 
     def fill(tmp: Path) -> None:
         inference_model.save(tmp / registry.KERAS_FILE)
-        registry.write_json_atomic(tmp / registry.METADATA_FILE, meta)
+        registry.write_card(tmp, card)
 
     path = registry.save_model(name, fill, models_root, overwrite=overwrite)
     progress(Event("saved", 1, 1, f"saved {path}", {"val_accuracy": val_acc}))
     return path
-
-
-def load_keras(model_dir: Path):
-    """Load the Keras model with `safe_mode` on: no arbitrary code from the file runs."""
-    import keras
-
-    path = registry.variant_path(model_dir, registry.TF_VARIANT)
-    try:
-        return keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:
-        raise registry.ModelError(f"could not load {path}: {exc}") from exc
 
 
 def weights_file(alpha: float) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from typing import Any
 
@@ -12,32 +11,25 @@ import numpy as np
 from core import convert, evaluate, paths, registry, training
 from core.backends import load_backend
 from core.progress import CancelToken, Event, ProgressFn, ignore
-
-CALIBRATION_SIZE = 300
+from core.settings import CALIBRATION_SIZE, TrainConfig
+from core.timing import time_calls
 
 
 def single_image_latency(model_dir: Path, repeats: int = 20) -> dict[str, float]:
     """Median warm latency (ms) of one-image calls, per variant, in this process."""
-    meta = registry.read_metadata(model_dir)
-    size = int(meta["image_size"])
+    size = registry.read_card(model_dir).image_size
     image = np.random.default_rng(0).integers(0, 256, (1, size, size, 3), dtype=np.uint8)
     out = {}
     for variant in registry.available_variants(model_dir):
         backend = load_backend(model_dir, variant)
-        backend.predict(image)  # warm-up: the first call compiles and allocates
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            backend.predict(image)
-            times.append((time.perf_counter() - t0) * 1000)
-        out[variant] = float(np.median(times))
+        out[variant] = time_calls(lambda b=backend: b.predict(image), repeats, warmup=1).median_ms
     return out
 
 
-def train_and_optimize(source: str | Path, cfg: training.TrainConfig, name: str,
+def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
                        models_root: Path | None = None, progress: ProgressFn = ignore,
-                       cancel: CancelToken | None = None) -> dict[str, Any]:
-    """The whole path to a deployable model; returns its folder and the variant table.
+                       cancel: CancelToken | None = None) -> Path:
+    """The whole path to a deployable model; returns its folder.
 
     The model is built in a hidden staging folder and published only when every variant
     exists and is validated, so a cancel, a crash or a kill never lists a half-made model.
@@ -48,24 +40,21 @@ def train_and_optimize(source: str | Path, cfg: training.TrainConfig, name: str,
     staging = registry.staging_dir(models_root)
     try:
         built = training.train(source, cfg, name, staging, progress, cancel, command=f"Train page: {cfg}")
-        parts = evaluate.model_split(registry.read_metadata(built), progress)  # the split training used
-        calibration = convert.calibration_images(parts, cfg.image_size, CALIBRATION_SIZE, cfg.seed, progress)
+        split = registry.read_card(built).rebuild_split(progress=progress)  # the split training used
+        calibration = convert.calibration_images(split, cfg.image_size, CALIBRATION_SIZE, cfg.seed, progress)
         if cancel is not None:
             cancel.check()
         convert.convert(built, calibration, progress=progress)
         if cancel is not None:
             cancel.check()
-        evaluate.validate(built, parts, progress)
+        evaluate.validate_and_record(built, split, progress)
         progress(Event("latency", 0, 1, "measuring single-image latency"))
-        latency = single_image_latency(built)
-        registry.update_metadata(built, {"single_image_latency_ms": latency})
+        registry.update_card(built, single_image_latency_ms=single_image_latency(built))
         path = registry.publish(built, models_root)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    table = evaluate.variant_table(path)
-    table["single-image latency (ms)"] = table["variant"].map(latency)
     progress(Event("done", 1, 1, f"{name} is ready"))
-    return {"path": path, "table": table}
+    return path
 
 
 def train_job(ctx, source: str, config: dict[str, Any], name: str, models_root: str) -> dict[str, Any]:
@@ -76,5 +65,5 @@ def train_job(ctx, source: str, config: dict[str, Any], name: str, models_root: 
         if event.stage == "epoch":
             ctx.add_row(event.metrics)
 
-    out = train_and_optimize(source, training.TrainConfig(**config), name, Path(models_root), progress)
-    return {"path": str(out["path"]), "table": out["table"].to_dict("records")}
+    path = train_and_optimize(source, TrainConfig(**config), name, Path(models_root), progress)
+    return {"path": str(path), "table": evaluate.variant_table(path).to_dict("records")}

@@ -63,14 +63,15 @@ def models_root(tmp_path_factory) -> Path:
 def tiny_model(tiny_dataset, models_root) -> Path:
     """A small MobileNetV2 (random init, 96 px) trained for one epoch, with all three IR variants."""
     from core import convert, data, evaluate, training
+    from core.settings import TrainConfig
 
-    cfg = training.TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=96, epochs=1, weights=None,
+    cfg = TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=96, epochs=1, weights=None,
                                batch_size=8, val_fraction=0.25)
     path = training.train(tiny_dataset, cfg, "tiny", models_root)
-    parts = data.split(data.scan(tiny_dataset), 0.25, 0.0, cfg.seed)
-    calibration, _, _ = data.load_arrays(parts.train, 96)
+    split = data.split(data.scan(tiny_dataset), 0.25, 0.0, cfg.seed)
+    calibration, _, _ = data.load_arrays(split.train, 96)
     convert.convert(path, calibration, subset_size=16)
-    evaluate.validate(path, parts)
+    evaluate.validate_and_record(path, split)
     return path
 
 

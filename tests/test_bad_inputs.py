@@ -14,8 +14,22 @@ IMAGES = image_corpus()
 ZIPS = zip_corpus()
 
 
-def test_the_corpus_is_large_enough():
-    assert len(IMAGES) + len(ZIPS) >= 30
+def test_the_corpus_covers_every_named_hazard_with_its_expected_outcome():
+    """Each hazard the reliability issue names is in the corpus, expecting the right answer
+    (a refusal with a reason, or a correct prediction); the tests below hold each one to it."""
+    expected_images = {
+        "zero_bytes.jpg": "empty", "truncated_half.jpg": "corrupt", "elf_renamed.jpg": "not an image",
+        "bomb_30000.png": "limit", "bomb_wide.png": "limit",  # decompression bombs
+        "cmyk.jpg": "ok", "png16.png": "ok", "exif_rotated.jpg": "ok", "animated.gif": "ok", "rgba.png": "ok",
+    }
+    expected_zips = {
+        "dotdot.zip": "unsafe path", "absolute.zip": "unsafe path", "zip_bomb.zip": "would unpack",
+        "non_utf8_names.zip": "ok", "not_a_zip.zip": "not a readable zip",
+    }
+    assert {n: IMAGES[n][1].split()[0] if IMAGES[n][1] == "corrupt or truncated" else IMAGES[n][1]
+            for n in expected_images} == expected_images
+    assert {n: ZIPS[n][1] for n in expected_zips} == expected_zips
+    assert len(IMAGES) >= 30 and len(ZIPS) >= 10
 
 
 @pytest.fixture(scope="module")

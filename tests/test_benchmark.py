@@ -3,17 +3,19 @@
 import json
 import os
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from conftest import app_test
-from core import benchmark
+from core import bench_worker, benchmark
+from core.settings import BACKENDS, SweepConfig
 
 
 @pytest.fixture(scope="module")
 def sweep(tiny_model, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    cfg = benchmark.SweepConfig(str(tiny_model), ["tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput", "onnxruntime"],
+    cfg = SweepConfig(str(tiny_model), ["tf-predict", "tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime"],
                                 sizes=[4, 8], batches=[1, 4], repeats=2, images=str(tiny_dataset))
     cells = []
     run_dir = benchmark.run_sweep(cfg, on_cell=cells.append, out_root=out)
@@ -29,9 +31,9 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
     # OpenVINO's processes never load TensorFlow, so their memory is OpenVINO's alone.
     assert not run["backends"]["ov-fp32"]["tensorflow_imported"]
     assert not run["backends"]["onnxruntime"]["tensorflow_imported"]
-    assert run["backends"]["tf-serving"]["tensorflow_imported"]
+    assert run["backends"]["tf-function"]["tensorflow_imported"]
     df = pd.read_csv(run_dir / "rows.csv")
-    assert set(df["backend"]) == {"tf-predict", "tf-serving", "ov-fp32", "ov-int8-tput", "onnxruntime"}
+    assert set(df["backend"]) == {"tf-predict", "tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime"}
     for col in ["precision", "hint", "requests", "threads", "pinning", "shape", "batch", "cpu", "library_version",
                 "total_s_median", "batch_latency_ms_p99", "throughput_ips", "rss_peak_mb", "rss_after_load_mb"]:
         assert df[col].notna().all(), col
@@ -42,14 +44,60 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
     assert tput["hint"] == "THROUGHPUT" and tput["mode"] == "async" and tput["requests"] >= 1
 
 
-def test_summary_sentences_come_from_the_run(sweep):
+def _cell(backend: str, batch: int, seconds: float, rss: float) -> dict:
+    """A row of a made-up run: only what `summary` reads is filled in."""
+    settings = dict.fromkeys(benchmark.SETTINGS_COLUMNS) | {
+        "backend": backend, "label": BACKENDS[backend].label, "precision": "f32", "batch": batch, "size": 100}
+    result = dict.fromkeys(benchmark.RESULT_COLUMNS) | {
+        "total_s_median": seconds, "throughput_ips": 100 / seconds, "rss_peak_mb": rss}
+    return {"settings": settings, "load": dict.fromkeys(benchmark.LOAD_COLUMNS), "result": result}
+
+
+def test_summary_states_ratios_over_the_baseline_in_the_same_run():
+    run = {"backends": {"onnxruntime": {"label": "ONNX Runtime", "error": "worker exited with code 1"}},
+           "rows": [_cell("tf-function", 1, 2.0, 800), _cell("ov-int8", 1, 0.5, 200), _cell("tf-predict", 1, 4.0, 800)]}
+    assert benchmark.summary(run) == [
+        "At batch 1 (100 images), OpenVINO INT8 IR (f32) is 4.0× faster than TensorFlow compiled tf.function, "
+        "at 200 images/s, using 25% of its peak memory (200 vs 800 MB).",
+        "At batch 1 (100 images), TensorFlow model.predict (the study's loop) (f32) is 2.0× slower than TensorFlow "
+        "compiled tf.function, at 25 images/s, using 100% of its peak memory (800 vs 800 MB).",
+        "ONNX Runtime failed: worker exited with code 1",
+    ]
+    run["rows"] = run["rows"][1:]  # no baseline in the run: no ratio is made up
+    assert benchmark.summary(run) == []
+
+
+def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
     run_dir, _ = sweep
     run = benchmark.load_run(run_dir.name, run_dir.parent)
-    lines = benchmark.summary(run)
-    assert len(lines) == 2 * 4  # two batch sizes, four backends against the baseline
-    sp = benchmark.speedups(benchmark.frame(run))
-    best = sp[(sp["batch"] == 1) & (sp["size"] == 8) & (sp["backend"] != "tf-serving")].sort_values("speedup").iloc[-1]
-    assert f"{best['speedup']:.1f}×" in lines[0] and best["label"] in lines[0]
+    old = {k: v for k, v in run.items() if k != "version"}  # version 1: flat rows, "tf-serving"
+    old["rows"] = [r["settings"] | r["load"] | r["result"] | {"backend": "tf-serving"}
+                   if r["settings"]["backend"] == "tf-function" else r["settings"] | r["load"] | r["result"]
+                   for r in run["rows"]]
+    old["backends"] = {("tf-serving" if k == "tf-function" else k): v for k, v in run["backends"].items()}
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "run.json").write_text(json.dumps(old))
+    again = benchmark.load_run("old", tmp_path)
+    assert again["rows"] == run["rows"] and set(again["backends"]) == set(run["backends"])
+    assert list(benchmark.frame(again).columns) == benchmark.COLUMNS
+
+
+def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
+    """The worker's steps without its subprocess: a static shape pads the last batch with real
+    photos, and every measured field of a cell is filled."""
+    images = np.random.default_rng(0).integers(0, 256, (10, 96, 96, 3), dtype=np.uint8)
+    loaded = bench_worker.load(BACKENDS["ov-int8-tput-static"], str(tiny_model), batch=4)
+    assert loaded.backend.static_batch == 4 and loaded.requests >= 1
+    chunks, padded = bench_worker.batches_of(images, 10, 4, loaded.backend.static_batch)
+    assert [len(c) for c in chunks] == [4, 4, 4] and padded == 2
+    result = bench_worker.measure(loaded.run, chunks, size=10, repeats=2, warmup=1)
+    assert set(result) == set(benchmark.RESULT_COLUMNS) - {"padded_images"}
+    assert result["total_s_min"] <= result["total_s_median"] <= result["total_s_max"]
+    assert result["throughput_ips"] == pytest.approx(10 / result["total_s_median"])
+    sync = bench_worker.load(BACKENDS["ov-fp32"], str(tiny_model), batch=4)
+    chunks, padded = bench_worker.batches_of(images, 10, 4, sync.backend.static_batch)
+    assert [len(c) for c in chunks] == [4, 4, 2] and padded == 0
+    assert len(sync.run(chunks)) == 3  # one latency per batch call
 
 
 def test_saved_runs_list_only_complete_ones(sweep):
@@ -60,7 +108,7 @@ def test_saved_runs_list_only_complete_ones(sweep):
 
 def test_unknown_backend_is_refused(tiny_model):
     with pytest.raises(ValueError, match="unknown backend"):
-        benchmark.SweepConfig(str(tiny_model), ["nope"])
+        SweepConfig(str(tiny_model), ["nope"])
 
 
 def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
@@ -71,7 +119,7 @@ def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
     charts = at.get("plotly_chart")
     assert len(charts) == 8  # the study's four, throughput, latency percentiles, throughput vs latency, speed-up
     text = " ".join(m.value for m in at.markdown)
-    assert "faster than TensorFlow compiled function" in text or "slower than TensorFlow compiled function" in text
+    assert "than TensorFlow compiled tf.function" in text
 
 
 def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_path, monkeypatch):
@@ -131,7 +179,7 @@ def test_cancel_kills_the_running_worker_at_once(tiny_model, tiny_dataset, tmp_p
     from core.progress import Cancelled, CancelToken
 
     token = CancelToken()
-    cfg = benchmark.SweepConfig(str(tiny_model), ["ov-fp32"], sizes=[8], batches=[1], repeats=100_000,
+    cfg = SweepConfig(str(tiny_model), ["ov-fp32"], sizes=[8], batches=[1], repeats=100_000,
                                 images=str(tiny_dataset))
 
     def cancel_once_measuring(event):

@@ -15,10 +15,10 @@ TARGETS = "tests.job_targets"
 def child_pid(job) -> int:
     """The pid the `wait_for` target reports once it runs in its child process."""
     deadline = time.time() + 60
-    while "wait" not in job.latest:
+    while "wait" not in job.by_stage:
         assert time.time() < deadline, "the job never started"
         time.sleep(0.05)
-    return int(job.latest["wait"].message.rsplit(" ", 1)[1])
+    return int(job.by_stage["wait"].message.rsplit(" ", 1)[1])
 
 
 def test_a_job_reports_progress_rows_and_result_from_its_own_process():
@@ -26,7 +26,7 @@ def test_a_job_reports_progress_rows_and_result_from_its_own_process():
     job = runner.start("demo", "counts", f"{TARGETS}:count", {"n": 4}, owner="a" * 32)
     assert runner.wait(60).status == "done", job.error
     assert job.result == 6 and [r["i"] for r in job.rows] == [0, 1, 2, 3]
-    assert job.latest["step"].fraction == 1.0 and job.peak_rss_mb >= 0
+    assert job.by_stage["step"].fraction == 1.0 and job.peak_rss_mb >= 0
 
 
 def test_second_job_is_refused_while_one_runs_and_names_no_data(tmp_path):

@@ -6,22 +6,23 @@ import pytest
 
 from conftest import make_dataset
 from core import registry, training
-from core.backends import OVSettings, device_info, load_backend
+from core.backends import device_info, load_backend
 from core.progress import Cancelled, CancelToken
+from core.settings import OVSettings, TrainConfig
 
 
 def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
     events = []
-    cfg = training.TrainConfig(arch="tutorial_cnn", image_size=64, epochs=2, batch_size=8)
+    cfg = TrainConfig(arch="tutorial_cnn", image_size=64, epochs=2, batch_size=8)
     path = training.train(tiny_dataset, cfg, "cnn", tmp_path, progress=events.append)
-    meta = registry.read_metadata(path)
-    assert meta["classes"] == ["blues", "greens", "reds"] and meta["image_size"] == 64
-    assert [row["epoch"] for row in meta["history"]] == [1, 2]
-    assert meta["data"]["split"]["train"] + meta["data"]["split"]["val"] == 36
+    card = registry.read_card(path)
+    assert card.classes == ("blues", "greens", "reds") and card.image_size == 64 and card.config == cfg
+    assert [row["epoch"] for row in card.training.history] == [1, 2]
+    assert card.data.split.train + card.data.split.val == 36 == card.data.n_images
     assert {"batch", "epoch", "saved"} <= {e.stage for e in events}
     # Colours are trivially separable: two epochs must beat chance (1/3) clearly.
-    assert meta["accuracy"]["val"]["tensorflow"] > 0.6
-    model = training.load_keras(path)
+    assert card.scores["val"].accuracy["tensorflow"] > 0.6
+    model = registry.load_keras(path)
     assert model.output_shape == (None, 3)
 
 
@@ -32,7 +33,7 @@ def test_cancel_stops_training_and_saves_nothing(tiny_dataset, tmp_path):
         if event.stage == "batch":
             token.cancel()
 
-    cfg = training.TrainConfig(arch="tutorial_cnn", image_size=32, epochs=5, batch_size=4)
+    cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=5, batch_size=4)
     with pytest.raises(Cancelled):
         training.train(tiny_dataset, cfg, "cancelled", tmp_path, progress=cancel_on_first_batch, cancel=token)
     assert list(tmp_path.iterdir()) == []
@@ -40,11 +41,10 @@ def test_cancel_stops_training_and_saves_nothing(tiny_dataset, tmp_path):
 
 def test_all_variants_exist_and_agree_with_tensorflow(tiny_model):
     assert registry.available_variants(tiny_model) == list(registry.VARIANTS)
-    meta = registry.read_metadata(tiny_model)
-    agreement = meta["agreement_with_tf"]["val"]
-    assert agreement["openvino-fp32"]["top1"] == 1.0
-    assert agreement["openvino-fp32"]["max_prob_diff"] < 1e-4
-    assert agreement["openvino-fp16"]["max_prob_diff"] < 0.05
+    val = registry.read_card(tiny_model).scores["val"]
+    assert val.agreement_with_tf["openvino-fp32"] == 1.0
+    assert val.max_prob_diff["openvino-fp32"] < 1e-4
+    assert val.max_prob_diff["openvino-fp16"] < 0.05
     sizes = {v: registry.variant_size_bytes(tiny_model, v) for v in registry.VARIANTS}
     assert sizes["openvino-int8"] < sizes["openvino-fp16"] < sizes["openvino-fp32"]
 
@@ -75,7 +75,7 @@ def test_mismatched_or_missing_model_gives_a_clear_error(tiny_model, tmp_path):
 
     copy = tmp_path / "copy"
     shutil.copytree(tiny_model, copy)
-    registry.update_metadata(copy, {"image_size": 128})
+    registry.update_card(copy, image_size=128)
     with pytest.raises(registry.ModelError, match="does not match"):
         load_backend(copy, "openvino-fp32")
     with pytest.raises(registry.ModelError, match="does not match"):
@@ -98,7 +98,7 @@ def test_keras_models_load_in_safe_mode(tiny_model, tmp_path, monkeypatch):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(keras.models, "load_model", spy)
-    training.load_keras(tiny_model)
+    registry.load_keras(tiny_model)
     assert seen["safe_mode"] is True
 
 
@@ -107,7 +107,7 @@ def test_too_few_images_per_class_is_refused(tmp_path):
 
     make_dataset(tmp_path / "ds", per_class=1)
     with pytest.raises(DatasetError, match="at least 2 images"):
-        training.train(tmp_path / "ds", training.TrainConfig(arch="tutorial_cnn", epochs=1), "x", tmp_path / "m")
+        training.train(tmp_path / "ds", TrainConfig(arch="tutorial_cnn", epochs=1), "x", tmp_path / "m")
 
 
 def test_cancelled_or_failed_build_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
@@ -121,7 +121,7 @@ def test_cancelled_or_failed_build_publishes_nothing(tiny_dataset, tmp_path, mon
         if event.stage == "convert":
             token.cancel()
 
-    cfg = training.TrainConfig(arch="tutorial_cnn", image_size=32, epochs=1, batch_size=8)
+    cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=1, batch_size=8)
     with pytest.raises(Cancelled):
         workflow.train_and_optimize(tiny_dataset, cfg, "cancelled", root, cancel_at_conversion, token)
     assert registry.list_models(root) == [] and list(root.iterdir()) == []
@@ -129,7 +129,7 @@ def test_cancelled_or_failed_build_publishes_nothing(tiny_dataset, tmp_path, mon
     def crash(*args, **kwargs):
         raise RuntimeError("validation crashed")
 
-    monkeypatch.setattr(evaluate, "validate", crash)
+    monkeypatch.setattr(evaluate, "validate_and_record", crash)
     with pytest.raises(RuntimeError, match="validation crashed"):
         workflow.train_and_optimize(tiny_dataset, cfg, "crashed", root)
     assert registry.list_models(root) == [] and list(root.iterdir()) == []

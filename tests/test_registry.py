@@ -1,17 +1,22 @@
+import io
 import json
 import zipfile
-import io
+from dataclasses import FrozenInstanceError
+from pathlib import Path
 
 import pytest
 
-from core import registry
+from core import atomic, registry
+from core.model_card import CARD_VERSION, ModelCard, Scores
 from core.registry import ModelError
+
+V1_CARD = Path(__file__).parent / "data" / "metadata_v1.json"  # the shipped model's card before version 2
 
 
 def write_minimal(tmp, name="m"):
     (tmp / registry.KERAS_FILE).write_bytes(b"weights")
-    registry.write_json_atomic(tmp / registry.METADATA_FILE,
-                               {"name": name, "arch": "tutorial_cnn", "classes": ["a", "b"], "image_size": 32})
+    atomic.write_json(tmp / registry.METADATA_FILE,
+                      {"name": name, "arch": "tutorial_cnn", "classes": ["a", "b"], "image_size": 32})
 
 
 def test_save_then_list(tmp_path):
@@ -61,15 +66,44 @@ def test_broken_folders_are_skipped_and_stale_temps_removed(tmp_path):
     removed = registry.remove_stale(tmp_path)
     assert [p.name for p in removed] == [".tmp-half-abc"]
     with pytest.raises(ModelError, match="unreadable"):
-        registry.read_metadata(tmp_path / "bad-json")
+        registry.read_card(tmp_path / "bad-json")
 
 
-def test_metadata_update_is_atomic_and_merges(tmp_path):
+def test_card_update_is_atomic_and_keeps_the_rest(tmp_path):
     path = registry.save_model("m", write_minimal, tmp_path)
-    registry.update_metadata(path, {"accuracy": {"val": {"tensorflow": 0.9}}})
-    meta = json.loads((path / registry.METADATA_FILE).read_text())
-    assert meta["accuracy"]["val"]["tensorflow"] == 0.9 and meta["classes"] == ["a", "b"]
+    registry.update_card(path, scores={"val": Scores(10, {"tensorflow": 0.9})})
+    card = registry.read_card(path)
+    assert card.scores["val"].accuracy == {"tensorflow": 0.9} and card.classes == ("a", "b")
+    assert json.loads((path / registry.METADATA_FILE).read_text())["card_version"] == CARD_VERSION
     assert sorted(p.name for p in path.iterdir()) == [registry.METADATA_FILE, registry.KERAS_FILE]
+    with pytest.raises(FrozenInstanceError):
+        card.image_size = 64
+
+
+def test_a_version_1_card_still_loads_with_the_same_numbers():
+    old = json.loads(V1_CARD.read_text())
+    card = ModelCard.from_json(old)
+    assert card.image_size == old["image_size"] and card.classes == tuple(old["classes"])
+    assert card.config.fine_tune_layers == old["config"]["fine_tune_layers"]
+    assert card.data.split.val == old["data"]["split"]["val"] and card.data.split.seed == old["config"]["seed"]
+    for subset in ("val", "test"):
+        scores = card.scores[subset]
+        assert scores.n_images == old["accuracy"][subset]["n_images"]
+        assert scores.accuracy["openvino-int8"] == old["accuracy"][subset]["openvino-int8"]
+        assert scores.agreement_with_tf["openvino-int8"] == old["agreement_with_tf"][subset]["openvino-int8"]["top1"]
+        assert "n_images" not in scores.accuracy
+    assert card.conversion["int8"]["calibration_images"] == old["openvino"]["int8"]["calibration_images"]
+    assert len(card.training.history) == old["training"]["epochs_run"]
+    # Written again it is a version-2 card that reads back equal.
+    assert ModelCard.from_json(json.loads(json.dumps(card.to_json()))) == card
+
+
+def test_a_card_from_a_newer_app_or_without_its_keys_is_refused_clearly():
+    with pytest.raises(ModelError, match="newer than this app"):
+        ModelCard.from_json({"card_version": CARD_VERSION + 1, "name": "m", "arch": "tutorial_cnn",
+                             "classes": ["a"], "image_size": 32})
+    with pytest.raises(ModelError, match="lacks classes, image_size"):
+        ModelCard.from_json({"name": "m", "arch": "tutorial_cnn"})
 
 
 def test_variant_written_atomically(tmp_path):

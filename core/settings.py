@@ -1,0 +1,204 @@
+"""Every setting a user chooses, with its default, in one place.
+
+The CLI's flags are made from these dataclasses' fields (their `help` metadata included),
+and the pages take their defaults and choices from here too. What a run *measured* lives
+elsewhere (`model_card`, `benchmark.Cell`); this module holds only what was *asked for*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from core.errors import UserError
+
+ARCHS = ("tutorial_cnn", "mobilenet_v2")
+MOBILENET_ALPHAS = (0.35, 0.5)
+CALIBRATION_SIZE = 300  # training photos NNCF calibrates INT8 on
+
+
+def _help(text: str, *flags: str) -> dict[str, Any]:
+    """A field's CLI help (and, if given, its flag names; the default is --field-name)."""
+    return {"help": text, "flags": flags}
+
+
+# ---------------------------------------------------------------- training
+
+@dataclass(frozen=True)
+class TrainConfig:
+    arch: str = field(default="mobilenet_v2", metadata=_help(f"one of {', '.join(ARCHS)}"))
+    alpha: float = field(default=0.5, metadata=_help("MobileNetV2 width multiplier"))
+    image_size: int | None = field(default=None, metadata=_help("pixels; 224 for MobileNetV2, 180 for the CNN"))
+    epochs: int = field(default=5, metadata=_help("the CNN's epochs, or MobileNetV2's frozen-backbone epochs"))
+    fine_tune_epochs: int = 0
+    fine_tune_layers: int = field(default=30, metadata=_help("backbone layers unfrozen from the top when fine-tuning"))
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    fine_tune_learning_rate: float = 1e-4
+    augment: bool = field(default=True, metadata=_help("random flip, rotation and zoom"))
+    dropout: float = 0.2
+    label_smoothing: float = 0.0
+    patience: int = field(default=3, metadata=_help("epochs without a better val accuracy before stopping"))
+    val_fraction: float = 0.2
+    test_fraction: float = field(default=0.0, metadata=_help("held-out share, never used for model selection"))
+    seed: int = 123
+    weights: str | None = field(default="imagenet", metadata=_help("'imagenet', or 'none' for random init"))
+
+    def __post_init__(self) -> None:
+        if self.weights in ("none", ""):
+            object.__setattr__(self, "weights", None)  # frozen: the one normalisation happens here
+        if self.arch not in ARCHS:
+            raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        if self.arch == "mobilenet_v2" and self.alpha not in MOBILENET_ALPHAS:
+            raise UserError(f"MobileNetV2 alpha must be one of {MOBILENET_ALPHAS}")
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", 224 if self.arch == "mobilenet_v2" else 180)
+        if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:
+            raise UserError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    summary: str
+    config: TrainConfig
+
+
+_MOBILENET = dict(arch="mobilenet_v2", alpha=0.5, learning_rate=1e-3,
+                  fine_tune_learning_rate=1e-4, label_smoothing=0.1, dropout=0.3, val_fraction=0.1, test_fraction=0.1)
+# The Train page's choices and the CLI's --recipe; the first is the default. Memory figures are
+# `training.estimate_peak_mb` on the full flower_photos, measured as the README's "Cloud memory" says.
+RECIPES: dict[str, Recipe] = {
+    "Recommended": Recipe(
+        "MobileNetV2 α0.5 at 224 px, 3 head + 6 epochs fine-tuning the top 100 layers, batch 16 (fits Community Cloud)",
+        TrainConfig(**_MOBILENET, image_size=224, epochs=3, fine_tune_epochs=6, fine_tune_layers=100, batch_size=16,
+                    patience=3)),
+    "Quick": Recipe(
+        "MobileNetV2 α0.5 at 224 px, 2 head + 1 epoch fine-tuning the top 100 layers, batch 16",
+        TrainConfig(**_MOBILENET, image_size=224, epochs=2, fine_tune_epochs=1, fine_tune_layers=100, batch_size=16,
+                    patience=2)),
+    "As shipped": Recipe(
+        "MobileNetV2 α0.5 at 288 px, 3 head + 10 fine-tuning epochs, batch 32 (the shipped model; too big for Cloud)",
+        TrainConfig(**_MOBILENET, image_size=288, epochs=3, fine_tune_epochs=10, fine_tune_layers=200, batch_size=32,
+                    patience=4)),
+    "Tutorial CNN": Recipe(
+        "the original study's small CNN at 180 px, 15 epochs, batch 32 (no ImageNet weights needed)",
+        TrainConfig(arch="tutorial_cnn", image_size=180, epochs=15, batch_size=32, patience=15,
+                    val_fraction=0.1, test_fraction=0.1)),
+}
+
+
+# ---------------------------------------------------------------- runtimes
+
+TF_MODES = ("function", "predict")  # a compiled tf.function vs Keras model.predict
+PRECISIONS = ("f32", "bf16", "f16", "default")  # "default": whatever the CPU plugin picks
+HINTS = ("LATENCY", "THROUGHPUT")
+
+
+@dataclass(frozen=True)
+class OVSettings:
+    """OpenVINO CPU settings. Defaults were chosen by measurement on a 2-vCPU machine:
+    CPU pinning made batch-1 latency bimodal there, so it is off; f32 keeps results
+    identical to TensorFlow's, bf16 is one explicit choice away."""
+
+    precision: str = field(default="f32", metadata=_help("OpenVINO inference precision hint"))
+    hint: str = field(default="LATENCY", metadata=_help("OpenVINO performance hint"))
+    streams: int | None = None
+    threads: int | None = None
+    pinning: bool = field(default=False, metadata=_help("OpenVINO CPU pinning"))
+    device: str = "CPU"
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise UserError(f"precision must be one of {PRECISIONS}")
+        if self.hint not in HINTS:
+            raise UserError(f"hint must be one of {HINTS}")
+
+    def config(self) -> dict[str, Any]:
+        """The properties `Core.compile_model` gets."""
+        cfg: dict[str, Any] = {"PERFORMANCE_HINT": self.hint, "ENABLE_CPU_PINNING": self.pinning}
+        if self.precision != "default":
+            cfg["INFERENCE_PRECISION_HINT"] = self.precision
+        if self.streams is not None:
+            cfg["NUM_STREAMS"] = self.streams
+        if self.threads is not None:
+            cfg["INFERENCE_NUM_THREADS"] = self.threads
+        return cfg
+
+
+# ---------------------------------------------------------------- benchmark sweeps
+
+ONNX_VARIANT = "onnxruntime"
+
+
+@dataclass(frozen=True)
+class BackendSpec:
+    """One measurable setup: a model variant and how it is run."""
+
+    label: str
+    variant: str
+    tf_mode: str = "function"
+    ov: OVSettings | None = None
+    async_queue: bool = False
+    static: bool = False  # compile for each batch size (as benchmark_app does) instead of a dynamic batch
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> BackendSpec:
+        return cls(**(d | {"ov": OVSettings(**d["ov"]) if d.get("ov") else None}))
+
+
+BACKENDS: dict[str, BackendSpec] = {
+    "tf-predict": BackendSpec("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
+    "tf-function": BackendSpec("TensorFlow compiled tf.function", "tensorflow"),
+    "ov-fp32": BackendSpec("OpenVINO FP32 IR, f32", "openvino-fp32", ov=OVSettings("f32")),
+    "ov-fp32-default": BackendSpec("OpenVINO FP32 IR, plugin default precision", "openvino-fp32",
+                                   ov=OVSettings("default")),
+    "ov-fp32-pinned": BackendSpec("OpenVINO FP32 IR, f32, CPU pinning on", "openvino-fp32",
+                                  ov=OVSettings("f32", pinning=True)),
+    "ov-fp16": BackendSpec("OpenVINO FP16 IR, f32 compute", "openvino-fp16", ov=OVSettings("f32")),
+    "ov-int8": BackendSpec("OpenVINO INT8 IR", "openvino-int8", ov=OVSettings("f32")),
+    "ov-fp32-tput": BackendSpec("OpenVINO FP32 IR, THROUGHPUT hint, async queue", "openvino-fp32",
+                                ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
+    "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", "openvino-int8",
+                                ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
+    "ov-int8-tput-static": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
+                                       "openvino-int8", ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
+                                       static=True),
+    "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
+}
+BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
+RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names
+DEFAULT_BACKENDS = ["tf-predict", "tf-function", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput-static",
+                    "onnxruntime"]
+BATCH_CHOICES = [1, 8, 16, 32, 64]
+
+
+@dataclass
+class SweepConfig:
+    model_dir: str = field(default="", metadata=_help("model folder or name (default: the default model)"))
+    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS),
+                                metadata=_help(f"comma-separated, from: {', '.join(BACKENDS)}"))
+    sizes: list[int] = field(default_factory=lambda: list(range(10, 101, 10)),
+                             metadata=_help("test sizes: images per timed run"))
+    batches: list[int] = field(default_factory=lambda: [1, 32], metadata=_help("batch sizes", "--batches", "--batch"))
+    repeats: int = field(default=3, metadata=_help("timed runs per cell; the median is reported"))
+    warmup: int = field(default=1, metadata=_help("untimed runs before the timed ones"))
+    images: str | None = field(default=None, metadata=_help("dataset source of the photos "
+                                                            "(default: the model's own validation/held-out split)"))
+
+    def __post_init__(self) -> None:
+        self.backends = [RENAMED_BACKENDS.get(b, b) for b in self.backends]
+        unknown = [b for b in self.backends if b not in BACKENDS]
+        if unknown:
+            raise UserError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+        if not self.backends or not self.sizes or not self.batches:
+            raise UserError("choose at least one backend, test size and batch size")
+        if min(self.sizes) < 1 or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0:
+            raise UserError("sizes, batches and repeats must be positive")
+
+
+def parse_int_list(text: str, what: str) -> list[int]:
+    """"10, 20,30" -> [10, 20, 30], for the page's and the CLI's comma-separated settings."""
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"{what} must be whole numbers separated by commas, not {text!r}") from None

@@ -1,0 +1,62 @@
+"""One way to time a call: warm-up runs first, then repeated timed runs, reported by their median.
+
+Predict, the training job's single-image latency and the benchmark worker all time through
+`time_calls`, so a latency means the same thing wherever the app shows one.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Wall-clock seconds of `repeats` timed calls made after `warmup` untimed ones."""
+
+    samples_s: tuple[float, ...]
+    warmup: int
+    result: Any = field(default=None, compare=False, repr=False)  # what the last call returned
+
+    @property
+    def median_ms(self) -> float:
+        return float(np.median(self.samples_s)) * 1000
+
+    @property
+    def min_ms(self) -> float:
+        return min(self.samples_s) * 1000
+
+    @property
+    def max_ms(self) -> float:
+        return max(self.samples_s) * 1000
+
+    @property
+    def std_ms(self) -> float:
+        return float(np.std(self.samples_s)) * 1000
+
+    def percentile_ms(self, q: float) -> float:
+        return float(np.percentile(self.samples_s, q)) * 1000
+
+
+def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
+    """Call `fn` `warmup` times untimed, then `repeats` times timed with `perf_counter`."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError("repeats must be at least 1 and warmup at least 0")
+    for _ in range(warmup):
+        fn()
+    samples, result = [], None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        samples.append(time.perf_counter() - t0)
+    return Timing(tuple(samples), warmup, result)
+
+
+def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds of a single (cold) call and its result: loads, compiles, first inferences."""
+    t0 = time.perf_counter()
+    result = fn()
+    return time.perf_counter() - t0, result
