@@ -149,8 +149,8 @@ with st.container(border=True):
             st.caption(text + (f"; the budget is {budget:.0f} MB." if budget else "."))
     start = st.button("Train, convert and validate", type="primary", disabled=info is None or cfg is None or not fits)
 
-if arch == "mobilenet_v2" and not training.weights_available_offline(alpha):
-    st.info(f"The ImageNet weights for alpha {alpha} are not cached; Keras will download them. "
+if arch == "mobilenet_v2" and not training.weights_available_offline(alpha, int(size)):
+    st.info(f"The ImageNet weights for alpha {alpha} at {int(size)} px are not cached; Keras will download them. "
             "If this server is offline that fails: choose `tutorial_cnn`, which needs no download.")
 
 if start and info is not None and cfg is not None:
@@ -178,9 +178,10 @@ def live() -> None:
     if job.running:
         fit, batch_ev, last = job.by_stage.get("fit"), job.by_stage.get("batch"), job.last_event
         total_epochs = int(fit.total) if fit else None
-        if batch_ev is not None and batch_ev.fraction is not None:
-            done = len(job.rows)
-            st.progress(batch_ev.fraction, text=f"epoch {done + 1}{f' of {total_epochs}' if total_epochs else ''} "
+        fitting = last is not None and last.stage in ("fit", "batch", "epoch")  # not converting or validating yet
+        if fitting and batch_ev is not None and batch_ev.fraction is not None:
+            epoch = len(job.rows) + 1 if total_epochs is None else min(len(job.rows) + 1, total_epochs)
+            st.progress(batch_ev.fraction, text=f"epoch {epoch}{f' of {total_epochs}' if total_epochs else ''} "
                         f"({batch_ev.message}): batch {int(batch_ev.step)}/{int(batch_ev.total)}")
         if last is not None:
             st.caption(f"{last.stage}: {last.message} — {job.elapsed:.0f} s elapsed, "

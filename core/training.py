@@ -171,7 +171,11 @@ def _datasets(prepared: Prepared, cfg: TrainConfig):
     if not cfg.label_smoothing:
         return train_ds, val_ds, keras.losses.SparseCategoricalCrossentropy()
     n = len(prepared.info.classes)
-    return (train_ds.map(lambda x, y: (x, tf.one_hot(y, n))), val_ds.map(lambda x, y: (x, tf.one_hot(y, n))),
+
+    def one_hot(x, y):  # a named function: AutoGraph cannot read two identical lambdas on one line
+        return x, tf.one_hot(y, n)
+
+    return (train_ds.map(one_hot), val_ds.map(one_hot),
             keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
 
 
@@ -275,11 +279,13 @@ def train(
     return path
 
 
-def weights_file(alpha: float) -> str:
-    """The file name Keras looks for in $KERAS_HOME/models for MobileNetV2 'no top' weights at 224."""
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{alpha}_224_no_top.h5"
+def weights_file(alpha: float, image_size: int = 224) -> str:
+    """The file Keras looks for in $KERAS_HOME/models for MobileNetV2 'no top' weights: it has
+    weights for 96, 128, 160, 192 and 224 px inputs and uses the 224 ones for any other size."""
+    rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
+    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
 
 
-def weights_available_offline(alpha: float) -> bool:
+def weights_available_offline(alpha: float, image_size: int = 224) -> bool:
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return (home / "models" / weights_file(alpha)).exists()
+    return (home / "models" / weights_file(alpha, image_size)).exists()

@@ -2,6 +2,7 @@
 
 import pytest
 from conftest import app_test, mini_photo, needs_mini
+from fakes import fake_predictor  # noqa: F401  (a fixture)
 
 
 def start(page: str | None = None):
@@ -41,6 +42,6 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
     assert table.loc[0, "openvino-int8 class"] == cls
 
 
-def test_predict_without_upload_invites_one(shipped_model):
+def test_predict_without_upload_invites_one(shipped_model, fake_predictor):
     at = start("app_pages/predict.py")
     assert any("Upload one or more flower photos" in i.value for i in at.info)

@@ -9,6 +9,7 @@ from core import data
 from core.data import DatasetError
 from core.predict import Predictor
 from corpus import image_corpus, zip_corpus
+from fakes import fake_predictor  # noqa: F401  (a fixture)
 
 IMAGES = image_corpus()
 ZIPS = zip_corpus()
@@ -48,7 +49,8 @@ def test_predict_path(predictor, name):
         assert not result.results
 
 
-def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model, monkeypatch):
+def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model, monkeypatch, fake_predictor):
+    """Layout and messages: each bad file its own error, each good one an answer (fixed answers)."""
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     at = app_test("app_pages/predict.py", timeout=300)
     at.file_uploader[0].set_value([(name, payload, "application/octet-stream") for name, (payload, _) in IMAGES.items()])

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import app_test
+from conftest import TINY_SIZE, app_test
 from core import bench_worker, benchmark
 from core.settings import BACKENDS, SweepConfig
 
@@ -85,7 +85,7 @@ def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
 def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
     """The worker's steps without its subprocess: a static shape pads the last batch with real
     photos, and every measured field of a cell is filled."""
-    images = np.random.default_rng(0).integers(0, 256, (10, 96, 96, 3), dtype=np.uint8)
+    images = np.random.default_rng(0).integers(0, 256, (10, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
     loaded = bench_worker.load(BACKENDS["ov-int8-tput-static"], str(tiny_model), batch=4)
     assert loaded.backend.static_batch == 4 and loaded.requests >= 1
     chunks, padded = bench_worker.batches_of(images, 10, 4, loaded.backend.static_batch)

@@ -1,11 +1,17 @@
-"""Ten browser sessions against one `streamlit run` server, while a benchmark job runs in another."""
+"""Ten browser sessions against one `streamlit run` server, while a benchmark job runs in another.
+
+A load test, opt-in: `python -m pytest -m load`. The default run keeps its parts: a second
+visitor predicts while a job runs (test_cloud_memory), and a busy server's refusal stays
+visible (test_benchmark's page refusals)."""
+
+import pytest
 
 import asyncio
 import concurrent.futures
 
 from conftest import CHROMIUM, mini_photo, needs_chromium, needs_mini
 
-pytestmark = [needs_chromium, needs_mini]
+pytestmark = [needs_chromium, needs_mini, pytest.mark.load]
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 
 

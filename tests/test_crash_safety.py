@@ -52,23 +52,32 @@ def test_kill_during_training(tiny_dataset, tmp_path, monkeypatch):
     assert_app_starts_clean(root, monkeypatch)
 
 
-@pytest.mark.parametrize("marker", ["writing FP16 IR", "writing INT8 IR", "running openvino-fp16"])
-def test_kill_during_conversion(tiny_model, tmp_path, monkeypatch, marker):
-    root = tmp_path / "models"
-    model = root / "tiny"
-    shutil.copytree(tiny_model, model)
-    shutil.rmtree(model / "openvino")
-    proc = start_cli("convert", "--model-dir", model, "--calibration-size", "8")
-    kill_when(proc, marker)
-    card = json.loads((model / registry.METADATA_FILE).read_text())  # still whole, valid JSON
-    assert card["name"] == "tiny"
-    [entry] = registry.list_models(root)
-    for variant in entry.variants:  # every listed variant is complete and loads
-        from core.backends import load_backend
+MARKERS = ["writing FP16 IR", "writing INT8 IR", "running openvino-fp16"]  # mid-conversion, mid-validation
 
-        load_backend(model, variant)
-    assert_app_starts_clean(root, monkeypatch)
-    assert not list(model.rglob(".tmp-*")) and not list(model.rglob(".old-*"))
+
+def test_kill_during_conversion(tiny_model, tmp_path, monkeypatch):
+    """Three conversions at once, each killed at another point (in parallel to keep the suite short)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from core.backends import load_backend
+
+    roots = [tmp_path / f"models-{i}" for i in range(len(MARKERS))]
+    procs = []
+    for root in roots:
+        shutil.copytree(tiny_model, root / "tiny")
+        shutil.rmtree(root / "tiny" / "openvino")
+        procs.append(start_cli("convert", "--model-dir", root / "tiny", "--calibration-size", "8"))
+    with ThreadPoolExecutor(len(procs)) as pool:
+        list(pool.map(kill_when, procs, MARKERS))
+    for root in roots:
+        model = root / "tiny"
+        card = json.loads((model / registry.METADATA_FILE).read_text())  # still whole, valid JSON
+        assert card["name"] == "tiny"
+        [entry] = registry.list_models(root)
+        for variant in entry.variants:  # every listed variant is complete and loads
+            load_backend(model, variant)
+        assert_app_starts_clean(root, monkeypatch)
+        assert not list(model.rglob(".tmp-*")) and not list(model.rglob(".old-*"))
 
 
 def test_kill_during_benchmark(tiny_model, tiny_dataset, tmp_path):

@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 
-from conftest import make_dataset
+from conftest import TINY_SIZE, make_dataset
 from core import registry, training
 from core.backends import device_info, load_backend
 from core.progress import Cancelled, CancelToken
@@ -50,7 +50,7 @@ def test_all_variants_exist_and_agree_with_tensorflow(tiny_model):
 
 
 def test_backends_take_uint8_and_return_probabilities(tiny_model):
-    batch = np.random.default_rng(0).integers(0, 255, (5, 96, 96, 3), dtype=np.uint8)
+    batch = np.random.default_rng(0).integers(0, 255, (5, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
     tf_probs = load_backend(tiny_model, "tensorflow").predict(batch)
     ov_probs = load_backend(tiny_model, "openvino-fp32").predict(batch)
     assert tf_probs.shape == ov_probs.shape == (5, 3)
@@ -133,3 +133,15 @@ def test_cancelled_or_failed_build_publishes_nothing(tiny_dataset, tmp_path, mon
     with pytest.raises(RuntimeError, match="validation crashed"):
         workflow.train_and_optimize(tiny_dataset, cfg, "crashed", root)
     assert registry.list_models(root) == [] and list(root.iterdir()) == []
+
+
+def test_evaluating_a_dataset_matches_class_folders_by_name(tiny_model, tiny_dataset, tmp_path):
+    from core import evaluate
+    from core.data import DatasetError
+
+    scores, unreadable = evaluate.evaluate_dataset(tiny_model, tiny_dataset)
+    assert scores.n_images == 36 and unreadable == []
+    assert set(scores.accuracy) == set(registry.VARIANTS) and scores.agreement_with_tf["openvino-fp32"] == 1.0
+    make_dataset(tmp_path / "other", per_class=2, classes={"reds": (200, 40, 40), "violets": (120, 40, 160)})
+    with pytest.raises(DatasetError, match="violets are not classes of this model"):
+        evaluate.evaluate_dataset(tiny_model, tmp_path / "other")
