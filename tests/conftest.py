@@ -54,28 +54,37 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return make_dataset(tmp_path_factory.mktemp("tiny") / "colours")
 
 
-@pytest.fixture(scope="session")
-def models_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("models")
-
-
 TINY_SIZE = 64
 
 
 @pytest.fixture(scope="session")
-def tiny_model(tiny_dataset, models_root) -> Path:
+def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     """The tutorial CNN at TINY_SIZE px, trained for one epoch, with all three IR variants (MobileNetV2
-    is trained and converted through the browser in test_cloud_memory and by the CLI's recipes)."""
+    is trained and converted through the browser in test_cloud_memory and by the CLI's recipes).
+
+    Built once per run: the xdist workers of one run share it (the first builds it under a lock)."""
+    import fcntl
+    import shutil
+
     from core import convert, data, evaluate, training
     from core.settings import TrainConfig
 
-    cfg = TrainConfig(arch="tutorial_cnn", image_size=TINY_SIZE, epochs=1, batch_size=8, val_fraction=0.25)
-    path = training.train(tiny_dataset, cfg, "tiny", models_root)
-    split = data.split(data.scan(tiny_dataset), 0.25, 0.0, cfg.seed)
-    calibration, _, _ = data.load_arrays(split.train, TINY_SIZE)
-    convert.convert(path, calibration, subset_size=16)
-    evaluate.validate_and_record(path, split)
-    return path
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, for every worker
+    root, done = shared / "tiny-models", shared / "tiny-models.complete"
+    with open(shared / "tiny-models.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            shutil.rmtree(root, ignore_errors=True)  # a half-built one from a worker that died
+            cfg = TrainConfig(arch="tutorial_cnn", image_size=TINY_SIZE, epochs=1, batch_size=8, val_fraction=0.25)
+            path = training.train(tiny_dataset, cfg, "tiny", root)
+            split = data.split(data.scan(tiny_dataset), 0.25, 0.0, cfg.seed)
+            calibration, _, _ = data.load_arrays(split.train, TINY_SIZE)
+            convert.convert(path, calibration, subset_size=16)
+            evaluate.validate_and_record(path, split)
+            convert.ensure_onnx(path)  # now, not by whichever test needs it: the model is shared, read-only
+            done.touch()
+    return root / "tiny"
 
 
 @pytest.fixture(scope="session")

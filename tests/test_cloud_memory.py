@@ -146,6 +146,10 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: tuple[st
             choose(page, "Recipe", recipe)
             if image_size:
                 size = page.get_by_role("spinbutton", name="Image size (px)")
+                for _ in range(100):  # the previous recipe's input is gone once the rerun has ended
+                    if size.count() == 1:
+                        break
+                    page.wait_for_timeout(100)
                 size.fill(str(image_size))
                 size.press("Enter")
                 page.wait_for_timeout(500)

@@ -26,16 +26,22 @@ def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
     assert model.output_shape == (None, 3)
 
 
-def test_cancel_stops_training_and_saves_nothing(tiny_dataset, tmp_path):
+def cancel_at(stage: str):
+    """A cancel token, and a progress callback that cancels it at the first event of `stage`."""
     token = CancelToken()
 
-    def cancel_on_first_batch(event):
-        if event.stage == "batch":
+    def progress(event):
+        if event.stage == stage:
             token.cancel()
 
+    return token, progress
+
+
+def test_cancel_stops_training_and_saves_nothing(tiny_dataset, tmp_path):
+    token, progress = cancel_at("batch")
     cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=5, batch_size=4)
     with pytest.raises(Cancelled):
-        training.train(tiny_dataset, cfg, "cancelled", tmp_path, progress=cancel_on_first_batch, cancel=token)
+        training.train(tiny_dataset, cfg, "cancelled", tmp_path, progress=progress, cancel=token)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -111,26 +117,22 @@ def test_too_few_images_per_class_is_refused(tmp_path):
 
 
 def test_cancelled_or_failed_build_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
-    """The Train page's job: a cancel during conversion, or a crash in validation, leaves no model."""
-    from core import evaluate, workflow
+    """The Train page's job: a cancel as conversion starts, or a crash in it, leaves no model (a kill
+    at later points is test_crash_safety's)."""
+    from core import convert, workflow
 
     root = tmp_path / "models"
-    token = CancelToken()
-
-    def cancel_at_conversion(event):
-        if event.stage == "convert":
-            token.cancel()
-
+    token, progress = cancel_at("convert")
     cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=1, batch_size=8)
     with pytest.raises(Cancelled):
-        workflow.train_and_optimize(tiny_dataset, cfg, "cancelled", root, cancel_at_conversion, token)
+        workflow.train_and_optimize(tiny_dataset, cfg, "cancelled", root, progress, token)
     assert registry.list_models(root) == [] and list(root.iterdir()) == []
 
     def crash(*args, **kwargs):
-        raise RuntimeError("validation crashed")
+        raise RuntimeError("conversion crashed")
 
-    monkeypatch.setattr(evaluate, "validate_and_record", crash)
-    with pytest.raises(RuntimeError, match="validation crashed"):
+    monkeypatch.setattr(convert, "convert", crash)
+    with pytest.raises(RuntimeError, match="conversion crashed"):
         workflow.train_and_optimize(tiny_dataset, cfg, "crashed", root)
     assert registry.list_models(root) == [] and list(root.iterdir()) == []
 
