@@ -1,4 +1,6 @@
-"""The CLI end to end, as a user runs it (subprocesses, real photos when present)."""
+"""The CLI end to end, as a user runs it (real photos when present). Training, conversion and
+the error messages run `python -m core` in a subprocess; evaluating and predicting call the same
+`cli.main` in this process (a subprocess would only add another TensorFlow import)."""
 
 import json
 import os
@@ -11,6 +13,15 @@ from conftest import MINI_ARCHIVE, ROOT, make_dataset, mini_photo, needs_mini
 from core import registry
 
 
+def cli_here(capsys, *args) -> tuple[int, str]:
+    """`python -m core ARGS` in this process: exit code and standard output."""
+    from core import cli
+
+    capsys.readouterr()
+    code = cli.main([str(a) for a in args])
+    return code, capsys.readouterr().out
+
+
 def run_cli(*args, check=True):
     proc = subprocess.run([sys.executable, "-m", "core", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, env=os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3"}, timeout=900)
@@ -20,7 +31,7 @@ def run_cli(*args, check=True):
 
 
 @needs_mini
-def test_train_convert_evaluate_predict_on_real_photos(tmp_path):
+def test_train_convert_evaluate_predict_on_real_photos(tmp_path, capsys):
     """The whole CLI path on the mini archive of real photos (the small CNN keeps it quick; the
     offline ImageNet-weights path is trained through the browser in test_cloud_memory)."""
     out = tmp_path / "mini-model"
@@ -28,8 +39,8 @@ def test_train_convert_evaluate_predict_on_real_photos(tmp_path):
             "--val-fraction", "0.2", "--out", out)
     run_cli("convert", "--model-dir", out, "--calibration-size", "40")
     # --split val re-creates the model's own validation split: the numbers match its card.
-    split = json.loads(run_cli("evaluate", "--model-dir", out, "--data", MINI_ARCHIVE, "--split", "val",
-                               "--json").stdout)
+    code, stdout = cli_here(capsys, "evaluate", "--model-dir", out, "--data", MINI_ARCHIVE, "--split", "val", "--json")
+    split = json.loads(stdout)
     card = registry.read_card(out)
     assert split["n_images"] == card.scores["val"].n_images == 20
     assert set(split["accuracy"]) == {"tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8"}
@@ -41,9 +52,9 @@ def test_train_convert_evaluate_predict_on_real_photos(tmp_path):
     photo.write_bytes(mini_photo("daisy"))
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not a photo")
-    proc = run_cli("predict", "--model-dir", out, "--json", photo, not_image, check=False)
-    assert proc.returncode == 1  # one file failed; the other was still predicted
-    good, bad = json.loads(proc.stdout)["images"]
+    code, stdout = cli_here(capsys, "predict", "--model-dir", out, "--json", photo, not_image)
+    assert code == 1  # one file failed; the other was still predicted
+    good, bad = json.loads(stdout)["images"]
     assert set(good["results"]) == set(split["accuracy"])
     assert all(r["latency_ms"] > 0 for r in good["results"].values())
     assert "not an image" in bad["error"]
