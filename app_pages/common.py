@@ -4,6 +4,7 @@ selector, cached warmed-up models and the job notices."""
 from __future__ import annotations
 
 import gc
+import hashlib
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +16,7 @@ from core import access, paths, registry, workspace
 from core.access import AccessConfig, Role
 from core.errors import UserError
 from core.jobs import RUNNER, Job, JobBusy
-from core.predict import Predictor
+from core.predict import ImageResult, Predictor
 from core.settings import OVSettings
 
 MODEL_KEY = "model_path"
@@ -148,6 +149,21 @@ def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, 
 
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
     return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))
+
+
+_PREDICTIONS_KEY = "predictions"
+
+
+def classify_all(model: Predictor, files: list[tuple[str, bytes]], again: bool = False) -> list[ImageResult]:
+    """Every photo's result, measured once per photo, model and settings and then kept in this
+    session: a widget change that does not change the prediction (top-k, say) only redraws.
+    Only the current photos' results are kept; `again` measures them anew."""
+    model_key = (str(model.model_dir), _stamp(model.model_dir), tuple(model.backends), model.ov_settings)
+    cache = {} if again else st.session_state.get(_PREDICTIONS_KEY, {})
+    keys = [(name, hashlib.sha256(data).hexdigest(), model_key) for name, data in files]
+    results = {k: cache[k] if k in cache else model.classify(name, data) for k, (name, data) in zip(keys, files)}
+    st.session_state[_PREDICTIONS_KEY] = results
+    return list(results.values())
 
 
 def results_roots() -> list[Path]:

@@ -1,13 +1,15 @@
 """Predict: upload photos (or use the camera) and compare TensorFlow and OpenVINO."""
 
+from functools import partial
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import active_model, predictor
+from app_pages.common import active_model, classify_all, predictor
 from core import charts, images
+from core.predict import REPEATS
 from core.settings import PRECISIONS, OVSettings
-from core.predict import ImageResult
 
 
 st.title(":material/image_search: Predict")
@@ -43,7 +45,12 @@ if not files:
     st.info("Upload one or more flower photos to see every backend's answer.")
     st.stop()
 
-results: list[ImageResult] = [model.classify(name, data) for name, data in files]
+again = st.button("Measure again", help="Results are kept per photo and setting; this times every photo anew.")
+results = classify_all(model, files, again)
+st.caption(f"Times: the median of {REPEATS} warm calls per photo and backend, after one first call shown apart, "
+           "in this server process (the Benchmark page runs each backend alone in its own). The first call is "
+           "cold after every run of this page: Streamlit clears Keras's session after each run, and with it "
+           "TensorFlow's kernel cache.")
 for r in results:
     with st.container(border=True):
         if r.error:
@@ -58,11 +65,12 @@ for r in results:
             else:
                 st.warning("Backends disagree: " + ", ".join(f"{v}: {x.top_class}" for v, x in r.results.items()))
             fig: go.Figure = charts.topk_bars(r.results, top_k)
-            st.plotly_chart(fig, width="stretch", key=f"chart-{r.name}-{id(r)}")
-            st.caption(" · ".join(f"{v}: {x.latency_ms:.1f} ms" for v, x in r.results.items()))
+            st.plotly_chart(fig, width="stretch", key=f"chart-{r.name}-{id(r)}-{top_k}")
+            st.caption(" · ".join(f"{v}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–{x.timing.max_ms:.1f}; "
+                                  f"first call {x.first_call_ms:.0f} ms)" for v, x in r.results.items()))
 
 if len(results) > 1:
     st.subheader("All results")
     table = pd.DataFrame([r.table_row() for r in results])
     st.dataframe(table, hide_index=True, width="stretch")
-    st.download_button("Download CSV", table.to_csv(index=False), "predictions.csv", "text/csv")
+    st.download_button("Download CSV", partial(table.to_csv, index=False), "predictions.csv", "text/csv")

@@ -333,6 +333,40 @@ def summary(run: dict[str, Any], baseline: str = BASELINE) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------- the Predict page's figures against isolated runs
+
+PREDICT_PEERS = {"tensorflow": "tf-function", "openvino-fp32": "ov-fp32", "openvino-fp16": "ov-fp16",
+                 "openvino-int8": "ov-int8"}  # the backend a sweep runs for each of the Predict page's variants
+
+
+def predict_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: int = 5,
+                        progress: ProgressFn = ignore) -> pd.DataFrame:
+    """Each variant's per-photo latency as the Predict page measures it (every backend loaded in
+    one process, as in the server; per photo the median of warm calls; then the median over the
+    photos) beside its batch-1 p50 from a sweep in the same sitting, each backend in its own process."""
+    from core.predict import Predictor
+
+    variants = [v for v in registry.available_variants(Path(model_dir)) if v in PREDICT_PEERS]
+    cfg = SweepConfig(str(model_dir), [PREDICT_PEERS[v] for v in variants], sizes=[n], batches=[1],
+                      repeats=repeats, images=images)
+    run = load_run((run_dir := run_sweep(cfg, progress, out_root=Path(tempfile.mkdtemp(prefix="latency-")))).name,
+                   run_dir.parent)
+    isolated = frame(run).set_index("backend")["batch_latency_ms_p50"]
+    shutil.rmtree(run_dir.parent, ignore_errors=True)
+    photos, _ = prepare_images(cfg, progress)
+    progress(Event("latency", 0, n, "loading every backend in this process, as the app's server does"))
+    predictor = Predictor(Path(model_dir), variants)
+    per_photo = [predictor.measure(photos[i : i + 1]) for i in range(n)]
+    rows = []
+    for v in variants:
+        page_ms = float(np.median([r[v].latency_ms for r in per_photo]))
+        rows.append({"variant": v, "backend in the sweep": PREDICT_PEERS[v], "predict_page_ms": page_ms,
+                     "first_call_ms_median": float(np.median([r[v].first_call_ms for r in per_photo])),
+                     "isolated_p50_ms": float(isolated[PREDICT_PEERS[v]]),
+                     "ratio": page_ms / float(isolated[PREDICT_PEERS[v]])})
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------- OpenVINO's benchmark_app as a cross-check
 
 def benchmark_app(model_dir: Path, spec: BackendSpec, batch: int, seconds: int = 15) -> dict[str, Any]:

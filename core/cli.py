@@ -176,6 +176,19 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     return 0 if not df.empty else 1
 
 
+def cmd_latency(args: argparse.Namespace) -> int:
+    from core import benchmark
+    from core.system import machine_summary
+
+    table = benchmark.predict_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
+                                          _print_progress)
+    if args.json:
+        print(json.dumps({"machine": machine_summary(), "photos": args.photos, "rows": table.to_dict("records")}))
+    else:
+        print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
+    return 0
+
+
 def cmd_charts(args: argparse.Namespace) -> int:
     import re
 
@@ -241,6 +254,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
                    help="also run OpenVINO's benchmark_app for this long on each THROUGHPUT backend and compare")
     b.set_defaults(func=cmd_benchmark)
+
+    la = sub.add_parser("latency", help="the Predict page's per-photo latency beside each backend's isolated p50")
+    la.add_argument("--model-dir", default=None)
+    la.add_argument("--images", default=None, help="dataset source of the photos (default: the model's own split)")
+    la.add_argument("--photos", type=int, default=20)
+    la.add_argument("--repeats", type=int, default=5, help="warm calls per photo, and timed runs of the sweep")
+    la.add_argument("--json", action="store_true")
+    la.set_defaults(func=cmd_latency)
 
     ch = sub.add_parser("charts", help="write a saved benchmark run's charts as HTML (and PNG)")
     ch.add_argument("run", help="a run folder, e.g. results/20261126-072423-flowers-mobilenetv2")

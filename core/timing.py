@@ -18,8 +18,13 @@ class Timing:
     """Wall-clock seconds of `repeats` timed calls made after `warmup` untimed ones."""
 
     samples_s: tuple[float, ...]
-    warmup: int
+    warmup_s: tuple[float, ...] = ()  # the untimed calls' own durations: the first one is the cold call
     result: Any = field(default=None, compare=False, repr=False)  # what the last call returned
+
+    @property
+    def first_ms(self) -> float | None:
+        """The first call's time, when there was a warm-up call (else None)."""
+        return self.warmup_s[0] * 1000 if self.warmup_s else None
 
     @property
     def median_ms(self) -> float:
@@ -42,17 +47,15 @@ class Timing:
 
 
 def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
-    """Call `fn` `warmup` times untimed, then `repeats` times timed with `perf_counter`."""
+    """Call `fn` `warmup` times (kept apart), then `repeats` times, timing each with `perf_counter`."""
     if repeats < 1 or warmup < 0:
         raise ValueError("repeats must be at least 1 and warmup at least 0")
-    for _ in range(warmup):
-        fn()
+    warm = [time_once(fn)[0] for _ in range(warmup)]
     samples, result = [], None
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        result = fn()
-        samples.append(time.perf_counter() - t0)
-    return Timing(tuple(samples), warmup, result)
+        seconds, result = time_once(fn)
+        samples.append(seconds)
+    return Timing(tuple(samples), tuple(warm), result)
 
 
 def time_once(fn: Callable[[], Any]) -> tuple[float, Any]:

@@ -1,6 +1,9 @@
 """The pages through Streamlit's AppTest, on the shipped model."""
 
+import io
+
 import pytest
+from PIL import Image
 from conftest import app_test, mini_photo, needs_mini
 from fakes import fake_predictor  # noqa: F401  (a fixture)
 
@@ -45,3 +48,20 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
 def test_predict_without_upload_invites_one(shipped_model, fake_predictor):
     at = start("app_pages/predict.py")
     assert any("Upload one or more flower photos" in i.value for i in at.info)
+
+
+def test_predictions_are_kept_until_measured_again(shipped_model, fake_predictor, monkeypatch):
+    """Moving the top-k slider redraws the kept results; "Measure again" times the photos anew."""
+    calls = []
+    original = fake_predictor.classify
+    monkeypatch.setattr(fake_predictor, "classify", lambda self, *a, **k: calls.append(a[0]) or original(self, *a, **k))
+    at = start("app_pages/predict.py")
+    photo = io.BytesIO()
+    Image.new("RGB", (64, 48), (200, 40, 40)).save(photo, "PNG")
+    at.file_uploader[0].set_value([("red.png", photo.getvalue(), "image/png")]).run()
+    assert calls == ["red.png"]
+    assert any("first call" in c.value for c in at.caption)
+    at.sidebar.slider[0].set_value(1).run()
+    assert calls == ["red.png"]  # redrawn, not measured again
+    next(b for b in at.button if b.label == "Measure again").click().run()
+    assert calls == ["red.png", "red.png"]
