@@ -9,7 +9,7 @@ import streamlit as st
 
 from app_pages.common import (active_model, current_workspace, is_owner, limits, my_job, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_refusal, starting_job)
-from core import benchmark, charts, images, settings
+from core import benchmark, charts, images, settings, tune
 from core.errors import UserError
 from core.jobs import RUNNER
 
@@ -97,6 +97,65 @@ def live() -> None:
 
 
 live()
+
+# ---------------------------------------------------------------- tuning
+st.divider()
+st.subheader("Find the best setup")
+st.caption(
+    "Searches the IR variant, inference precision (only those this CPU runs natively), hint, streams, batch, "
+    "static or dynamic shape and CPU pinning by successive halving: every setup briefly, then the faster half "
+    f"again on more photos, within the time budget. A setup counts only if its held-out accuracy is within "
+    f"{tune.ACCURACY_BUDGET:.0%} point of TensorFlow's and it agrees with TensorFlow on at least "
+    f"{tune.MIN_AGREEMENT:.0%} of the photos. The winners are saved with the model; the Predict page offers "
+    "the latency winner."
+)
+may_tune = is_owner() or entry.private
+with st.container(border=True):
+    t1, t2, t3 = st.columns(3)
+    objective = t1.selectbox("Objective", ["both", "latency", "throughput"])
+    budget = t2.number_input("Time budget (s)", 30, int(caps.bench_max_seconds or 600), 300 if is_owner() else 240,
+                             step=30)
+    p99 = t3.number_input("p99 limit (ms; 0: none)", 0.0, 10_000.0, 0.0)
+    if not may_tune:
+        st.caption("Tuning writes into the model's folder: only the owner tunes a shared model. Train a model of "
+                   "your own on the Train page to tune it.")
+    if st.button("Find the best setup", disabled=not may_tune):
+        with starting_job("tune"):
+            RUNNER.start("tune", f"tuning {entry.name}", "core.tune:tune_job",
+                         {"model_dir": str(entry.path), "objective": objective, "budget_s": float(budget),
+                          "p99_ms": float(p99) or None},
+                         # the budget bounds the search; the accuracy guard and start-up come on top
+                         owner=ws.key, time_limit_s=caps.bench_max_seconds + 120 if caps.bench_max_seconds else None)
+
+
+@st.fragment(run_every=1.0)
+def tuning() -> None:
+    show_refusal("tune")
+    job = my_job("tune")
+    if job is None:
+        return
+    rerun_when_finished(job)
+    if job.running:
+        ev = job.by_stage.get("tune") or job.last_event
+        st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
+        st.caption(f"{len(job.rows)} setups measured, {job.elapsed:.0f} s")
+        if st.button("Cancel tuning"):
+            job.cancel()
+    show_job_failure(job, "The last tuning")
+
+
+tuning()
+tuned = tune.load_tuned(entry.path)
+if tuned:
+    with st.container(border=True):
+        st.markdown(f"**Tuned** {tuned['created']} on {tuned['machine']['cpu']} "
+                    f"({', '.join(tuned['machine']['capabilities'])}): {len(tuned['candidates'])} setups measured "
+                    f"in {tuned['seconds']:.0f} s, accuracy on {tuned['guard']['n_images']} held-out photos.")
+        for line in tune.recommendation(tuned):
+            st.markdown(f"- {line}")
+        st.plotly_chart(charts.tune_scatter(tuned), width="stretch", key=f"tune-{tuned['created']}")
+        st.dataframe(pd.DataFrame([c | c["setup"] for c in tuned["candidates"]]).drop(columns=["setup"]),
+                     hide_index=True, width="stretch")
 
 st.divider()
 st.subheader("Saved runs")

@@ -18,6 +18,7 @@ from core.errors import UserError
 from core.jobs import RUNNER, Job, JobBusy
 from core.predict import ImageResult, Predictor
 from core.settings import OVSettings
+from core.tune import TUNED_FILE
 
 MODEL_KEY = "model_path"
 _OWNER_PASSWORD_KEY = "owner-password-ok"
@@ -133,8 +134,9 @@ def active_model() -> registry.ModelEntry | None:
 
 
 def _stamp(model_dir: Path) -> float:
-    """Changes when a model is re-converted, so the cache reloads it."""
-    return (model_dir / registry.METADATA_FILE).stat().st_mtime
+    """Changes when a model is re-converted or re-tuned, so the cache reloads it."""
+    files = [model_dir / registry.METADATA_FILE, model_dir / TUNED_FILE]
+    return max(f.stat().st_mtime for f in files if f.exists())
 
 
 @st.cache_resource(max_entries=8, show_spinner="Loading and compiling the model (once per server)...")

@@ -8,7 +8,7 @@ import streamlit as st
 
 from app_pages.common import active_model, classify_all, predictor
 from core import charts, images
-from core.predict import REPEATS
+from core.predict import REPEATS, TUNED_LATENCY, variants_with_tuned
 from core.settings import PRECISIONS, OVSettings
 
 
@@ -19,7 +19,12 @@ if entry is None:
     st.stop()
 
 with st.sidebar:
-    variants = st.multiselect("Backends", entry.variants, default=entry.variants)
+    offered = variants_with_tuned(entry.path)
+    variants = st.multiselect("Backends", offered, default=offered,
+                              format_func=lambda v: "Tuned for latency" if v == TUNED_LATENCY else v,
+                              help="'Tuned for latency' is the setup `python -m core tune` (or the Benchmark "
+                                   "page's tuning) found fastest within the accuracy budget; it keeps its own "
+                                   "precision, whatever is chosen below.")
     precision = st.selectbox(
         "OpenVINO precision", PRECISIONS, index=PRECISIONS.index("f32"),
         help="f32 matches TensorFlow exactly; 'default' lets the CPU plugin choose (bf16 on CPUs that have it).",

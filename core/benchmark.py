@@ -150,10 +150,32 @@ def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.
     return images, {"origin": origin, "unique_images": unique, "image_size": card.image_size}
 
 
-def _run_backend(key: str, cfg: SweepConfig, images_path: Path, cancel: CancelToken | None,
+def measure_backend(key: str, spec: BackendSpec, cfg: SweepConfig, images_path: Path,
+                    on_cell: Callable[[Cell], None], cancel: CancelToken | None = None,
+                    progress: ProgressFn = ignore) -> dict[str, Any]:
+    """One backend's worker over the sizes and batches of `cfg`, on the decoded photos in
+    `images_path`: each measured cell goes to `on_cell`; returns what the worker reported when it
+    had loaded (pid, import and load times, settings), with an `error` if it failed."""
+    machine, versions = machine_summary(), library_versions()
+    loaded: dict[str, Any] = {"label": spec.label}
+
+    def on_line(msg: dict[str, Any]) -> None:
+        if msg["event"] == "loaded":
+            loaded.update({k: v for k, v in msg.items() if k != "event"})
+            progress(Event("benchmark", None, None, f"{spec.label}: loaded, measuring"))
+        else:
+            on_cell(_cell(key, spec, cfg, msg, loaded, machine, versions))
+
+    error = _run_backend(spec, cfg, images_path, cancel, on_line)
+    if error:
+        loaded["error"] = error
+    return loaded
+
+
+def _run_backend(spec: BackendSpec, cfg: SweepConfig, images_path: Path, cancel: CancelToken | None,
                  on_line: Callable[[dict[str, Any]], None]) -> str | None:
     """Run one backend's worker; returns an error message, or None on success."""
-    job = {"spec": asdict(BACKENDS[key]), "model_dir": str(cfg.model_dir), "images": str(images_path),
+    job = {"spec": asdict(spec), "model_dir": str(cfg.model_dir), "images": str(images_path),
            "plan": {"sizes": cfg.sizes, "batches": cfg.batches, "repeats": cfg.repeats, "warmup": cfg.warmup}}
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "core.bench_worker"], stdin=subprocess.PIPE,
@@ -195,7 +217,6 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
         progress(Event("benchmark", 0, None, "exporting the model to ONNX (once)"))
         ensure_onnx(Path(cfg.model_dir))
     card = registry.read_card(Path(cfg.model_dir))
-    machine, versions = machine_summary(), library_versions()
     cells: list[Cell] = []
     backends: dict[str, Any] = {}
     n_cells = len(cfg.backends) * len(cfg.sizes) * len(cfg.batches)
@@ -206,26 +227,21 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
             spec = BACKENDS[key]
             progress(Event("benchmark", len(cells), n_cells, f"{spec.label}: starting its own process"))
 
-            def on_line(msg: dict[str, Any], key: str = key, spec: BackendSpec = spec) -> None:
-                if msg["event"] == "loaded":
-                    backends[key] = {k: v for k, v in msg.items() if k != "event"} | {"label": spec.label}
-                    progress(Event("benchmark", len(cells), n_cells, f"{spec.label}: loaded, measuring"))
-                    return
-                cell = _cell(key, spec, cfg, msg, backends[key], machine, versions)
+            def on_measured(cell: Cell, spec: BackendSpec = spec) -> None:
                 cells.append(cell)
                 progress(Event("benchmark", len(cells), n_cells,
                                f"{spec.label}: batch {cell.settings.batch}, {cell.settings.size} images done"))
                 if on_cell:
                     on_cell(cell.row())
 
-            error = _run_backend(key, cfg, images_path, cancel, on_line)
-            if error:
-                backends[key] = backends.get(key, {"label": spec.label}) | {"error": error}
-                progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {error}"))
+            backends[key] = measure_backend(key, spec, cfg, images_path, on_measured, cancel,
+                                            lambda ev: progress(Event("benchmark", len(cells), n_cells, ev.message)))
+            if "error" in backends[key]:
+                progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {backends[key]['error']}"))
     run = {"version": RUN_VERSION, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "config": asdict(cfg),
            "model": {"name": card.name, "arch": card.arch, "alpha": card.alpha, "image_size": card.image_size},
-           "images": image_info, "machine": machine, "versions": versions, "backends": backends,
+           "images": image_info, "machine": machine_summary(), "versions": library_versions(), "backends": backends,
            "rows": [c.to_json() for c in cells]}
     return save_run(run, out_root)
 

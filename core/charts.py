@@ -132,3 +132,23 @@ def run_figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     has_baseline = BASELINE in set(df["backend"])
     sp = benchmark.speedups(df) if has_baseline else None
     return benchmark_figures(df, sp, BACKENDS[BASELINE].label if has_baseline else "")
+
+
+def tune_scatter(result: dict) -> go.Figure:
+    """Every measured setup of a tuning: p50 latency vs throughput; the Pareto front of the eligible
+    ones as a line; ineligible setups grey, their reason on hover."""
+    from core.tune import pareto
+
+    df = pd.DataFrame([c | {"batch": c["setup"]["batch"], "shape": c["setup"]["shape"]} for c in result["candidates"]])
+    df["group"] = [o if e else "ineligible" for o, e in zip(df["objective"], df["eligible"])]
+    fig = px.scatter(df, x="p50_ms", y="throughput_ips", color="group", symbol="batch", log_x=True,
+                     hover_data={"label": True, "reason": True, "accuracy": ":.3f", "agreement_with_tf": ":.3f",
+                                 "p99_ms": ":.2f", "shape": True},
+                     color_discrete_map={"latency": "#1f77b4", "throughput": "#ff7f0e", "ineligible": "#c7c7c7"},
+                     title="Setups tried: latency vs throughput (up and left is better)",
+                     labels={"p50_ms": "p50 latency of a call (ms)", "throughput_ips": "images / s"})
+    front = pd.DataFrame(pareto(result["candidates"]))
+    if not front.empty:
+        fig.add_scatter(x=front["p50_ms"], y=front["throughput_ips"], mode="lines", name="Pareto front",
+                        line=dict(color="black", dash="dot"))
+    return fig

@@ -189,6 +189,27 @@ def cmd_latency(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    from core import tune
+
+    result = tune.tune(_model_dir(args.model_dir), args.objective, args.budget_s, args.p99_ms, _print_progress,
+                       variants=args.variants.split(",") if args.variants else None)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    for objective, best in result["objectives"].items():
+        if best is None:
+            print(f"{objective}: no setup passed the accuracy guard")
+            continue
+        print(f"{objective}: {best['label']}, batch {best['setup']['batch']}: p50 {best['p50_ms']:.2f} ms, "
+              f"p99 {best['p99_ms']:.2f} ms, {best['throughput_ips']:.0f} images/s, accuracy {best['accuracy']:.1%} "
+              f"(TensorFlow {best['tf_accuracy']:.1%}), agreement {best['agreement_with_tf']:.1%}")
+    ineligible = [c for c in result["candidates"] if not c["eligible"]]
+    print(f"{len(result['candidates'])} setups measured in {result['seconds']:.0f} s, {len(ineligible)} ineligible"
+          + (f" (e.g. {ineligible[0]['label']}: {ineligible[0]['reason']})" if ineligible else ""))
+    return 0
+
+
 def cmd_charts(args: argparse.Namespace) -> int:
     import re
 
@@ -254,6 +275,16 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
                    help="also run OpenVINO's benchmark_app for this long on each THROUGHPUT backend and compare")
     b.set_defaults(func=cmd_benchmark)
+
+    tu = sub.add_parser("tune", help="the fastest OpenVINO setup within the accuracy budget; saves tuned.json")
+    tu.add_argument("--model-dir", default=None)
+    tu.add_argument("--objective", choices=("latency", "throughput", "both"), default="both")
+    tu.add_argument("--budget-s", type=float, default=300, help="time budget in seconds (default: 300)")
+    tu.add_argument("--p99-ms", type=float, default=None, help="setups whose p99 batch latency is above this are "
+                                                               "ineligible")
+    tu.add_argument("--variants", default=None, help="comma-separated IR variants to search (default: all)")
+    tu.add_argument("--json", action="store_true")
+    tu.set_defaults(func=cmd_tune)
 
     la = sub.add_parser("latency", help="the Predict page's per-photo latency beside each backend's isolated p50")
     la.add_argument("--model-dir", default=None)

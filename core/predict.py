@@ -13,8 +13,20 @@ from core.backends import Backend, load_backend
 from core.images import ImageError, open_image, to_model_input
 from core.settings import OVSettings
 from core.timing import Timing, time_calls, time_once
+from core.backends import device_info
+from core.tune import load_tuned, native_precisions, settings_of
 
 REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
+TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
+
+
+def variants_with_tuned(model_dir: Path) -> list[str]:
+    """The model's variants, and the tuned latency setup when the model has one."""
+    winner = (load_tuned(model_dir) or {}).get("objectives", {}).get("latency")
+    # A tuning is machine-specific: offer it only where its precision runs natively (a bf16 setup
+    # tuned on a CPU with BF16 is not offered on one without).
+    usable = winner is not None and winner["setup"]["precision"] in native_precisions(device_info()["capabilities"])
+    return registry.available_variants(model_dir) + ([TUNED_LATENCY] if usable else [])
 
 
 @dataclass
@@ -96,7 +108,7 @@ class Predictor:
         self.first_inference_ms: dict[str, float] = {}
         warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
         for variant in variants:
-            backend = load_backend(self.model_dir, variant, self.ov_settings)
+            backend = self._load(variant)
             first_s, probs = time_once(lambda: backend.predict(warmup))
             self.first_inference_ms[variant] = first_s * 1000
             if probs.shape != (1, len(self.classes)):
@@ -104,6 +116,16 @@ class Predictor:
                     f"{variant} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
                 )
             self.backends[variant] = backend
+
+    def _load(self, variant: str) -> Backend:
+        if variant != TUNED_LATENCY:
+            return load_backend(self.model_dir, variant, self.ov_settings)
+        tuned = load_tuned(self.model_dir)
+        winner = (tuned or {}).get("objectives", {}).get("latency")
+        if winner is None:
+            raise registry.ModelError(f"{self.model_dir.name} has no tuned latency setup; run `python -m core tune`")
+        ir_variant, settings, static_batch = settings_of(winner)
+        return load_backend(self.model_dir, ir_variant, settings, static_batch=static_batch)
 
     def load_times(self) -> dict[str, dict[str, float]]:
         return {v: {"load_s": b.load_seconds, "first_inference_ms": self.first_inference_ms[v]}

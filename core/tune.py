@@ -1,0 +1,324 @@
+"""Tune: the fastest OpenVINO setup of a model within an accuracy budget.
+
+1. Search space: IR variant x inference precision (f32, and bf16/f16 only where the CPU runs
+   them natively) x {LATENCY: sync batch 1; THROUGHPUT: async queue, streams, batch} x static
+   or dynamic shape; CPU pinning is tried on the leaders.
+2. Accuracy guard, once per variant and precision: accuracy on the model's held-out split
+   within `ACCURACY_BUDGET` of TensorFlow's, and top-1 agreement with TensorFlow of at least
+   `MIN_AGREEMENT`.
+3. Successive halving: every setup is measured briefly, the faster half of each objective
+   again on more photos and repeats, and so on, inside the time budget. Every measurement is
+   a benchmark cell (`core.bench_worker` in its own process), so tune and the Benchmark page
+   report the same numbers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from core import atomic, benchmark, data, evaluate, registry
+from core.backends import device_info
+from core.errors import UserError
+from core.progress import CancelToken, Event, ProgressFn, ignore
+from core.settings import BackendSpec, OVSettings, SweepConfig
+from core.system import machine_summary
+
+TUNED_FILE = "tuned.json"
+ACCURACY_BUDGET = 0.01  # at most 1 point below TensorFlow on the held-out split
+MIN_AGREEMENT = 0.99
+OBJECTIVES = ("latency", "throughput")
+RUNGS = ((32, 2), (64, 3), (128, 5))  # (photos, repeats) of each round of successive halving
+THROUGHPUT_BATCHES = (1, 8, 32)
+
+
+@dataclass(frozen=True)
+class Setup:
+    """One point of the search space (what benchmark_app would call a configuration)."""
+
+    objective: str
+    variant: str
+    precision: str
+    hint: str
+    streams: int | None  # None: the plugin's choice for the hint
+    static: bool
+    pinning: bool
+
+    def spec(self) -> BackendSpec:
+        ov = OVSettings(self.precision, self.hint, streams=self.streams, pinning=self.pinning)
+        return BackendSpec(self.describe(), self.variant, ov=ov, async_queue=self.objective == "throughput",
+                           static=self.static)
+
+    def describe(self) -> str:
+        streams = "auto" if self.streams is None else self.streams
+        return (f"{self.variant} {self.precision} {self.hint} streams {streams}, "
+                f"{'static' if self.static else 'dynamic'} shape, pinning {'on' if self.pinning else 'off'}")
+
+    def batches(self) -> tuple[int, ...]:
+        return (1,) if self.objective == "latency" else THROUGHPUT_BATCHES
+
+
+def native_precisions(capabilities: list[str]) -> list[str]:
+    """f32 always; bf16 and f16 only where the CPU plugin reports them as native capabilities."""
+    return ["f32"] + [p for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap in capabilities]
+
+
+def search_space(variants: list[str], precisions: list[str]) -> list[Setup]:
+    setups = []
+    for variant in variants:
+        for precision in precisions:
+            for static in (False, True):
+                setups.append(Setup("latency", variant, precision, "LATENCY", None, static, False))
+                for streams in (None, 1):
+                    setups.append(Setup("throughput", variant, precision, "THROUGHPUT", streams, static, False))
+    return setups
+
+
+# ---------------------------------------------------------------- accuracy guard
+
+@dataclass(frozen=True)
+class Guard:
+    accuracy: float
+    agreement_with_tf: float
+    tf_accuracy: float
+    n_images: int
+
+    @property
+    def reason(self) -> str | None:
+        if self.accuracy < self.tf_accuracy - ACCURACY_BUDGET:
+            return (f"accuracy {self.accuracy:.1%} is more than {ACCURACY_BUDGET:.0%} below TensorFlow's "
+                    f"{self.tf_accuracy:.1%}")
+        if self.agreement_with_tf < MIN_AGREEMENT:
+            return f"top-1 agreement with TensorFlow {self.agreement_with_tf:.1%} < {MIN_AGREEMENT:.0%}"
+        return None
+
+
+def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str],
+                    progress: ProgressFn = ignore) -> dict[tuple[str, str], Guard]:
+    """Accuracy and agreement of every (variant, precision) on the held-out split, run once each."""
+    card = registry.read_card(model_dir)
+    split = card.rebuild_split(progress=progress)
+    items = split.test or split.val
+    if not items:
+        raise UserError("tune needs the model's held-out (or validation) photos; none are in its split")
+    images, labels, _ = data.load_arrays(items, card.image_size, progress, "load held-out photos")
+    guards = {}
+    for precision in precisions:
+        progress(Event("tune", 0, None, f"accuracy guard: every variant in {precision} on {len(images)} photos"))
+        scores = evaluate.score_variants(model_dir, images, labels, variants, OVSettings(precision))
+        for variant in variants:
+            guards[(variant, precision)] = Guard(scores.accuracy[variant], scores.agreement_with_tf[variant],
+                                                 scores.accuracy[registry.TF_VARIANT], scores.n_images)
+    return guards
+
+
+# ---------------------------------------------------------------- measuring
+
+def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int,
+            cancel: CancelToken | None) -> list[dict[str, Any]]:
+    """One benchmark-worker run of `setup` over its batch sizes; one row (a benchmark cell) per batch."""
+    cfg = SweepConfig(str(model_dir), ["ov-fp32"], sizes=[photos], batches=list(setup.batches()), repeats=repeats)
+    cells: list[benchmark.Cell] = []
+    loaded = benchmark.measure_backend("tune", setup.spec(), cfg, images_path, cells.append, cancel)
+    if "error" in loaded:
+        raise RuntimeError(f"{setup.describe()}: {loaded['error']}")
+    return [c.row() for c in cells]
+
+
+def _score(objective: str, row: dict[str, Any]) -> float:
+    """Lower is better: p50 latency of one photo, or seconds per image."""
+    return row["batch_latency_ms_p50"] if objective == "latency" else 1 / row["throughput_ips"]
+
+
+@dataclass
+class Candidate:
+    setup: Setup
+    batch: int
+    row: dict[str, Any]
+    guard: Guard
+    p99_limit_ms: float | None
+
+    @property
+    def reason(self) -> str | None:
+        if self.guard.reason:
+            return self.guard.reason
+        if self.p99_limit_ms is not None and self.row["batch_latency_ms_p99"] > self.p99_limit_ms:
+            return f"p99 {self.row['batch_latency_ms_p99']:.1f} ms is over {self.p99_limit_ms:g} ms"
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        s = self.setup
+        return {
+            "objective": s.objective, "label": s.describe(),
+            "setup": {"variant": s.variant, "precision": s.precision, "hint": s.hint,
+                      "streams": self.row["streams"], "requests": self.row["requests"], "batch": self.batch,
+                      "shape": "static" if s.static else "dynamic", "pinning": s.pinning,
+                      "streams_requested": s.streams, "precision_reported": self.row["precision"]},
+            "p50_ms": self.row["batch_latency_ms_p50"], "p99_ms": self.row["batch_latency_ms_p99"],
+            "throughput_ips": self.row["throughput_ips"], "photos": self.row["size"], "repeats": self.row["repeats"],
+            "accuracy": self.guard.accuracy, "agreement_with_tf": self.guard.agreement_with_tf,
+            "tf_accuracy": self.guard.tf_accuracy, "eligible": self.reason is None, "reason": self.reason or "",
+        }
+
+
+def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms: float | None = None,
+         progress: ProgressFn = ignore, cancel: CancelToken | None = None,
+         variants: list[str] | None = None,
+         on_candidate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Search, guard and measure (over `variants`, default every IR variant); write `tuned.json`
+    into the model folder and return it."""
+    if objective not in (*OBJECTIVES, "both"):
+        raise UserError(f"objective must be latency, throughput or both, not {objective!r}")
+    objectives = OBJECTIVES if objective == "both" else (objective,)
+    started = time.monotonic()
+    model_dir = Path(model_dir)
+    info = device_info()
+    available = [v for v in registry.available_variants(model_dir) if v.startswith("openvino-")]
+    variants = [v for v in (variants or available) if v in available]
+    if not variants:
+        raise UserError(f"{model_dir.name} has no OpenVINO IR; convert it first")
+    precisions = native_precisions(info["capabilities"])
+    guards = accuracy_guards(model_dir, variants, precisions, progress)
+    setups = [s for s in search_space(variants, precisions) if s.objective in objectives]
+
+    photos_needed = max(p for p, _ in RUNGS)
+    images, _ = benchmark.prepare_images(SweepConfig(str(model_dir), sizes=[photos_needed]), progress)
+    with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
+        images_path = Path(tmp) / "images.npy"
+        np.save(images_path, images)
+        measured: dict[tuple[Setup, int], Candidate] = {}
+
+        def run(setup: Setup, photos: int, repeats: int) -> None:
+            for row in measure(model_dir, setup, images_path, photos, repeats, cancel):
+                candidate = Candidate(setup, row["batch"], row, guards[(setup.variant, setup.precision)], p99_ms)
+                measured[(setup, row["batch"])] = candidate
+                if on_candidate:
+                    on_candidate(candidate.to_dict())
+
+        alive = list(setups)
+        for rung, (photos, repeats) in enumerate(RUNGS, start=1):
+            for i, setup in enumerate(alive):
+                if time.monotonic() - started > budget_s:
+                    break
+                progress(Event("tune", i, len(alive), f"round {rung} of {len(RUNGS)} ({photos} photos, "
+                                                      f"{repeats} repeats): {setup.describe()}"))
+                run(setup, photos, repeats)
+            alive = _halve(alive, measured, objectives)
+            if time.monotonic() - started > budget_s or len(alive) <= len(objectives):
+                break
+        # CPU pinning, tried on each objective's leader with the leader's last measurement length.
+        for leader in _leaders(measured, objectives):
+            if time.monotonic() - started > budget_s:
+                break
+            pinned = dataclasses.replace(leader, pinning=True)
+            progress(Event("tune", 0, None, f"pinning: {pinned.describe()}"))
+            run(pinned, photos, repeats)
+
+    if not measured:
+        raise UserError(f"the {budget_s:.0f} s budget ran out before any setup was measured (the accuracy guard "
+                        "alone took that long); give it more time")
+    candidates = [c.to_dict() for c in measured.values()]
+    result = {
+        "objectives": {o: _best(candidates, o) for o in objectives},
+        "candidates": sorted(candidates, key=lambda c: (c["objective"], not c["eligible"], c["p50_ms"])),
+        "guard": {"accuracy_budget": ACCURACY_BUDGET, "min_agreement": MIN_AGREEMENT, "p99_ms": p99_ms,
+                  "split": "held-out", "n_images": next(iter(guards.values())).n_images},
+        "machine": machine_summary() | {"openvino_device": info["name"], "capabilities": info["capabilities"]},
+        "budget_s": budget_s, "seconds": round(time.monotonic() - started, 1),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic.write_json(model_dir / TUNED_FILE, result)
+    progress(Event("tune", 1, 1, f"done in {result['seconds']:.0f} s; saved {TUNED_FILE}"))
+    return result
+
+
+def _rank(objective: str, measured: dict[tuple[Setup, int], Candidate]) -> list[Candidate]:
+    """Eligible candidates of one objective, best first."""
+    pool = [c for c in measured.values() if c.setup.objective == objective and c.reason is None]
+    return sorted(pool, key=lambda c: _score(objective, c.row))
+
+
+def _halve(alive: list[Setup], measured: dict[tuple[Setup, int], Candidate], objectives: tuple[str, ...]) -> list[Setup]:
+    """The faster half (at least one) of each objective's setups still in the race."""
+    keep: list[Setup] = []
+    for objective in objectives:
+        ranked = list(dict.fromkeys(c.setup for c in _rank(objective, measured) if c.setup in alive))
+        keep += ranked[: max(1, len(ranked) // 2)]
+    return keep
+
+
+def _leaders(measured: dict[tuple[Setup, int], Candidate], objectives: tuple[str, ...]) -> list[Setup]:
+    return [ranked[0].setup for o in objectives if (ranked := _rank(o, measured))]
+
+
+def _best(candidates: list[dict[str, Any]], objective: str) -> dict[str, Any] | None:
+    """The winner among the longest-measured eligible candidates (short early runs are noisier)."""
+    pool = [c for c in candidates if c["objective"] == objective and c["eligible"]]
+    if not pool:
+        return None
+    longest = max(c["photos"] * c["repeats"] for c in pool)
+    pool = [c for c in pool if c["photos"] * c["repeats"] == longest]
+    key = (lambda c: c["p50_ms"]) if objective == "latency" else (lambda c: -c["throughput_ips"])
+    return min(pool, key=key)
+
+
+def tune_job(ctx, model_dir: str, objective: str, budget_s: float, p99_ms: float | None) -> dict[str, Any]:
+    """`tune` as a job of `core.jobs` (in its child process): each measured setup becomes a row."""
+    return tune(Path(model_dir), objective, budget_s, p99_ms, ctx.progress, on_candidate=ctx.add_row)
+
+
+def pareto(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The eligible candidates no other eligible one beats on both p50 latency and throughput,
+    by latency."""
+    pool = [c for c in candidates if c["eligible"]]
+    front = [c for c in pool if not any(o["p50_ms"] <= c["p50_ms"] and o["throughput_ips"] >= c["throughput_ips"]
+                                        and (o["p50_ms"], o["throughput_ips"]) != (c["p50_ms"], c["throughput_ips"])
+                                        for o in pool)]
+    return sorted(front, key=lambda c: c["p50_ms"])
+
+
+def recommendation(result: dict[str, Any]) -> list[str]:
+    """The tuning in plain words."""
+    lines = []
+    latency, throughput = result["objectives"].get("latency"), result["objectives"].get("throughput")
+    if latency:
+        lines.append(f"For one photo at a time use {latency['label']}: {latency['p50_ms']:.2f} ms per photo (p50), "
+                     f"p99 {latency['p99_ms']:.2f} ms, accuracy {latency['accuracy']:.1%}.")
+    if throughput:
+        lines.append(f"For bulk use {throughput['label']} at batch {throughput['setup']['batch']}: "
+                     f"{throughput['throughput_ips']:.0f} photos/s, accuracy {throughput['accuracy']:.1%}.")
+    int8 = [c for c in result["candidates"] if c["setup"]["variant"] == "openvino-int8"]
+    if int8:
+        c = max(int8, key=lambda c: c["accuracy"])
+        cost = (c["tf_accuracy"] - c["accuracy"]) * 100
+        verdict = "within the budget" if c["eligible"] else f"not eligible: {c['reason']}"
+        lines.append(f"INT8 costs {cost:.1f} points of held-out accuracy here ({c['accuracy']:.1%} vs TensorFlow's "
+                     f"{c['tf_accuracy']:.1%}; {verdict}).")
+    for objective in result["objectives"]:
+        if not result["objectives"][objective]:
+            lines.append(f"No setup met the accuracy budget for {objective}.")
+    return lines
+
+
+def load_tuned(model_dir: Path) -> dict[str, Any] | None:
+    """The saved tuning of a model, if any."""
+    path = Path(model_dir) / TUNED_FILE
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except (OSError, ValueError):
+        return None
+
+
+def settings_of(winner: dict[str, Any]) -> tuple[str, OVSettings, int | None]:
+    """A saved winner as (variant, OpenVINO settings, static batch or None), to load it again."""
+    s = winner["setup"]
+    settings = OVSettings(s["precision"], s["hint"], streams=s["streams_requested"], pinning=bool(s["pinning"]))
+    return s["variant"], settings, s["batch"] if s["shape"] == "static" else None
+

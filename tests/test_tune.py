@@ -1,0 +1,112 @@
+"""Tune on the tiny model: the search, the accuracy guard, the saved winners, and where they show."""
+
+import json
+import shutil
+
+import pytest
+
+from conftest import app_test
+from core import evaluate, registry, tune
+from core.backends import device_info
+
+
+@pytest.fixture(scope="module")
+def tuned_model(tiny_model, tmp_path_factory):
+    """A copy of the tiny model (tuning writes into the model folder), tuned briefly."""
+    root = tmp_path_factory.mktemp("tuned")
+    model = root / "tiny"
+    shutil.copytree(tiny_model, model)
+    return model
+
+
+def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
+    calls, rows = [], []
+    score = evaluate.score_variants
+
+    def counted(model_dir, images, labels, variants=None, ov_settings=None, progress=None):
+        calls.append(ov_settings.precision)
+        return score(model_dir, images, labels, variants, ov_settings)
+
+    monkeypatch.setattr(evaluate, "score_variants", counted)
+    result = tune.tune(tuned_model, "both", budget_s=12, variants=["openvino-fp32", "openvino-int8"],
+                       on_candidate=rows.append)
+    precisions = tune.native_precisions(device_info()["capabilities"])
+    assert calls == precisions  # the guard ran once per precision (every variant at once), not per setup
+    assert json.loads((tuned_model / tune.TUNED_FILE).read_text()) == json.loads(json.dumps(result))
+    assert len(result["candidates"]) >= 2
+    assert all(c in rows for c in json.loads(json.dumps(result["candidates"])))  # re-measured setups: rows > candidates
+    assert set(result["objectives"]) == {"latency", "throughput"}
+    for c in result["candidates"]:
+        assert set(c["setup"]) >= {"variant", "precision", "hint", "streams", "requests", "batch", "shape", "pinning"}
+        assert c["setup"]["variant"] in ("openvino-fp32", "openvino-int8") and c["setup"]["precision"] in precisions
+        assert c["eligible"] == (c["reason"] == "")
+        fp32 = c["setup"]["variant"] == "openvino-fp32" and c["setup"]["precision"] == "f32"
+        assert not fp32 or c["eligible"], c  # FP32 in f32 is TensorFlow's answer: always within the budget
+    for objective, best in result["objectives"].items():
+        if best is not None:
+            assert best["eligible"] and best["objective"] == objective
+    assert result["machine"]["capabilities"] == device_info()["capabilities"]
+    assert tune.recommendation(result)
+
+
+def test_the_guard_rejects_with_a_reason():
+    guard = tune.Guard(accuracy=0.88, agreement_with_tf=0.999, tf_accuracy=0.90, n_images=100)
+    assert "more than 1% below TensorFlow's 90.0%" in guard.reason
+    assert "agreement" in tune.Guard(0.90, 0.985, 0.90, 100).reason
+    assert tune.Guard(0.895, 0.995, 0.90, 100).reason is None
+
+
+def test_pareto_front_keeps_only_undominated_eligible_setups():
+    def c(p50, ips, eligible=True):
+        return {"p50_ms": p50, "throughput_ips": ips, "eligible": eligible}
+
+    fast, bulk, dominated, excluded = c(1.0, 500), c(5.0, 900), c(2.0, 400), c(0.5, 2000, eligible=False)
+    assert tune.pareto([fast, bulk, dominated, excluded]) == [fast, bulk]
+
+
+def tuned_file(model, precision: str) -> None:
+    """A saved tuning whose latency winner runs in `precision` (made from the real run in docs/tune)."""
+    saved = json.loads((tune.Path(__file__).parent.parent / "docs" / "tune" / "tuned.json").read_text())
+    winner = saved["objectives"]["latency"] | {}
+    winner["setup"] = winner["setup"] | {"variant": "openvino-fp32", "precision": precision}
+    (model / tune.TUNED_FILE).write_text(json.dumps(saved | {"objectives": {"latency": winner}}))
+
+
+def test_predict_offers_the_tuned_setup_only_where_its_precision_is_native(tuned_model, tmp_path):
+    from core.predict import TUNED_LATENCY, Predictor, variants_with_tuned
+
+    model = tmp_path / "tiny"
+    shutil.copytree(tuned_model, model)
+    tuned_file(model, "f32")
+    assert variants_with_tuned(model)[-1] == TUNED_LATENCY
+    predictor = Predictor(model, ["openvino-fp32", TUNED_LATENCY])
+    assert predictor.backends[TUNED_LATENCY].settings()["hint"] == "LATENCY"
+    if "BF16" not in device_info()["capabilities"]:
+        tuned_file(model, "bf16")
+        assert TUNED_LATENCY not in variants_with_tuned(model)
+
+
+def test_benchmark_page_shows_the_tuning_and_only_the_owner_tunes_shared_models(tuned_model, tmp_path, monkeypatch):
+    models = tmp_path / "models"
+    shutil.copytree(tuned_model, models / "tiny")
+    shutil.copy(tune.Path(__file__).parent.parent / "docs" / "tune" / "tuned.json", models / "tiny" / tune.TUNED_FILE)
+    monkeypatch.setenv("FLOWERS_MODELS_DIR", str(models))
+    at = app_test("app_pages/benchmark.py")
+    text = " ".join(m.value for m in at.markdown)
+    assert "For one photo at a time use" in text and "INT8 costs" in text
+    assert any("Pareto front" in c.proto.spec for c in at.get("plotly_chart"))
+    button = next(b for b in at.button if b.label == "Find the best setup")
+    assert button.disabled  # a visitor, on a shared model
+    assert registry.list_models(models)[0].name == "tiny"
+
+
+def test_tuning_runs_as_a_job_with_each_setup_as_a_row(tuned_model):
+    from core.jobs import RUNNER
+
+    RUNNER.start("tune", "tuning tiny", "core.tune:tune_job",
+                 {"model_dir": str(tuned_model), "objective": "latency", "budget_s": 10.0, "p99_ms": None})
+    job = RUNNER.wait(300)
+    assert job.status == "done", job.error
+    assert job.rows and all(r["objective"] == "latency" for r in job.rows)
+    assert job.result["objectives"]["latency"]["eligible"]
+    assert tune.load_tuned(tuned_model)["created"] == job.result["created"]
