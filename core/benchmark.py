@@ -27,7 +27,7 @@ from core import atomic, data, paths, registry
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES
 from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import BACKENDS, BASELINE, ONNX_VARIANT, RENAMED_BACKENDS, BackendSpec, SweepConfig
+from core.settings import BACKENDS, BASELINE, ONNX_VARIANT, RENAMED_BACKENDS, BackendSpec, OVSettings, SweepConfig
 from core.system import library_versions, machine_summary
 
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
@@ -385,27 +385,35 @@ def predict_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeat
 
 # ---------------------------------------------------------------- OpenVINO's benchmark_app as a cross-check
 
-def benchmark_app(model_dir: Path, spec: BackendSpec, batch: int, seconds: int = 15) -> dict[str, Any]:
-    """OpenVINO's own benchmark_app on the same IR and settings; returns its throughput."""
-    settings = spec.ov
+def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seconds: int,
+                      settings: OVSettings | None = None) -> dict[str, Any]:
+    """OpenVINO's own benchmark_app on an IR of the model: with `settings`, exactly the properties we
+    compile with (through a config file); without, benchmark_app's own defaults for the hint."""
     size = registry.read_card(model_dir).image_size
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
+    cmd = [exe, "-m", str(registry.variant_path(model_dir, variant)), "-d", "CPU", "-hint", hint.lower(),
+           "-shape", f"[{batch},{size},{size},3]", "-t", str(seconds)]
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
-        # benchmark_app refuses -pin next to -hint; a config file passes every setting exactly as we compile with.
-        config = Path(tmp) / "config.json"
-        config.write_text(json.dumps({settings.device: {k: str(v).upper() if isinstance(v, bool) else str(v)
-                                                        for k, v in settings.config().items()}}))
-        cmd = [exe, "-m", str(registry.variant_path(model_dir, spec.variant)), "-d", settings.device,
-               "-hint", settings.hint.lower(), "-shape", f"[{batch},{size},{size},3]", "-t", str(seconds),
-               "-load_config", str(config)]
+        if settings is not None:
+            # benchmark_app refuses -pin next to -hint; a config file passes every setting as we compile with.
+            config = Path(tmp) / "config.json"
+            config.write_text(json.dumps({settings.device: {k: str(v).upper() if isinstance(v, bool) else str(v)
+                                                            for k, v in settings.config().items()}}))
+            cmd += ["-load_config", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
     out = proc.stdout + proc.stderr
-    match = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out)
-    if proc.returncode != 0 or not match:
+    throughput, median = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out), re.search(r"Median:\s+([\d.]+)\s+ms", out)
+    if proc.returncode != 0 or not throughput:
         raise RuntimeError(f"benchmark_app failed: {out[-1500:]}")
     requests = re.search(r"(\d+) inference requests", out)
-    return {"command": " ".join(cmd), "throughput_ips": float(match.group(1)), "batch": batch,
+    return {"command": " ".join(cmd), "throughput_ips": float(throughput.group(1)), "batch": batch,
+            "median_ms": float(median.group(1)) if median else None,
             "requests": int(requests.group(1)) if requests else None}
+
+
+def benchmark_app(model_dir: Path, spec: BackendSpec, batch: int, seconds: int = 15) -> dict[str, Any]:
+    """benchmark_app on the same IR and settings as one of our backends."""
+    return run_benchmark_app(model_dir, spec.variant, spec.ov.hint, batch, seconds, spec.ov)
 
 
 def cross_check(run_dir: Path, seconds: int, progress: ProgressFn = ignore) -> list[dict[str, Any]]:

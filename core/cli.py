@@ -192,8 +192,11 @@ def cmd_latency(args: argparse.Namespace) -> int:
 def cmd_tune(args: argparse.Namespace) -> int:
     from core import tune
 
-    result = tune.tune(_model_dir(args.model_dir), args.objective, args.budget_s, args.p99_ms, _print_progress,
+    model_dir = _model_dir(args.model_dir)
+    result = tune.tune(model_dir, args.objective, args.budget_s, args.p99_ms, _print_progress,
                        variants=args.variants.split(",") if args.variants else None)
+    if args.benchmark_app:
+        result["benchmark_app"] = tune.cross_check(model_dir, result, args.benchmark_app, _print_progress)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -204,6 +207,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"{objective}: {best['label']}, batch {best['setup']['batch']}: p50 {best['p50_ms']:.2f} ms, "
               f"p99 {best['p99_ms']:.2f} ms, {best['throughput_ips']:.0f} images/s, accuracy {best['accuracy']:.1%} "
               f"(TensorFlow {best['tf_accuracy']:.1%}), agreement {best['agreement_with_tf']:.1%}")
+    for check in result.get("benchmark_app", []):
+        print(f"benchmark_app -hint {check['objective']}: {check['benchmark_app']:.2f} {check['unit']}; tuned "
+              f"{check['ours']:.2f} ({'at least as good' if check['tuned_is_at_least_as_good'] else 'worse'})")
     ineligible = [c for c in result["candidates"] if not c["eligible"]]
     print(f"{len(result['candidates'])} setups measured in {result['seconds']:.0f} s, {len(ineligible)} ineligible"
           + (f" (e.g. {ineligible[0]['label']}: {ineligible[0]['reason']})" if ineligible else ""))
@@ -283,6 +289,8 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--p99-ms", type=float, default=None, help="setups whose p99 batch latency is above this are "
                                                                "ineligible")
     tu.add_argument("--variants", default=None, help="comma-separated IR variants to search (default: all)")
+    tu.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
+                    help="then run benchmark_app -hint latency / -hint throughput this long on the winners' IR")
     tu.add_argument("--json", action="store_true")
     tu.set_defaults(func=cmd_tune)
 

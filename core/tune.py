@@ -269,6 +269,32 @@ def _best(candidates: list[dict[str, Any]], objective: str) -> dict[str, Any] | 
     return min(pool, key=key)
 
 
+def cross_check(model_dir: Path, result: dict[str, Any], seconds: int = 15,
+                progress: ProgressFn = ignore) -> list[dict[str, Any]]:
+    """OpenVINO's benchmark_app with `-hint latency` and `-hint throughput` (its own defaults otherwise)
+    on each winner's IR and batch, right after tuning; stored in tuned.json. The tuned latency winner
+    should be at least as fast per call, the throughput winner at least as fast in bulk."""
+    checks = []
+    for objective in OBJECTIVES:
+        best = result["objectives"].get(objective)
+        if best is None:
+            continue
+        progress(Event("tune", 0, None, f"benchmark_app -hint {objective} on {best['setup']['variant']}"))
+        theirs = benchmark.run_benchmark_app(Path(model_dir), best["setup"]["variant"], objective,
+                                             best["setup"]["batch"], seconds)
+        if objective == "latency":
+            ours, their_value, unit = best["p50_ms"], theirs["median_ms"], "ms (p50 of a call)"
+            holds = ours <= their_value
+        else:
+            ours, their_value, unit = best["throughput_ips"], theirs["throughput_ips"], "images/s"
+            holds = ours >= their_value
+        checks.append({"objective": objective, "ours": ours, "benchmark_app": their_value, "unit": unit,
+                       "tuned_is_at_least_as_good": holds, "command": theirs["command"],
+                       "benchmark_app_requests": theirs["requests"]})
+    atomic.write_json(Path(model_dir) / TUNED_FILE, result | {"benchmark_app": checks})
+    return checks
+
+
 def tune_job(ctx, model_dir: str, objective: str, budget_s: float, p99_ms: float | None) -> dict[str, Any]:
     """`tune` as a job of `core.jobs` (in its child process): each measured setup becomes a row."""
     return tune(Path(model_dir), objective, budget_s, p99_ms, ctx.progress, on_candidate=ctx.add_row)
