@@ -8,7 +8,8 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.common import (active_model, current_workspace, is_owner, limits, my_job, rerun_when_finished,
-                              results_roots, show_busy_elsewhere, show_job_failure, show_refusal, starting_job)
+                              results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
+                              starting_job)
 from core import benchmark, charts, images, settings, tune
 from core.errors import UserError
 from core.jobs import RUNNER
@@ -84,10 +85,7 @@ def live() -> None:
         return
     rerun_when_finished(job)
     if job.running:
-        ev = job.by_stage.get("benchmark") or job.last_event
-        st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
-        if st.button("Cancel sweep"):
-            job.cancel()
+        show_progress(job, "benchmark", "Cancel sweep")
         if job.rows:
             # A light table while it runs: this fragment redraws every second, and eight Plotly
             # charts each time kept the server and the browser busy (the charts follow at the end).
@@ -136,11 +134,8 @@ def tuning() -> None:
         return
     rerun_when_finished(job)
     if job.running:
-        ev = job.by_stage.get("tune") or job.last_event
-        st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
+        show_progress(job, "tune", "Cancel tuning")
         st.caption(f"{len(job.rows)} setups measured, {job.elapsed:.0f} s")
-        if st.button("Cancel tuning"):
-            job.cancel()
     show_job_failure(job, "The last tuning")
 
 

@@ -233,6 +233,14 @@ def rerun_when_finished(job: Job) -> None:
         st.rerun(scope="app")
 
 
+def show_progress(job: Job, stage: str, cancel_label: str) -> None:
+    """A running job's progress bar (its newest `stage` event) and its cancel button."""
+    ev = job.by_stage.get(stage) or job.last_event
+    st.progress(ev.fraction or 0.0 if ev else 0.0, text=ev.message if ev else "starting")
+    if st.button(cancel_label):
+        job.cancel()
+
+
 def show_job_failure(job: Job, what: str) -> None:
     """The end of a failed or cancelled job, in the same words on every page."""
     if job.status == "failed":

@@ -28,7 +28,7 @@ def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
         return score(model_dir, images, labels, variants, ov_settings)
 
     monkeypatch.setattr(evaluate, "score_variants", counted)
-    result = tune.tune(tuned_model, "both", budget_s=12, variants=["openvino-fp32", "openvino-int8"],
+    result = tune.tune(tuned_model, "both", budget_s=8, variants=["openvino-fp32", "openvino-int8"],
                        on_candidate=rows.append)
     precisions = tune.native_precisions(device_info()["capabilities"])
     assert calls == precisions  # the guard ran once per precision (every variant at once), not per setup
@@ -104,7 +104,7 @@ def test_tuning_runs_as_a_job_with_each_setup_as_a_row(tuned_model):
     from core.jobs import RUNNER
 
     RUNNER.start("tune", "tuning tiny", "core.tune:tune_job",
-                 {"model_dir": str(tuned_model), "objective": "latency", "budget_s": 10.0, "p99_ms": None})
+                 {"model_dir": str(tuned_model), "objective": "latency", "budget_s": 7.0, "p99_ms": None})
     job = RUNNER.wait(300)
     assert job.status == "done", job.error
     assert job.rows and all(r["objective"] == "latency" for r in job.rows)
