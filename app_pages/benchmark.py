@@ -27,20 +27,22 @@ if entry is None:
 ws = current_workspace()
 caps = limits()
 
-defaults = settings.SweepConfig()
 labels = {k: f"{k} — {spec.label}" for k, spec in settings.BACKENDS.items()}
 available = benchmark.available_backends(entry.path)
 with st.container(border=True):
     st.subheader(f"New sweep on `{entry.name}`")
+    preset = st.selectbox("Sweep preset", list(settings.SWEEP_PRESETS), key="preset",
+                          help="Starting values for the settings below; change any of them.")
+    defaults = settings.SWEEP_PRESETS[preset]
     chosen = st.multiselect("Backends", available, default=[k for k in defaults.backends if k in available],
-                            format_func=labels.get)
+                            format_func=labels.get, key=f"backends-{preset}")
     c1, c2, c3, c4 = st.columns(4)
     max_images = caps.bench_max_images or 1000
-    sizes_text = c1.text_input("Test sizes (images)", ",".join(map(str, defaults.sizes)),
+    sizes_text = c1.text_input("Test sizes (images)", ",".join(map(str, defaults.sizes)), key=f"sizes-{preset}",
                                help=f"Comma-separated; up to {max_images}.")
-    batches = c2.multiselect("Batch sizes", settings.BATCH_CHOICES, default=defaults.batches)
-    repeats = c3.number_input("Repeats", 1, caps.bench_max_repeats or 20, defaults.repeats)
-    warmup = c4.number_input("Warm-up runs", 0, 5, defaults.warmup)
+    batches = c2.multiselect("Batch sizes", settings.BATCH_CHOICES, default=defaults.batches, key=f"batches-{preset}")
+    repeats = c3.number_input("Repeats", 1, caps.bench_max_repeats or 20, defaults.repeats, key=f"repeats-{preset}")
+    warmup = c4.number_input("Warm-up runs", 0, 5, defaults.warmup, key=f"warmup-{preset}")
     if not is_owner():
         st.caption(f"Visitor limits: up to {caps.bench_max_images} photos per test size, {caps.bench_max_repeats} "
                    f"repeats, {caps.bench_max_seconds:.0f} s per sweep.")
@@ -156,11 +158,16 @@ st.divider()
 st.subheader("Saved runs")
 runs = {run_id: root for root in results_roots() for run_id in benchmark.list_runs(root)}
 if not runs:
-    st.info("No saved runs yet: start a sweep above, or run `python -m core benchmark`.")
-    st.stop()
+    if not (benchmark.EXAMPLE_RUN / "run.json").exists():
+        st.info("No saved runs yet: start a sweep above, or run `python -m core benchmark`.")
+        st.stop()
+    st.info("No saved runs yet. Shown meanwhile: the README's reference run, an example measured on another "
+            "machine (named below); start a sweep above to measure this server.")
+    runs = {benchmark.EXAMPLE_RUN.name: benchmark.EXAMPLE_RUN.parent}
 ordered = sorted(runs, reverse=True)
 picked = st.multiselect("Runs (pick one, or two to compare)", ordered, default=ordered[:1], max_selections=2,
-                        format_func=lambda r: r + (" (yours)" if runs[r] == ws.results else ""))
+                        format_func=lambda r: r + (" (yours)" if runs[r] == ws.results else
+                                                   " (example)" if runs[r] == benchmark.EXAMPLE_RUN.parent else ""))
 if not picked:
     st.stop()
 loaded = [benchmark.load_run(r, runs[r]) for r in picked]
@@ -169,6 +176,7 @@ for run in loaded:
     df = benchmark.frame(run)
     if len(loaded) > 1:
         df["backend"] = run["id"][:15] + " · " + df["backend"]
+        df["label"] = run["id"][:15] + " · " + df["label"]
     frames.append(df)
 df = pd.concat(frames, ignore_index=True)
 if df.empty:

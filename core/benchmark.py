@@ -30,6 +30,7 @@ from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.settings import BACKENDS, BASELINE, ONNX_VARIANT, RENAMED_BACKENDS, BackendSpec, OVSettings, SweepConfig
 from core.system import library_versions, machine_summary
 
+EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the README's reference run, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
 
 

@@ -42,15 +42,32 @@ SETTINGS = ["precision", "hint", "streams", "requests", "threads", "pinning", "s
 
 
 def _hover(df: pd.DataFrame) -> dict:
-    return {c: True for c in SETTINGS + ["batch", "repeats"] if c in df.columns}
+    return {c: True for c in ["backend", *SETTINGS, "batch", "repeats"] if c in df.columns}
+
+
+# One hue family per runtime, so that every OpenVINO setup reads as OpenVINO at a glance.
+FAMILIES = {"tensorflow": px.colors.sequential.Oranges, "openvino": px.colors.sequential.Blues,
+            "onnxruntime": px.colors.sequential.Greens, "litert": px.colors.sequential.Purples}
+
+
+def family_colours(df: pd.DataFrame) -> dict[str, str]:
+    """A colour for every backend label (the legend's human name), shades of its runtime's hue."""
+    colours = {}
+    for runtime, group in df.groupby("runtime", sort=False):
+        labels = list(dict.fromkeys(group["label"]))
+        palette = FAMILIES.get(str(runtime), px.colors.sequential.Greys)[3:]
+        step = max(1, len(palette) // max(1, len(labels)))
+        colours |= {label: palette[min(len(palette) - 1, 1 + i * step)] for i, label in enumerate(labels)}
+    return colours
 
 
 def by_size(df: pd.DataFrame, y: str, kind: str, title: str, y_title: str) -> go.Figure:
     """The original study's four charts: a metric vs test size per backend, as bars or a trend line."""
     df = df.sort_values(["backend", "batch", "size"])
     facet = "batch" if df["batch"].nunique() > 1 else None
-    common = dict(x="size", y=y, color="backend", facet_col=facet, hover_data=_hover(df), title=title,
-                  labels={"size": "test size (images)", y: y_title, "batch": "batch"})
+    common = dict(x="size", y=y, color="label", facet_col=facet, hover_data=_hover(df), title=title,
+                  color_discrete_map=family_colours(df),
+                  labels={"size": "test size (images)", y: y_title, "batch": "batch", "label": "backend"})
     if kind == "bar":
         err = {}
         if y == "total_s_median":
@@ -69,38 +86,40 @@ def _largest(df: pd.DataFrame) -> pd.DataFrame:
 
 def throughput(df: pd.DataFrame) -> go.Figure:
     d = _largest(df).sort_values("throughput_ips")
-    return px.bar(d, x="throughput_ips", y="backend", color=d["batch"].astype(str), barmode="group",
+    return px.bar(d, x="throughput_ips", y="label", color=d["batch"].astype(str), barmode="group",
                   orientation="h", hover_data=_hover(d), title=f"Throughput at {int(d['size'].max())} images",
-                  labels={"throughput_ips": "images / s", "color": "batch"})
+                  labels={"throughput_ips": "images / s", "color": "batch", "label": "backend"})
 
 
 def latency_percentiles(df: pd.DataFrame) -> go.Figure:
     d = _largest(df).melt(
-        id_vars=["backend", "batch", *[c for c in SETTINGS if c in df.columns]],
+        id_vars=["backend", "label", "batch", *[c for c in SETTINGS if c in df.columns]],
         value_vars=["batch_latency_ms_p50", "batch_latency_ms_p90", "batch_latency_ms_p99"],
         var_name="percentile", value_name="ms")
     d["percentile"] = d["percentile"].str.removeprefix("batch_latency_ms_")
-    fig = px.bar(d, x="backend", y="ms", color="percentile", barmode="group", facet_col="batch",
-                 hover_data=_hover(d), title="Latency of one batch call (p50 / p90 / p99)", log_y=True)
+    fig = px.bar(d, x="label", y="ms", color="percentile", barmode="group", facet_col="batch",
+                 hover_data=_hover(d), title="Latency of one batch call (p50 / p90 / p99)", log_y=True,
+                 labels={"label": "backend"})
     return fig.update_yaxes(matches=None, showticklabels=True)
 
 
 def speedup(sp: pd.DataFrame, baseline_label: str) -> go.Figure:
-    fig = px.line(sp.sort_values(["backend", "batch", "size"]), x="size", y="speedup", color="backend",
-                  facet_col="batch", markers=True, hover_data=_hover(sp),
+    fig = px.line(sp.sort_values(["backend", "batch", "size"]), x="size", y="speedup", color="label",
+                  facet_col="batch", markers=True, hover_data=_hover(sp), color_discrete_map=family_colours(sp),
                   title=f"Speed-up over {baseline_label} (median time ratio, same batch and size)",
-                  labels={"size": "test size (images)", "speedup": "× faster"})
+                  labels={"size": "test size (images)", "speedup": "× faster", "label": "backend"})
     fig.add_hline(y=1, line_dash="dot", line_color="grey")
     return fig.update_yaxes(matches=None, showticklabels=True)
 
 
 def throughput_vs_latency(df: pd.DataFrame) -> go.Figure:
     d = _largest(df)
-    return px.scatter(d, x="batch_latency_ms_p50", y="throughput_ips", color="backend",
+    return px.scatter(d, x="batch_latency_ms_p50", y="throughput_ips", color="label",
                       symbol=d["batch"].astype(str), hover_data=_hover(d), log_x=True, size_max=12,
+                      color_discrete_map=family_colours(d),
                       title="Throughput vs latency (up and left is better)",
                       labels={"batch_latency_ms_p50": "p50 latency of a batch call (ms)",
-                              "throughput_ips": "images / s", "symbol": "batch"})
+                              "throughput_ips": "images / s", "symbol": "batch", "label": "backend"})
 
 
 def benchmark_figures(df: pd.DataFrame, sp: pd.DataFrame | None, baseline_label: str) -> dict[str, go.Figure]:

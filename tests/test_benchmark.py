@@ -142,8 +142,10 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     mine = workspace.Workspace(at.session_state["workspace-key"]).results
     assert benchmark.list_runs(mine) and not benchmark.list_runs(tmp_path / "shared")
     assert len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
-    other_visitor = app_test("app_pages/benchmark.py")
-    assert any(i.value.startswith("No saved runs yet") for i in other_visitor.info)
+    other_visitor = app_test("app_pages/benchmark.py")  # sees the shipped example, not the first visitor's run
+    assert any(i.value.startswith("No saved runs yet. Shown meanwhile") for i in other_visitor.info)
+    assert other_visitor.multiselect[-1].value == ["benchmark"]
+    assert len(other_visitor.get("plotly_chart")) == 8
 
 
 def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, monkeypatch):
@@ -191,3 +193,18 @@ def test_cancel_kills_the_running_worker_at_once(tiny_model, tiny_dataset, tmp_p
         benchmark.run_sweep(cfg, cancel_once_measuring, token, out_root=tmp_path)
     assert time.time() - start < 60  # 100,000 repeats would take far longer
     assert benchmark.list_runs(tmp_path) == []
+
+
+def test_charts_name_backends_in_words_and_colour_them_by_runtime():
+    import plotly.express as px
+
+    from core import charts
+
+    run = benchmark.load_run(benchmark.EXAMPLE_RUN.name, benchmark.EXAMPLE_RUN.parent)  # a version-1 run
+    df = benchmark.frame(run)
+    colours = charts.family_colours(df)
+    for label, runtime in zip(df["label"], df["runtime"]):
+        assert colours[label] in charts.FAMILIES[runtime], (label, runtime)
+    legend = {trace.name for trace in charts.run_figures(df)["Time trend"].data}
+    assert legend == set(df["label"]) and not legend & set(df["backend"])
+    assert px.colors.sequential.Blues is charts.FAMILIES["openvino"]
