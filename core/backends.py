@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from core import registry
-from core.settings import ONNX_VARIANT, TF_MODES, OVSettings
+from core.settings import ONNX_INT8_VARIANT, ONNX_VARIANTS, TF_MODES, OVSettings
 
 
 class Backend:
@@ -177,13 +177,13 @@ class OpenVINOBackend(Backend):
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the same model (exported by tf2onnx): what many users would pick instead."""
 
-    def __init__(self, model_dir: Path, threads: int | None = None) -> None:
+    def __init__(self, model_dir: Path, variant: str, threads: int | None = None) -> None:
         import onnxruntime as ort
 
         start = time.perf_counter()
-        self.variant = ONNX_VARIANT
+        self.variant = variant
         self.image_size = registry.read_card(model_dir).image_size
-        path = registry.onnx_path(model_dir)
+        path = registry.onnx_path(model_dir, int8=variant == ONNX_INT8_VARIANT)
         if not path.exists():
             raise registry.ModelError(f"{path} is missing; it is made by core.convert.ensure_onnx")
         options = ort.SessionOptions()
@@ -201,7 +201,8 @@ class OnnxRuntimeBackend(Backend):
     def settings(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        return {"runtime": "onnxruntime", "precision": "f32", "threads": self.threads or "auto",
+        precision = "int8 (QDQ)" if self.variant == ONNX_INT8_VARIANT else "f32"
+        return {"runtime": "onnxruntime", "precision": precision, "threads": self.threads or "auto",
                 "providers": ",".join(self.session.get_providers()), "shape": "dynamic batch",
                 "version": ort.__version__}
 
@@ -210,6 +211,6 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
                  tf_mode: str = "function", static_batch: int | None = None) -> Backend:
     if variant == registry.TF_VARIANT:
         return TensorFlowBackend(model_dir, tf_mode)
-    if variant == ONNX_VARIANT:
-        return OnnxRuntimeBackend(model_dir)
+    if variant in ONNX_VARIANTS:
+        return OnnxRuntimeBackend(model_dir, variant)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

@@ -26,7 +26,8 @@ from core.settings import BackendSpec
 from core.system import exit_with_parent
 from core.timing import time_calls, time_once
 
-RUNTIME_MODULES = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime"}  # every other variant: openvino
+# The runtime each variant imports (timed); every other variant: openvino.
+RUNTIME_MODULES = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime", "onnxruntime-int8": "onnxruntime"}
 
 _PROC = psutil.Process()
 

@@ -123,3 +123,37 @@ def ensure_onnx(model_dir: Path) -> Path:
         path.name,
     )
     return path
+
+
+def ensure_onnx_int8(model_dir: Path, progress: ProgressFn = ignore) -> Path:
+    """ONNX Runtime's own INT8: static QDQ quantization (per-channel weights) of the ONNX export,
+    calibrated on the same seeded training photos as NNCF's INT8 IR, made once."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    path = registry.onnx_path(model_dir, int8=True)
+    if path.exists():
+        return path
+    source = ensure_onnx(model_dir)
+    card = registry.read_card(model_dir)
+    progress(Event("convert", 0, 1, "quantizing the ONNX export to INT8 (ONNX Runtime, static QDQ)"))
+    calibration = calibration_images(card.rebuild_split(progress=progress), card.image_size, CALIBRATION_SIZE,
+                                     card.seed, progress)
+
+    input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(calibration[i : i + 1].astype(np.float32) for i in range(len(calibration)))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch}
+
+    registry.save_artifact(
+        path.parent,
+        lambda tmp: quantize_static(str(source), str(tmp / path.name), Photos(), quant_format=QuantFormat.QDQ,
+                                    per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QUInt8),
+        path.name,
+    )
+    return path

@@ -165,9 +165,10 @@ def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) 
     return save_artifact(Path(model_dir) / "openvino" / precision, fill, "model.xml")
 
 
-def onnx_path(model_dir: Path) -> Path:
-    """The ONNX export used for the ONNX Runtime comparison (made on demand, not a shipped variant)."""
-    return Path(model_dir) / "onnx" / "model.onnx"
+def onnx_path(model_dir: Path, int8: bool = False) -> Path:
+    """The ONNX export (or its INT8 quantization) used for the ONNX Runtime comparison: made on
+    demand, not a shipped variant."""
+    return Path(model_dir) / ("onnx-int8" if int8 else "onnx") / "model.onnx"
 
 
 def remove_stale(root: Path | None = None) -> list[Path]:

@@ -128,6 +128,8 @@ class OVSettings:
 # ---------------------------------------------------------------- benchmark sweeps
 
 ONNX_VARIANT = "onnxruntime"
+ONNX_INT8_VARIANT = "onnxruntime-int8"  # static QDQ quantization, calibrated on the same photos as NNCF's INT8
+ONNX_VARIANTS = (ONNX_VARIANT, ONNX_INT8_VARIANT)
 
 
 @dataclass(frozen=True)
@@ -164,6 +166,7 @@ BACKENDS: dict[str, BackendSpec] = {
                                        "openvino-int8", ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
                                        static=True),
     "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
+    "onnxruntime-int8": BackendSpec("ONNX Runtime INT8 (static QDQ, same calibration photos)", ONNX_INT8_VARIANT),
 }
 BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
 RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names

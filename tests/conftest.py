@@ -83,6 +83,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
             convert.convert(path, calibration, subset_size=16)
             evaluate.validate_and_record(path, split)
             convert.ensure_onnx(path)  # now, not by whichever test needs it: the model is shared, read-only
+            convert.ensure_onnx_int8(path)
             done.touch()
     return root / "tiny"
 
