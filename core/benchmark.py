@@ -28,7 +28,7 @@ from core.errors import UserError
 from core.images import IMAGE_SUFFIXES
 from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.settings import (BACKENDS, BASELINE, ONNX_INT8_VARIANT, ONNX_VARIANTS, RENAMED_BACKENDS, BackendSpec,
-                           OVSettings, SweepConfig)
+                           OVSettings, Plan, SweepConfig)
 from core.system import library_versions, machine_summary
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the README's reference run, shown until one's own
@@ -152,10 +152,10 @@ def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.
     return images, {"origin": origin, "unique_images": unique, "image_size": card.image_size}
 
 
-def measure_backend(key: str, spec: BackendSpec, cfg: SweepConfig, images_path: Path,
+def measure_backend(key: str, spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path,
                     on_cell: Callable[[Cell], None], cancel: CancelToken | None = None,
                     progress: ProgressFn = ignore) -> dict[str, Any]:
-    """One backend's worker over the sizes and batches of `cfg`, on the decoded photos in
+    """One backend's worker over the sizes and batches of `plan`, on the decoded photos in
     `images_path`: each measured cell goes to `on_cell`; returns what the worker reported when it
     had loaded (pid, import and load times, settings), with an `error` if it failed."""
     machine, versions = machine_summary(), library_versions()
@@ -166,19 +166,18 @@ def measure_backend(key: str, spec: BackendSpec, cfg: SweepConfig, images_path: 
             loaded.update({k: v for k, v in msg.items() if k != "event"})
             progress(Event("benchmark", None, None, f"{spec.label}: loaded, measuring"))
         else:
-            on_cell(_cell(key, spec, cfg, msg, loaded, machine, versions))
+            on_cell(_cell(key, spec, plan, msg, loaded, machine, versions))
 
-    error = _run_backend(spec, cfg, images_path, cancel, on_line)
+    error = _run_backend(spec, model_dir, plan, images_path, cancel, on_line)
     if error:
         loaded["error"] = error
     return loaded
 
 
-def _run_backend(spec: BackendSpec, cfg: SweepConfig, images_path: Path, cancel: CancelToken | None,
+def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path, cancel: CancelToken | None,
                  on_line: Callable[[dict[str, Any]], None]) -> str | None:
     """Run one backend's worker; returns an error message, or None on success."""
-    job = {"spec": asdict(spec), "model_dir": str(cfg.model_dir), "images": str(images_path),
-           "plan": {"sizes": cfg.sizes, "batches": cfg.batches, "repeats": cfg.repeats, "warmup": cfg.warmup}}
+    job = {"spec": asdict(spec), "model_dir": model_dir, "images": str(images_path), "plan": asdict(plan)}
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "core.bench_worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
@@ -239,7 +238,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
                 if on_cell:
                     on_cell(cell.row())
 
-            backends[key] = measure_backend(key, spec, cfg, images_path, on_measured, cancel,
+            backends[key] = measure_backend(key, spec, str(cfg.model_dir), cfg.plan, images_path, on_measured, cancel,
                                             lambda ev: progress(Event("benchmark", len(cells), n_cells, ev.message)))
             if "error" in backends[key]:
                 progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {backends[key]['error']}"))
@@ -257,7 +256,7 @@ def sweep_job(ctx, config: dict[str, Any], out_root: str) -> dict[str, Any]:
     return {"run_dir": str(run_dir)}
 
 
-def _cell(key: str, spec: BackendSpec, cfg: SweepConfig, measured: dict[str, Any], loaded: dict[str, Any],
+def _cell(key: str, spec: BackendSpec, plan: Plan, measured: dict[str, Any], loaded: dict[str, Any],
           machine: dict[str, Any], versions: dict[str, str]) -> Cell:
     """A worker's `cell` line, with what its `loaded` line reported, as one `Cell`."""
     s = loaded["settings"]
@@ -266,7 +265,7 @@ def _cell(key: str, spec: BackendSpec, cfg: SweepConfig, measured: dict[str, Any
         hint=str(s.get("hint", "-")), streams=str(s.get("streams", "-")), requests=int(measured["requests"]),
         threads=str(s.get("threads", s.get("intra_op_threads"))), pinning=str(s.get("pinning", "-")),
         shape=str(measured["shape"]), mode=s.get("mode", "async" if spec.async_queue else "sync"),
-        batch=int(measured["batch"]), size=int(measured["size"]), repeats=cfg.repeats, warmup=cfg.warmup,
+        batch=int(measured["batch"]), size=int(measured["size"]), repeats=plan.repeats, warmup=plan.warmup,
         library_version=versions.get(s["runtime"], "?"), cpu=machine["cpu"], cores=int(machine["cores"]),
     )
     load = LoadResult(**{k: loaded[k] for k in LOAD_COLUMNS})

@@ -175,6 +175,17 @@ DEFAULT_BACKENDS = ["tf-predict", "tf-function", "ov-fp32", "ov-fp32-default", "
 BATCH_CHOICES = [1, 8, 16, 32, 64]
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What one backend's worker measures: every batch size over every test size, `repeats` timed runs
+    after `warmup` untimed ones."""
+
+    sizes: tuple[int, ...]
+    batches: tuple[int, ...]
+    repeats: int = 3
+    warmup: int = 1
+
+
 @dataclass
 class SweepConfig:
     model_dir: str = field(default="", metadata=_help("model folder or name (default: the default model)"))
@@ -197,6 +208,10 @@ class SweepConfig:
             raise UserError("choose at least one backend, test size and batch size")
         if min(self.sizes) < 1 or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0:
             raise UserError("sizes, batches and repeats must be positive")
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(tuple(self.sizes), tuple(self.batches), self.repeats, self.warmup)
 
 
 # The Benchmark page's presets; the first is its default. "Quick" took 35 s on the AMD EPYC machine

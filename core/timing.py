@@ -42,9 +42,6 @@ class Timing:
     def std_ms(self) -> float:
         return float(np.std(self.samples_s)) * 1000
 
-    def percentile_ms(self, q: float) -> float:
-        return float(np.percentile(self.samples_s, q)) * 1000
-
 
 def time_calls(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> Timing:
     """Call `fn` `warmup` times (kept apart), then `repeats` times, timing each with `perf_counter`."""

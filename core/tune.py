@@ -28,7 +28,7 @@ from core import atomic, benchmark, data, evaluate, registry
 from core.backends import device_info
 from core.errors import UserError
 from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import BackendSpec, OVSettings, SweepConfig
+from core.settings import BackendSpec, OVSettings, Plan, SweepConfig
 from core.system import machine_summary
 
 TUNED_FILE = "tuned.json"
@@ -124,9 +124,9 @@ def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str],
 def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int,
             cancel: CancelToken | None) -> list[dict[str, Any]]:
     """One benchmark-worker run of `setup` over its batch sizes; one row (a benchmark cell) per batch."""
-    cfg = SweepConfig(str(model_dir), ["ov-fp32"], sizes=[photos], batches=list(setup.batches()), repeats=repeats)
+    plan = Plan((photos,), setup.batches(), repeats)
     cells: list[benchmark.Cell] = []
-    loaded = benchmark.measure_backend("tune", setup.spec(), cfg, images_path, cells.append, cancel)
+    loaded = benchmark.measure_backend("tune", setup.spec(), str(model_dir), plan, images_path, cells.append, cancel)
     if "error" in loaded:
         raise RuntimeError(f"{setup.describe()}: {loaded['error']}")
     return [c.row() for c in cells]
