@@ -121,6 +121,10 @@ def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str],
 
 # ---------------------------------------------------------------- measuring
 
+class SetupFailed(Exception):
+    """A setup's worker failed (some setups crash on some CPUs); the search goes on without it."""
+
+
 def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int,
             cancel: CancelToken | None) -> list[dict[str, Any]]:
     """One benchmark-worker run of `setup` over its batch sizes; one row (a benchmark cell) per batch."""
@@ -128,7 +132,7 @@ def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repea
     cells: list[benchmark.Cell] = []
     loaded = benchmark.measure_backend("tune", setup.spec(), str(model_dir), plan, images_path, cells.append, cancel)
     if "error" in loaded:
-        raise RuntimeError(f"{setup.describe()}: {loaded['error']}")
+        raise SetupFailed(loaded["error"])
     return [c.row() for c in cells]
 
 
@@ -194,9 +198,19 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
         images_path = Path(tmp) / "images.npy"
         np.save(images_path, images)
         measured: dict[tuple[Setup, int], Candidate] = {}
+        failed: dict[Setup, str] = {}
 
         def run(setup: Setup, photos: int, repeats: int) -> None:
-            for row in measure(model_dir, setup, images_path, photos, repeats, cancel):
+            try:
+                rows = measure(model_dir, setup, images_path, photos, repeats, cancel)
+            except SetupFailed as e:
+                # Dropped from the race: _halve and _leaders rank only what was measured.
+                failed[setup] = str(e)
+                for key in [k for k in measured if k[0] == setup]:
+                    del measured[key]
+                progress(Event("tune", None, None, f"{setup.describe()} failed: {e}"))
+                return
+            for row in rows:
                 candidate = Candidate(setup, row["batch"], row, guards[(setup.variant, setup.precision)], p99_ms)
                 measured[(setup, row["batch"])] = candidate
                 if on_candidate:
@@ -221,6 +235,9 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
             progress(Event("tune", 0, None, f"pinning: {pinned.describe()}"))
             run(pinned, photos, repeats)
 
+    if not measured and failed:
+        raise UserError("every setup measured failed to run: "
+                        + "; ".join(f"{s.describe()}: {e}" for s, e in failed.items()))
     if not measured:
         raise UserError(f"the {budget_s:.0f} s budget ran out before any setup was measured (the accuracy guard "
                         "alone took that long); give it more time")
@@ -228,6 +245,7 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     result = {
         "objectives": {o: _best(candidates, o) for o in objectives},
         "candidates": sorted(candidates, key=lambda c: (c["objective"], not c["eligible"], c["p50_ms"])),
+        "failed": [{"objective": s.objective, "label": s.describe(), "error": e} for s, e in failed.items()],
         "guard": {"accuracy_budget": ACCURACY_BUDGET, "min_agreement": MIN_AGREEMENT, "p99_ms": p99_ms,
                   "split": "held-out", "n_images": next(iter(guards.values())).n_images},
         "machine": machine_summary() | {"openvino_device": info["name"], "capabilities": info["capabilities"]},
@@ -327,6 +345,9 @@ def recommendation(result: dict[str, Any]) -> list[str]:
         verdict = "within the budget" if c["eligible"] else f"not eligible: {c['reason']}"
         lines.append(f"INT8 costs {cost:.1f} points of held-out accuracy here ({c['accuracy']:.1%} vs TensorFlow's "
                      f"{c['tf_accuracy']:.1%}; {verdict}).")
+    if failed := result.get("failed"):
+        lines.append(f"{len(failed)} setup(s) failed to run on this machine and were left out: "
+                     + "; ".join(f"{f['label']} ({f['error']})" for f in failed) + ".")
     for objective in result["objectives"]:
         if not result["objectives"][objective]:
             lines.append(f"No setup met the accuracy budget for {objective}.")

@@ -49,6 +49,23 @@ def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
     assert tune.recommendation(result)
 
 
+def test_a_setup_that_crashes_is_left_out_and_the_search_goes_on(tuned_model, monkeypatch):
+    """Some setups abort on some CPUs; a worker that dies is reported, not the end of the tuning."""
+    real = tune.benchmark.measure_backend
+
+    def crashing_with_one_stream(key, spec, *args, **kwargs):
+        if spec.ov.streams == 1:
+            return {"label": spec.label, "error": "terminate called without an active exception"}
+        return real(key, spec, *args, **kwargs)
+
+    monkeypatch.setattr(tune.benchmark, "measure_backend", crashing_with_one_stream)
+    result = tune.tune(tuned_model, "throughput", budget_s=5, variants=["openvino-fp32"])
+    assert result["failed"] and all("streams 1," in f["label"] for f in result["failed"])
+    assert result["objectives"]["throughput"] is not None
+    assert all(c["setup"]["streams_requested"] is None for c in result["candidates"])
+    assert any("failed to run on this machine" in line for line in tune.recommendation(result))
+
+
 def test_the_guard_rejects_with_a_reason():
     guard = tune.Guard(accuracy=0.88, agreement_with_tf=0.999, tf_accuracy=0.90, n_images=100)
     assert "more than 1% below TensorFlow's 90.0%" in guard.reason
