@@ -1,8 +1,8 @@
-"""One predict interface over TensorFlow and OpenVINO.
+"""One predict interface over TensorFlow, OpenVINO and the peers (ONNX Runtime, LiteRT).
 
 Every backend takes a uint8 NHWC batch (see `core.images.to_model_input`) and returns
-class probabilities. TensorFlow and OpenVINO are imported only by the backend that
-needs them, so a benchmark subprocess measures one runtime's memory alone.
+class probabilities. Each runtime is imported only by the backend that needs it, so a
+benchmark subprocess measures one runtime's memory alone.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from core import registry
-from core.settings import ONNX_INT8_VARIANT, ONNX_VARIANTS, TF_MODES, OVSettings
+from core import peers, registry
+from core.settings import LITERT_VARIANTS, ONNX_VARIANTS, TF_MODES, OVSettings
 
 
 class Backend:
@@ -174,6 +174,13 @@ class OpenVINOBackend(Backend):
         }
 
 
+def _peer_file(model_dir: Path, variant: str) -> Path:
+    path = peers.path(model_dir, variant)
+    if not path.exists():
+        raise registry.ModelError(f"{path} is missing; it is made by core.peers.ensure")
+    return path
+
+
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime on the same model (exported by tf2onnx): what many users would pick instead."""
 
@@ -183,13 +190,11 @@ class OnnxRuntimeBackend(Backend):
         start = time.perf_counter()
         self.variant = variant
         self.image_size = registry.read_card(model_dir).image_size
-        path = registry.onnx_path(model_dir, int8=variant == ONNX_INT8_VARIANT)
-        if not path.exists():
-            raise registry.ModelError(f"{path} is missing; it is made by core.convert.ensure_onnx")
         options = ort.SessionOptions()
         if threads is not None:
             options.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(_peer_file(model_dir, variant)), options,
+                                            providers=["CPUExecutionProvider"])
         self._input = self.session.get_inputs()[0].name
         self.threads = threads
         self.load_seconds = time.perf_counter() - start
@@ -201,16 +206,55 @@ class OnnxRuntimeBackend(Backend):
     def settings(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        precision = "int8 (QDQ)" if self.variant == ONNX_INT8_VARIANT else "f32"
-        return {"runtime": "onnxruntime", "precision": precision, "threads": self.threads or "auto",
-                "providers": ",".join(self.session.get_providers()), "shape": "dynamic batch",
-                "version": ort.__version__}
+        return {"runtime": "onnxruntime", "precision": peers.PEERS[self.variant].precision,
+                "threads": self.threads or "auto", "providers": ",".join(self.session.get_providers()),
+                "shape": "dynamic batch", "version": ort.__version__}
+
+
+class LiteRTBackend(Backend):
+    """LiteRT (formerly TensorFlow Lite) with its default XNNPACK delegate, from the small
+    `ai-edge-litert` package: TensorFlow is not imported."""
+
+    def __init__(self, model_dir: Path, variant: str, threads: int | None = None) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        start = time.perf_counter()
+        self.variant = variant
+        self.image_size = registry.read_card(model_dir).image_size
+        self.interpreter = Interpreter(model_path=str(_peer_file(model_dir, variant)), num_threads=threads)
+        self._input = self.interpreter.get_input_details()[0]["index"]
+        self._output = self.interpreter.get_output_details()[0]["index"]
+        self._batch = 0
+        self._lock = threading.Lock()  # one interpreter holds one set of tensors
+        self.threads = threads
+        self.load_seconds = time.perf_counter() - start
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        images = self._check(images).astype(np.float32)
+        with self._lock:
+            if len(images) != self._batch:  # re-plans the tensors; the same batch size runs without it
+                self.interpreter.resize_tensor_input(self._input, list(images.shape))
+                self.interpreter.allocate_tensors()
+                self._batch = len(images)
+            self.interpreter.set_tensor(self._input, images)
+            self.interpreter.invoke()
+            return self.interpreter.get_tensor(self._output).copy()
+
+    def settings(self) -> dict[str, Any]:
+        from importlib.metadata import version
+
+        return {"runtime": "litert", "precision": peers.PEERS[self.variant].precision,
+                "threads": self.threads or "auto", "delegate": "XNNPACK (default)", "shape": "dynamic batch",
+                "version": version("ai-edge-litert")}
 
 
 def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None = None,
-                 tf_mode: str = "function", static_batch: int | None = None) -> Backend:
+                 tf_mode: str = "function", static_batch: int | None = None, threads: int | None = None) -> Backend:
+    """The backend of `variant`; `threads` applies to the peers (OpenVINO takes them in `ov_settings`)."""
     if variant == registry.TF_VARIANT:
         return TensorFlowBackend(model_dir, tf_mode)
     if variant in ONNX_VARIANTS:
-        return OnnxRuntimeBackend(model_dir, variant)
+        return OnnxRuntimeBackend(model_dir, variant, threads)
+    if variant in LITERT_VARIANTS:
+        return LiteRTBackend(model_dir, variant, threads)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

@@ -22,12 +22,13 @@ import numpy as np
 import psutil
 
 from core.backends import Backend, load_backend
+from core.peers import PEERS
 from core.settings import BackendSpec
 from core.system import exit_with_parent
 from core.timing import time_calls, time_once
 
 # The runtime each variant imports (timed); every other variant: openvino.
-RUNTIME_MODULES = {"tensorflow": "tensorflow", "onnxruntime": "onnxruntime", "onnxruntime-int8": "onnxruntime"}
+RUNTIME_MODULES = {"tensorflow": "tensorflow"} | {variant: peer.runtime for variant, peer in PEERS.items()}
 
 _PROC = psutil.Process()
 
@@ -110,7 +111,7 @@ class Loaded:
 def load(spec: BackendSpec, model_dir: str, batch: int) -> Loaded:
     """The backend of `spec`, ready for `batch`: a static shape compiles for that batch, a dynamic one takes any."""
     backend = load_backend(Path(model_dir), spec.variant, spec.ov, spec.tf_mode,
-                           static_batch=batch if spec.static else None)
+                           static_batch=batch if spec.static else None, threads=spec.threads)
     if spec.async_queue:
         run, requests = async_runner(backend)
         return Loaded(backend, run, requests)

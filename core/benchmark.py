@@ -23,12 +23,12 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from core import atomic, data, paths, registry
+from core import atomic, data, paths, peers, registry
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES
 from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import (BACKENDS, BASELINE, ONNX_INT8_VARIANT, ONNX_VARIANTS, RENAMED_BACKENDS, BackendSpec,
-                           OVSettings, Plan, SweepConfig)
+from core.settings import (BACKENDS, BASELINE, PEER_VARIANTS, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan,
+                           SweepConfig)
 from core.system import library_versions, machine_summary
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the README's reference run, shown until one's own
@@ -119,10 +119,10 @@ SUMMARY_COLUMNS = ["backend", "precision", "hint", "batch", "size", "total_s_med
 
 
 def available_backends(model_dir: Path) -> list[str]:
-    """Backends whose model file exists; the ONNX export is made on demand from the Keras model."""
+    """Backends whose model file exists; the peers' files are made on demand from the Keras model."""
     variants = set(registry.available_variants(Path(model_dir)))
     return [k for k, spec in BACKENDS.items()
-            if spec.variant in variants or (spec.variant in ONNX_VARIANTS and registry.TF_VARIANT in variants)]
+            if spec.variant in variants or (spec.variant in PEER_VARIANTS and registry.TF_VARIANT in variants)]
 
 
 def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.ndarray, dict[str, Any]]:
@@ -212,14 +212,8 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
     """Run the sweep and save it under the results folder; returns the run's folder."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     images, image_info = prepare_images(cfg, progress)
-    onnx = {BACKENDS[k].variant for k in cfg.backends} & set(ONNX_VARIANTS)
-    if onnx:
-        from core import convert  # imports TensorFlow: only when an ONNX Runtime peer is asked for
-
-        progress(Event("benchmark", 0, None, "exporting the model to ONNX (once)"))
-        convert.ensure_onnx(Path(cfg.model_dir))
-        if ONNX_INT8_VARIANT in onnx:
-            convert.ensure_onnx_int8(Path(cfg.model_dir), progress)
+    for variant in dict.fromkeys(BACKENDS[k].variant for k in cfg.backends if BACKENDS[k].variant in PEER_VARIANTS):
+        peers.ensure(Path(cfg.model_dir), variant, progress)
     card = registry.read_card(Path(cfg.model_dir))
     cells: list[Cell] = []
     backends: dict[str, Any] = {}

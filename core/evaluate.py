@@ -72,10 +72,11 @@ def evaluate_dataset(model_dir: Path, source: str | Path, variants: list[str] | 
     return score_variants(model_dir, images, labels, variants, ov_settings, progress), bad
 
 
-def validate_and_record(model_dir: Path, split: data.Split | None = None,
-                        progress: ProgressFn = ignore) -> dict[str, Scores]:
-    """Score every variant on the model's own validation and held-out splits, and write the
-    scores on its card (with the OpenVINO settings they ran with)."""
+def validate_and_record(model_dir: Path, split: data.Split | None = None, progress: ProgressFn = ignore,
+                        variants: list[str] | None = None) -> dict[str, Scores]:
+    """Score every variant (or just `variants`, added to what is there) on the model's own
+    validation and held-out splits, and write the scores on its card (with the OpenVINO settings
+    they ran with)."""
     card = registry.read_card(model_dir)
     split = split or card.rebuild_split(progress=progress)
     scores = {}
@@ -83,7 +84,9 @@ def validate_and_record(model_dir: Path, split: data.Split | None = None,
         items = getattr(split, subset)
         if items:
             images, labels, _ = data.load_arrays(items, card.image_size, progress, f"load {subset}")
-            scores[subset] = score_variants(model_dir, images, labels, progress=progress)
+            scores[subset] = score_variants(model_dir, images, labels, variants, progress=progress)
+            if variants is not None and subset in card.scores:
+                scores[subset] = card.scores[subset].merged(scores[subset])
     registry.update_card(model_dir, scores=scores, evaluated_with=OVSettings().config())
     return scores
 

@@ -63,6 +63,13 @@ class Scores:
     agreement_with_tf: dict[str, float] = field(default_factory=dict)  # variant -> share of equal top-1 classes
     max_prob_diff: dict[str, float] = field(default_factory=dict)  # variant -> max |p - p_tf|
 
+    def merged(self, other: Scores) -> Scores:
+        """These scores with `other`'s variants added (or replaced): both on the same images."""
+        if other.n_images != self.n_images:
+            raise ValueError(f"scores on {other.n_images} images cannot join scores on {self.n_images}")
+        return Scores(self.n_images, self.accuracy | other.accuracy, self.agreement_with_tf | other.agreement_with_tf,
+                      self.max_prob_diff | other.max_prob_diff)
+
 
 @dataclass(frozen=True)
 class TrainingRecord:

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import os
+import re
 import shutil
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from core import atomic, paths
 from core.model_card import ModelCard, ModelError
@@ -163,12 +164,6 @@ def save_artifact(target: Path, fill: Callable[[Path], None], required: str) -> 
 def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
     """Write openvino/<precision>/ atomically; `fill(tmp_dir)` must create model.xml there."""
     return save_artifact(Path(model_dir) / "openvino" / precision, fill, "model.xml")
-
-
-def onnx_path(model_dir: Path, int8: bool = False) -> Path:
-    """The ONNX export (or its INT8 quantization) used for the ONNX Runtime comparison: made on
-    demand, not a shipped variant."""
-    return Path(model_dir) / ("onnx-int8" if int8 else "onnx") / "model.onnx"
 
 
 def remove_stale(root: Path | None = None) -> list[Path]:

@@ -130,6 +130,10 @@ class OVSettings:
 ONNX_VARIANT = "onnxruntime"
 ONNX_INT8_VARIANT = "onnxruntime-int8"  # static QDQ quantization, calibrated on the same photos as NNCF's INT8
 ONNX_VARIANTS = (ONNX_VARIANT, ONNX_INT8_VARIANT)
+LITERT_VARIANT = "litert"
+LITERT_INT8_VARIANT = "litert-int8"  # the TFLite converter's full-integer quantization, same calibration photos
+LITERT_VARIANTS = (LITERT_VARIANT, LITERT_INT8_VARIANT)
+PEER_VARIANTS = ONNX_VARIANTS + LITERT_VARIANTS  # made on demand from the Keras model (core.peers)
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class BackendSpec:
     ov: OVSettings | None = None
     async_queue: bool = False
     static: bool = False  # compile for each batch size (as benchmark_app does) instead of a dynamic batch
+    threads: int | None = None  # a peer's thread count (None: its runtime's default)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackendSpec:
@@ -167,6 +172,8 @@ BACKENDS: dict[str, BackendSpec] = {
                                        static=True),
     "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
     "onnxruntime-int8": BackendSpec("ONNX Runtime INT8 (static QDQ, same calibration photos)", ONNX_INT8_VARIANT),
+    "litert": BackendSpec("LiteRT (XNNPACK), f32", LITERT_VARIANT),
+    "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos)", LITERT_INT8_VARIANT),
 }
 BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
 RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names

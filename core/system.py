@@ -17,7 +17,8 @@ def library_versions() -> dict[str, str]:
     out = {"python": platform.python_version()}
     for dist, key in (("tensorflow-cpu", "tensorflow"), ("tensorflow", "tensorflow"), ("keras", "keras"),
                       ("openvino", "openvino"), ("nncf", "nncf"),
-                      ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx"), ("numpy", "numpy"), ("pillow", "pillow")):
+                      ("onnxruntime", "onnxruntime"), ("tf2onnx", "tf2onnx"),
+                      ("ai-edge-litert", "litert"), ("numpy", "numpy"), ("pillow", "pillow")):
         if key in out:
             continue
         try:

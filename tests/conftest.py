@@ -66,8 +66,8 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     import fcntl
     import shutil
 
-    from core import convert, data, evaluate, training
-    from core.settings import TrainConfig
+    from core import convert, data, evaluate, peers, training
+    from core.settings import PEER_VARIANTS, TrainConfig
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, for every worker
@@ -82,8 +82,8 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
             calibration, _, _ = data.load_arrays(split.train, TINY_SIZE)
             convert.convert(path, calibration, subset_size=16)
             evaluate.validate_and_record(path, split)
-            convert.ensure_onnx(path)  # now, not by whichever test needs it: the model is shared, read-only
-            convert.ensure_onnx_int8(path)
+            for variant in PEER_VARIANTS:  # now, not by whichever test needs it: the model is shared, read-only
+                peers.ensure(path, variant)
             done.touch()
     return root / "tiny"
 

@@ -16,7 +16,7 @@ from core.settings import BACKENDS, SweepConfig
 def sweep(tiny_model, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
     cfg = SweepConfig(str(tiny_model), ["tf-predict", "tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
-                                        "onnxruntime-int8"],
+                                        "onnxruntime-int8", "litert", "litert-int8"],
                                 sizes=[4, 8], batches=[1, 4], repeats=2, images=str(tiny_dataset))
     cells = []
     run_dir = benchmark.run_sweep(cfg, on_cell=cells.append, out_root=out)
@@ -26,17 +26,18 @@ def sweep(tiny_model, tiny_dataset, tmp_path_factory):
 def test_every_cell_is_measured_in_a_separate_process(sweep):
     run_dir, cells = sweep
     run = json.loads((run_dir / "run.json").read_text())
-    assert len(run["rows"]) == len(cells) == 6 * 2 * 2
+    assert len(run["rows"]) == len(cells) == 8 * 2 * 2
     pids = {k: b["pid"] for k, b in run["backends"].items()}
-    assert len(set(pids.values())) == 6 and os.getpid() not in pids.values()
-    # OpenVINO's processes never load TensorFlow, so their memory is OpenVINO's alone.
-    assert not run["backends"]["ov-fp32"]["tensorflow_imported"]
-    assert not run["backends"]["onnxruntime"]["tensorflow_imported"]
+    assert len(set(pids.values())) == 8 and os.getpid() not in pids.values()
+    # OpenVINO's and the peers' processes never load TensorFlow, so their memory is their runtime's alone.
+    for key in ("ov-fp32", "onnxruntime", "litert", "litert-int8"):
+        assert not run["backends"][key]["tensorflow_imported"], key
     assert run["backends"]["tf-function"]["tensorflow_imported"]
     df = pd.read_csv(run_dir / "rows.csv")
     assert set(df["backend"]) == {"tf-predict", "tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
-                                  "onnxruntime-int8"}
+                                  "onnxruntime-int8", "litert", "litert-int8"}
     assert set(df[df["backend"] == "onnxruntime-int8"]["precision"]) == {"int8 (QDQ)"}
+    assert set(df[df["backend"] == "litert-int8"]["precision"]) == {"int8 (full integer)"}
     for col in ["precision", "hint", "requests", "threads", "pinning", "shape", "batch", "cpu", "library_version",
                 "total_s_median", "batch_latency_ms_p99", "throughput_ips", "rss_peak_mb", "rss_after_load_mb"]:
         assert df[col].notna().all(), col

@@ -1,0 +1,112 @@
+"""Peers: the runtimes a user would otherwise deploy the model with, each at its best.
+
+ONNX Runtime (tf2onnx export; INT8 by static QDQ) and LiteRT, formerly TensorFlow Lite (XNNPACK;
+INT8 by the TFLite converter's full-integer quantization). Both INT8 peers calibrate on the same
+seeded training photos as NNCF's INT8 IR. Each file is made from the Keras model on first use
+and scored on the model's own validation and held-out photos, like the OpenVINO variants, so a
+speed-up can be stated against the best peer within the same accuracy budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from core import registry
+from core.progress import Event, ProgressFn, ignore
+from core.settings import CALIBRATION_SIZE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
+
+
+@dataclass(frozen=True)
+class Peer:
+    runtime: str  # the module its benchmark worker imports
+    folder: str  # inside the model folder
+    filename: str
+    precision: str  # what its settings report
+    make: Callable[[Path, Path, ProgressFn], None]  # (model_dir, tmp folder to write `filename` in, progress)
+
+
+def _calibration(model_dir: Path, progress: ProgressFn) -> np.ndarray:
+    from core.convert import calibration_images
+
+    card = registry.read_card(model_dir)
+    return calibration_images(card.rebuild_split(progress=progress), card.image_size, CALIBRATION_SIZE, card.seed,
+                              progress)
+
+
+def _make_onnx(model_dir: Path, tmp: Path, progress: ProgressFn) -> None:
+    import tensorflow as tf
+    import tf2onnx
+
+    size = registry.read_card(model_dir).image_size
+    spec = (tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),)
+    tf2onnx.convert.from_keras(registry.load_keras(model_dir), input_signature=spec, opset=17,
+                               output_path=str(tmp / PEERS[ONNX_VARIANT].filename))
+
+
+def _make_onnx_int8(model_dir: Path, tmp: Path, progress: ProgressFn) -> None:
+    """Static QDQ quantization (per-channel weights) of the ONNX export."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    source = ensure(model_dir, ONNX_VARIANT, progress)
+    calibration = _calibration(model_dir, progress)
+    input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
+
+    class Photos(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._batches = iter(calibration[i : i + 1].astype(np.float32) for i in range(len(calibration)))
+
+        def get_next(self):
+            batch = next(self._batches, None)
+            return None if batch is None else {input_name: batch}
+
+    quantize_static(str(source), str(tmp / PEERS[ONNX_INT8_VARIANT].filename), Photos(),
+                    quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+                    activation_type=QuantType.QUInt8)
+
+
+def _make_litert(model_dir: Path, tmp: Path, progress: ProgressFn, int8: bool = False) -> None:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(registry.load_keras(model_dir))
+    if int8:
+        calibration = _calibration(model_dir, progress)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = lambda: ([calibration[i : i + 1].astype(np.float32)]
+                                                    for i in range(len(calibration)))
+        # Every op in int8; the float input and output stay, so every runtime gets the same pixels.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    variant = LITERT_INT8_VARIANT if int8 else LITERT_VARIANT
+    (tmp / PEERS[variant].filename).write_bytes(converter.convert())
+
+
+PEERS: dict[str, Peer] = {
+    ONNX_VARIANT: Peer("onnxruntime", "onnx", "model.onnx", "f32", _make_onnx),
+    ONNX_INT8_VARIANT: Peer("onnxruntime", "onnx-int8", "model.onnx", "int8 (QDQ)", _make_onnx_int8),
+    LITERT_VARIANT: Peer("ai_edge_litert.interpreter", "litert", "model.tflite", "f32", _make_litert),
+    LITERT_INT8_VARIANT: Peer("ai_edge_litert.interpreter", "litert-int8", "model.tflite", "int8 (full integer)",
+                              lambda m, t, p: _make_litert(m, t, p, int8=True)),
+}
+
+
+def path(model_dir: Path, variant: str) -> Path:
+    peer = PEERS[variant]
+    return Path(model_dir) / peer.folder / peer.filename
+
+
+def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
+    """The peer's model file, made (atomically) and scored on the model's card if it is not there yet."""
+    target = path(model_dir, variant)
+    if target.exists():
+        return target
+    progress(Event("peers", 0, None, f"making the {variant} model from the Keras model (once)"))
+    registry.save_artifact(target.parent, lambda tmp: PEERS[variant].make(Path(model_dir), tmp, progress),
+                           target.name)
+    from core import evaluate
+
+    evaluate.validate_and_record(Path(model_dir), progress=progress, variants=[variant])
+    return target
