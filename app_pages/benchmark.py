@@ -104,7 +104,9 @@ st.subheader("Find the best setup")
 st.caption(
     "Searches the IR variant, inference precision (only those this CPU runs natively), hint, streams, batch, "
     "static or dynamic shape and CPU pinning by successive halving: every setup briefly, then the faster half "
-    f"again on more photos, within the time budget. A setup counts only if its held-out accuracy is within "
+    "again on more photos, within the time budget; ONNX Runtime and LiteRT (f32 and INT8) over their thread "
+    "counts beside them, so OpenVINO is compared with each peer at its best. "
+    f"A setup counts only if its held-out accuracy is within "
     f"{tune.ACCURACY_BUDGET:.0%} point of TensorFlow's and it agrees with TensorFlow on at least "
     f"{tune.MIN_AGREEMENT:.0%} of the photos. The winners are saved with the model; the Predict page offers "
     "the latency winner."

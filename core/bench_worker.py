@@ -28,7 +28,7 @@ from core.system import exit_with_parent
 from core.timing import time_calls, time_once
 
 # The runtime each variant imports (timed); every other variant: openvino.
-RUNTIME_MODULES = {"tensorflow": "tensorflow"} | {variant: peer.runtime for variant, peer in PEERS.items()}
+RUNTIME_MODULES = {"tensorflow": "tensorflow"} | {variant: peer.module for variant, peer in PEERS.items()}
 
 _PROC = psutil.Process()
 

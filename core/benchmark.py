@@ -7,6 +7,7 @@ that changes a result stored with each row.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -25,7 +26,9 @@ import pandas as pd
 
 from core import atomic, data, paths, peers, registry
 from core.errors import UserError
+from core.evaluate import Guard
 from core.images import IMAGE_SUFFIXES
+from core.model_card import ModelCard
 from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.settings import (BACKENDS, BASELINE, PEER_VARIANTS, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan,
                            SweepConfig)
@@ -236,12 +239,26 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
                                             lambda ev: progress(Event("benchmark", len(cells), n_cells, ev.message)))
             if "error" in backends[key]:
                 progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {backends[key]['error']}"))
+    for key in backends:
+        backends[key]["accuracy"] = accuracy_record(card, BACKENDS[key])
     run = {"version": RUN_VERSION, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "config": asdict(cfg),
            "model": {"name": card.name, "arch": card.arch, "alpha": card.alpha, "image_size": card.image_size},
            "images": image_info, "machine": machine_summary(), "versions": library_versions(), "backends": backends,
            "rows": [c.to_json() for c in cells]}
     return save_run(run, out_root)
+
+
+def accuracy_record(card: ModelCard, spec: BackendSpec) -> dict[str, Any]:
+    """The backend's accuracy against TensorFlow's from the model's card, and whether it is within the
+    accuracy budget; saved with the run, so its summary compares like with like."""
+    scored_in = card.evaluated_with.get("INFERENCE_PRECISION_HINT", "f32")
+    if spec.ov is not None and spec.ov.precision != scored_in:
+        return {"unknown": f"scored in {scored_in}, run in {spec.ov.precision}"}
+    guard = Guard.from_card(card, spec.variant)
+    if guard is None:
+        return {"unknown": "not scored on the model's card"}
+    return asdict(guard) | {"eligible": guard.reason is None, "reason": guard.reason or ""}
 
 
 def sweep_job(ctx, config: dict[str, Any], out_root: str) -> dict[str, Any]:
@@ -341,9 +358,39 @@ def summary(run: dict[str, Any], baseline: str = BASELINE) -> list[str]:
                 f"at {r['throughput_ips']:.0f} images/s, using {r['memory_ratio']:.0%} of its peak memory "
                 f"({r['rss_peak_mb']:.0f} vs {r['base_rss_mb']:.0f} MB)."
             )
+    lines += over_best_peer(run, df)
     for key, info in run["backends"].items():
         if "error" in info:
             lines.append(f"{info['label']} failed: {info['error']}")
+    return lines
+
+
+def over_best_peer(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
+    """OpenVINO's fastest setup against the fastest peer (ONNX Runtime, LiteRT), both within the
+    accuracy budget, per batch at the largest test size; and what was left out, and why."""
+    accuracy = {k: info.get("accuracy", {"unknown": "not recorded (an older run)"})
+                for k, info in run["backends"].items()}
+    within = {k for k, a in accuracy.items() if a.get("eligible")}
+    size = int(df["size"].max())
+    lines = []
+    for batch in sorted(df["batch"].unique()):
+        cell = df[(df["batch"] == batch) & (df["size"] == size) & df["backend"].isin(within)]
+        ov = cell[cell["runtime"] == "openvino"]
+        peer = cell[cell["runtime"].isin(["onnxruntime", "litert"])]
+        if ov.empty or peer.empty:
+            continue
+        ours, theirs = ov.loc[ov["throughput_ips"].idxmax()], peer.loc[peer["throughput_ips"].idxmax()]
+        ratio = ours["throughput_ips"] / theirs["throughput_ips"]
+        faster = f"{ratio:.1f}× faster than" if ratio >= 1 else f"{1 / ratio:.1f}× slower than"
+        lines.append(f"At batch {batch} ({size} images), within the accuracy budget, the fastest OpenVINO setup "
+                     f"({ours['label']}) is {faster} the best peer ({theirs['label']}): "
+                     f"{ours['throughput_ips']:.0f} vs {theirs['throughput_ips']:.0f} images/s.")
+    if lines:
+        measured = set(df["backend"])
+        left_out = [f"{run['backends'][k]['label']} ({a.get('reason') or a.get('unknown')})"
+                    for k, a in accuracy.items() if k not in within and k in measured]
+        if left_out:
+            lines.append("Not compared, outside the accuracy budget or not scored as run: " + "; ".join(left_out) + ".")
     return lines
 
 
@@ -386,12 +433,25 @@ def predict_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeat
 def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seconds: int,
                       settings: OVSettings | None = None) -> dict[str, Any]:
     """OpenVINO's own benchmark_app on an IR of the model: with `settings`, exactly the properties we
-    compile with (through a config file); without, benchmark_app's own defaults for the hint."""
+    compile with (through a config file); without, benchmark_app's own defaults for the hint.
+    It is fed the same real photos as our cells where it can read them (it needs OpenCV for
+    that); otherwise it fills its requests with generated data, and the result says which."""
     size = registry.read_card(model_dir).image_size
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).parent / "benchmark_app")
     cmd = [exe, "-m", str(registry.variant_path(model_dir, variant)), "-d", "CPU", "-hint", hint.lower(),
            "-shape", f"[{batch},{size},{size},3]", "-t", str(seconds)]
+    inputs = "generated by benchmark_app (OpenCV, which it reads photos with, is not installed)"
     with tempfile.TemporaryDirectory(prefix="bench-app-") as tmp:
+        if importlib.util.find_spec("cv2") is not None:
+            from PIL import Image
+
+            photos, info = prepare_images(SweepConfig(str(model_dir), sizes=[max(32, batch)]))
+            folder = Path(tmp) / "photos"
+            folder.mkdir()
+            for i, photo in enumerate(photos):  # lossless, at the model's size: read back without resizing
+                Image.fromarray(photo).save(folder / f"{i:04d}.png")
+            cmd += ["-i", str(folder)]
+            inputs = f"{len(photos)} real photos ({info['origin']}; OpenCV reads them as BGR: the same work)"
         if settings is not None:
             # benchmark_app refuses -pin next to -hint; a config file passes every setting as we compile with.
             config = Path(tmp) / "config.json"
@@ -400,12 +460,14 @@ def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seco
             cmd += ["-load_config", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
     out = proc.stdout + proc.stderr
-    throughput, median = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out), re.search(r"Median:\s+([\d.]+)\s+ms", out)
+    throughput = re.search(r"Throughput:\s+([\d.]+)\s+FPS", out)
+    median = re.search(r"Median:\s+([\d.]+)\s+(us|ms|s)\b", out)  # in us below a millisecond
+    median_ms = float(median.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[median.group(2)] if median else None
     if proc.returncode != 0 or not throughput:
         raise RuntimeError(f"benchmark_app failed: {out[-1500:]}")
     requests = re.search(r"(\d+) inference requests", out)
-    return {"command": " ".join(cmd), "throughput_ips": float(throughput.group(1)), "batch": batch,
-            "median_ms": float(median.group(1)) if median else None,
+    return {"command": " ".join(cmd), "inputs": inputs, "throughput_ips": float(throughput.group(1)), "batch": batch,
+            "median_ms": median_ms,
             "requests": int(requests.group(1)) if requests else None}
 
 

@@ -158,14 +158,17 @@ def tune_scatter(result: dict) -> go.Figure:
     ones as a line; ineligible setups grey, their reason on hover."""
     from core.tune import pareto
 
-    df = pd.DataFrame([c | {"batch": c["setup"]["batch"], "shape": c["setup"]["shape"]} for c in result["candidates"]])
-    df["group"] = [o if e else "ineligible" for o, e in zip(df["objective"], df["eligible"])]
-    fig = px.scatter(df, x="p50_ms", y="throughput_ips", color="group", symbol="batch", log_x=True,
-                     hover_data={"label": True, "reason": True, "accuracy": ":.3f", "agreement_with_tf": ":.3f",
-                                 "p99_ms": ":.2f", "shape": True},
-                     color_discrete_map={"latency": "#1f77b4", "throughput": "#ff7f0e", "ineligible": "#c7c7c7"},
+    df = pd.DataFrame([c | {"batch": c["setup"]["batch"], "shape": c["setup"]["shape"],
+                            "runtime": c.get("runtime", "openvino")} for c in result["candidates"]])
+    df["group"] = [r if e else "ineligible" for r, e in zip(df["runtime"], df["eligible"])]
+    fig = px.scatter(df, x="p50_ms", y="throughput_ips", color="group", symbol="objective", log_x=True,
+                     hover_data={"label": True, "batch": True, "reason": True, "accuracy": ":.3f",
+                                 "agreement_with_tf": ":.3f", "p99_ms": ":.2f", "shape": True},
+                     color_discrete_map={runtime: palette[6] for runtime, palette in FAMILIES.items()}
+                     | {"ineligible": "#c7c7c7"},
                      title="Setups tried: latency vs throughput (up and left is better)",
-                     labels={"p50_ms": "p50 latency of a call (ms)", "throughput_ips": "images / s"})
+                     labels={"p50_ms": "p50 latency of a call (ms)", "throughput_ips": "images / s",
+                             "group": "runtime"})
     front = pd.DataFrame(pareto(result["candidates"]))
     if not front.empty:
         fig.add_scatter(x=front["p50_ms"], y=front["throughput_ips"], mode="lines", name="Pareto front",

@@ -194,7 +194,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
     model_dir = _model_dir(args.model_dir)
     result = tune.tune(model_dir, args.objective, args.budget_s, args.p99_ms, _print_progress,
-                       variants=args.variants.split(",") if args.variants else None)
+                       variants=args.variants.split(",") if args.variants else None,
+                       peer_variants=None if args.peers is None else [p for p in args.peers.split(",") if p])
     if args.benchmark_app:
         result["benchmark_app"] = tune.cross_check(model_dir, result, args.benchmark_app, _print_progress)
     if args.json:
@@ -207,6 +208,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
         print(f"{objective}: {best['label']}, batch {best['setup']['batch']}: p50 {best['p50_ms']:.2f} ms, "
               f"p99 {best['p99_ms']:.2f} ms, {best['throughput_ips']:.0f} images/s, accuracy {best['accuracy']:.1%} "
               f"(TensorFlow {best['tf_accuracy']:.1%}), agreement {best['agreement_with_tf']:.1%}")
+    for line in tune.recommendation(result):
+        if "best peer" in line or "failed" in line:
+            print(line)
     for check in result.get("benchmark_app", []):
         print(f"benchmark_app -hint {check['objective']}: {check['benchmark_app']:.2f} {check['unit']}; tuned "
               f"{check['ours']:.2f} ({'at least as good' if check['tuned_is_at_least_as_good'] else 'worse'})")
@@ -282,13 +286,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also run OpenVINO's benchmark_app for this long on each THROUGHPUT backend and compare")
     b.set_defaults(func=cmd_benchmark)
 
-    tu = sub.add_parser("tune", help="the fastest OpenVINO setup within the accuracy budget; saves tuned.json")
+    tu = sub.add_parser("tune", help="the fastest OpenVINO setup within the accuracy budget, against the peers at "
+                                     "their best; saves tuned.json")
     tu.add_argument("--model-dir", default=None)
     tu.add_argument("--objective", choices=("latency", "throughput", "both"), default="both")
     tu.add_argument("--budget-s", type=float, default=300, help="time budget in seconds (default: 300)")
     tu.add_argument("--p99-ms", type=float, default=None, help="setups whose p99 batch latency is above this are "
                                                                "ineligible")
     tu.add_argument("--variants", default=None, help="comma-separated IR variants to search (default: all)")
+    tu.add_argument("--peers", default=None, help="comma-separated peers to search beside them, from: "
+                                                  f"{', '.join(settings.PEER_VARIANTS)} (default: all; '' for none)")
     tu.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
                     help="then run benchmark_app -hint latency / -hint throughput this long on the winners' IR")
     tu.add_argument("--json", action="store_true")

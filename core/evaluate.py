@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -9,12 +10,45 @@ import numpy as np
 
 from core import data, registry
 from core.backends import Backend, load_backend
-from core.model_card import Scores
+from core.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings
 
 if TYPE_CHECKING:
     import pandas as pd
+
+# The accuracy budget: what a faster setup may cost, on the model's held-out split.
+ACCURACY_BUDGET = 0.01  # at most 1 point below TensorFlow
+MIN_AGREEMENT = 0.99  # top-1 class equal to TensorFlow's on at least this share of the photos
+
+
+@dataclass(frozen=True)
+class Guard:
+    """One variant's accuracy against TensorFlow's on the same photos; `reason` says why it is
+    outside the budget, or is None."""
+
+    accuracy: float
+    agreement_with_tf: float
+    tf_accuracy: float
+    n_images: int
+
+    @property
+    def reason(self) -> str | None:
+        if self.accuracy < self.tf_accuracy - ACCURACY_BUDGET:
+            return (f"accuracy {self.accuracy:.1%} is more than {ACCURACY_BUDGET:.0%} below TensorFlow's "
+                    f"{self.tf_accuracy:.1%}")
+        if self.agreement_with_tf < MIN_AGREEMENT:
+            return f"top-1 agreement with TensorFlow {self.agreement_with_tf:.1%} < {MIN_AGREEMENT:.0%}"
+        return None
+
+    @classmethod
+    def from_card(cls, card: ModelCard, variant: str) -> Guard | None:
+        """From the scores on the card (held-out split, else validation), if `variant` was scored."""
+        scores = card.scores.get("test") or card.scores.get("val")
+        if scores is None or variant not in scores.accuracy or registry.TF_VARIANT not in scores.accuracy:
+            return None
+        agreement = 1.0 if variant == registry.TF_VARIANT else scores.agreement_with_tf[variant]
+        return cls(scores.accuracy[variant], agreement, scores.accuracy[registry.TF_VARIANT], scores.n_images)
 
 
 def predict_batched(backend: Backend, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

@@ -22,7 +22,8 @@ from core.settings import CALIBRATION_SIZE, LITERT_INT8_VARIANT, LITERT_VARIANT,
 
 @dataclass(frozen=True)
 class Peer:
-    runtime: str  # the module its benchmark worker imports
+    runtime: str  # its family in tables and charts
+    module: str  # what its benchmark worker imports (and times)
     folder: str  # inside the model folder
     filename: str
     precision: str  # what its settings report
@@ -85,11 +86,11 @@ def _make_litert(model_dir: Path, tmp: Path, progress: ProgressFn, int8: bool = 
 
 
 PEERS: dict[str, Peer] = {
-    ONNX_VARIANT: Peer("onnxruntime", "onnx", "model.onnx", "f32", _make_onnx),
-    ONNX_INT8_VARIANT: Peer("onnxruntime", "onnx-int8", "model.onnx", "int8 (QDQ)", _make_onnx_int8),
-    LITERT_VARIANT: Peer("ai_edge_litert.interpreter", "litert", "model.tflite", "f32", _make_litert),
-    LITERT_INT8_VARIANT: Peer("ai_edge_litert.interpreter", "litert-int8", "model.tflite", "int8 (full integer)",
-                              lambda m, t, p: _make_litert(m, t, p, int8=True)),
+    ONNX_VARIANT: Peer("onnxruntime", "onnxruntime", "onnx", "model.onnx", "f32", _make_onnx),
+    ONNX_INT8_VARIANT: Peer("onnxruntime", "onnxruntime", "onnx-int8", "model.onnx", "int8 (QDQ)", _make_onnx_int8),
+    LITERT_VARIANT: Peer("litert", "ai_edge_litert.interpreter", "litert", "model.tflite", "f32", _make_litert),
+    LITERT_INT8_VARIANT: Peer("litert", "ai_edge_litert.interpreter", "litert-int8", "model.tflite",
+                              "int8 (full integer)", lambda m, t, p: _make_litert(m, t, p, int8=True)),
 }
 
 

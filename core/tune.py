@@ -1,13 +1,14 @@
-"""Tune: the fastest OpenVINO setup of a model within an accuracy budget.
+"""Tune: the fastest OpenVINO setup of a model within an accuracy budget, against the peers at theirs.
 
 1. Search space: IR variant x inference precision (f32, and bf16/f16 only where the CPU runs
    them natively) x {LATENCY: sync batch 1; THROUGHPUT: async queue, streams, batch} x static
-   or dynamic shape; CPU pinning is tried on the leaders.
+   or dynamic shape; CPU pinning is tried on the leaders. The peers (ONNX Runtime, LiteRT, f32
+   and INT8) over their thread counts, so the comparison is with each at its best.
 2. Accuracy guard, once per variant and precision: accuracy on the model's held-out split
    within `ACCURACY_BUDGET` of TensorFlow's, and top-1 agreement with TensorFlow of at least
    `MIN_AGREEMENT`.
-3. Successive halving: every setup is measured briefly, the faster half of each objective
-   again on more photos and repeats, and so on, inside the time budget. Every measurement is
+3. Successive halving: every setup is measured briefly, the faster half of each objective and
+   runtime again on more photos and repeats, and so on, inside the time budget. Every measurement is
    a benchmark cell (`core.bench_worker` in its own process), so tune and the Benchmark page
    report the same numbers.
 """
@@ -16,24 +17,24 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from core import atomic, benchmark, data, evaluate, registry
+from core import atomic, benchmark, data, evaluate, peers, registry
 from core.backends import device_info
 from core.errors import UserError
+from core.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
 from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import BackendSpec, OVSettings, Plan, SweepConfig
+from core.settings import PEER_VARIANTS, BackendSpec, OVSettings, Plan, SweepConfig
 from core.system import machine_summary
 
 TUNED_FILE = "tuned.json"
-ACCURACY_BUDGET = 0.01  # at most 1 point below TensorFlow on the held-out split
-MIN_AGREEMENT = 0.99
 OBJECTIVES = ("latency", "throughput")
 RUNGS = ((32, 2), (64, 3), (128, 5))  # (photos, repeats) of each round of successive halving
 THROUGHPUT_BATCHES = (1, 8, 32)
@@ -45,18 +46,27 @@ class Setup:
 
     objective: str
     variant: str
-    precision: str
-    hint: str
+    precision: str  # OpenVINO's inference precision; a peer's own (f32 or its INT8)
+    hint: str  # OpenVINO only ("" for a peer)
     streams: int | None  # None: the plugin's choice for the hint
     static: bool
     pinning: bool
+    threads: int | None = None  # a peer's threads; None: its runtime's default
+
+    @property
+    def runtime(self) -> str:
+        return peers.PEERS[self.variant].runtime if self.variant in peers.PEERS else "openvino"
 
     def spec(self) -> BackendSpec:
+        if self.runtime != "openvino":
+            return BackendSpec(self.describe(), self.variant, threads=self.threads)
         ov = OVSettings(self.precision, self.hint, streams=self.streams, pinning=self.pinning)
         return BackendSpec(self.describe(), self.variant, ov=ov, async_queue=self.objective == "throughput",
                            static=self.static)
 
     def describe(self) -> str:
+        if self.runtime != "openvino":
+            return f"{self.variant} {self.precision} threads {self.threads or 'auto'}"
         streams = "auto" if self.streams is None else self.streams
         return (f"{self.variant} {self.precision} {self.hint} streams {streams}, "
                 f"{'static' if self.static else 'dynamic'} shape, pinning {'on' if self.pinning else 'off'}")
@@ -70,7 +80,7 @@ def native_precisions(capabilities: list[str]) -> list[str]:
     return ["f32"] + [p for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap in capabilities]
 
 
-def search_space(variants: list[str], precisions: list[str]) -> list[Setup]:
+def search_space(variants: list[str], precisions: list[str], peer_variants: list[str] = ()) -> list[Setup]:
     setups = []
     for variant in variants:
         for precision in precisions:
@@ -78,31 +88,19 @@ def search_space(variants: list[str], precisions: list[str]) -> list[Setup]:
                 setups.append(Setup("latency", variant, precision, "LATENCY", None, static, False))
                 for streams in (None, 1):
                     setups.append(Setup("throughput", variant, precision, "THROUGHPUT", streams, static, False))
+    for variant in peer_variants:
+        for threads in dict.fromkeys((None, 1, os.cpu_count() or 1)):
+            for objective in OBJECTIVES:
+                setups.append(Setup(objective, variant, peers.PEERS[variant].precision, "", None, False, False, threads))
     return setups
 
 
 # ---------------------------------------------------------------- accuracy guard
 
-@dataclass(frozen=True)
-class Guard:
-    accuracy: float
-    agreement_with_tf: float
-    tf_accuracy: float
-    n_images: int
-
-    @property
-    def reason(self) -> str | None:
-        if self.accuracy < self.tf_accuracy - ACCURACY_BUDGET:
-            return (f"accuracy {self.accuracy:.1%} is more than {ACCURACY_BUDGET:.0%} below TensorFlow's "
-                    f"{self.tf_accuracy:.1%}")
-        if self.agreement_with_tf < MIN_AGREEMENT:
-            return f"top-1 agreement with TensorFlow {self.agreement_with_tf:.1%} < {MIN_AGREEMENT:.0%}"
-        return None
-
-
-def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str],
+def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str], peer_variants: list[str] = (),
                     progress: ProgressFn = ignore) -> dict[tuple[str, str], Guard]:
-    """Accuracy and agreement of every (variant, precision) on the held-out split, run once each."""
+    """Accuracy and agreement of every (variant, precision) on the held-out split, run once each;
+    the peers (whose precision is their own) with the first."""
     card = registry.read_card(model_dir)
     split = card.rebuild_split(progress=progress)
     items = split.test or split.val
@@ -110,12 +108,14 @@ def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str],
         raise UserError("tune needs the model's held-out (or validation) photos; none are in its split")
     images, labels, _ = data.load_arrays(items, card.image_size, progress, "load held-out photos")
     guards = {}
-    for precision in precisions:
+    for i, precision in enumerate(precisions):
+        scored = variants + list(peer_variants) if i == 0 else variants
         progress(Event("tune", 0, None, f"accuracy guard: every variant in {precision} on {len(images)} photos"))
-        scores = evaluate.score_variants(model_dir, images, labels, variants, OVSettings(precision))
-        for variant in variants:
-            guards[(variant, precision)] = Guard(scores.accuracy[variant], scores.agreement_with_tf[variant],
-                                                 scores.accuracy[registry.TF_VARIANT], scores.n_images)
+        scores = evaluate.score_variants(model_dir, images, labels, scored, OVSettings(precision))
+        for variant in scored:
+            key = (variant, peers.PEERS[variant].precision if variant in peers.PEERS else precision)
+            guards[key] = Guard(scores.accuracy[variant], scores.agreement_with_tf[variant],
+                                scores.accuracy[registry.TF_VARIANT], scores.n_images)
     return guards
 
 
@@ -160,11 +160,12 @@ class Candidate:
     def to_dict(self) -> dict[str, Any]:
         s = self.setup
         return {
-            "objective": s.objective, "label": s.describe(),
+            "objective": s.objective, "label": s.describe(), "runtime": s.runtime,
             "setup": {"variant": s.variant, "precision": s.precision, "hint": s.hint,
                       "streams": self.row["streams"], "requests": self.row["requests"], "batch": self.batch,
                       "shape": "static" if s.static else "dynamic", "pinning": s.pinning,
-                      "streams_requested": s.streams, "precision_reported": self.row["precision"]},
+                      "streams_requested": s.streams, "precision_reported": self.row["precision"],
+                      "threads": self.row["threads"]},
             "p50_ms": self.row["batch_latency_ms_p50"], "p99_ms": self.row["batch_latency_ms_p99"],
             "throughput_ips": self.row["throughput_ips"], "photos": self.row["size"], "repeats": self.row["repeats"],
             "accuracy": self.guard.accuracy, "agreement_with_tf": self.guard.agreement_with_tf,
@@ -174,10 +175,10 @@ class Candidate:
 
 def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms: float | None = None,
          progress: ProgressFn = ignore, cancel: CancelToken | None = None,
-         variants: list[str] | None = None,
+         variants: list[str] | None = None, peer_variants: list[str] | None = None,
          on_candidate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Search, guard and measure (over `variants`, default every IR variant); write `tuned.json`
-    into the model folder and return it."""
+    """Search, guard and measure (over `variants`, default every IR variant, and `peer_variants`,
+    default every peer); write `tuned.json` into the model folder and return it."""
     if objective not in (*OBJECTIVES, "both"):
         raise UserError(f"objective must be latency, throughput or both, not {objective!r}")
     objectives = OBJECTIVES if objective == "both" else (objective,)
@@ -188,9 +189,12 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     variants = [v for v in (variants or available) if v in available]
     if not variants:
         raise UserError(f"{model_dir.name} has no OpenVINO IR; convert it first")
+    peer_variants = list(PEER_VARIANTS if peer_variants is None else peer_variants)
+    for variant in peer_variants:
+        peers.ensure(model_dir, variant, progress)
     precisions = native_precisions(info["capabilities"])
-    guards = accuracy_guards(model_dir, variants, precisions, progress)
-    setups = [s for s in search_space(variants, precisions) if s.objective in objectives]
+    guards = accuracy_guards(model_dir, variants, precisions, peer_variants, progress)
+    setups = _interleave([s for s in search_space(variants, precisions, peer_variants) if s.objective in objectives])
 
     photos_needed = max(p for p, _ in RUNGS)
     images, _ = benchmark.prepare_images(SweepConfig(str(model_dir), sizes=[photos_needed]), progress)
@@ -224,10 +228,10 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
                 progress(Event("tune", i, len(alive), f"round {rung} of {len(RUNGS)} ({photos} photos, "
                                                       f"{repeats} repeats): {setup.describe()}"))
                 run(setup, photos, repeats)
-            alive = _halve(alive, measured, objectives)
-            if time.monotonic() - started > budget_s or len(alive) <= len(objectives):
+            alive = _halve(alive, measured)
+            if time.monotonic() - started > budget_s or len(alive) <= len(_groups(alive)):
                 break
-        # CPU pinning, tried on each objective's leader with the leader's last measurement length.
+        # CPU pinning, tried on each objective's OpenVINO leader with the leader's last measurement length.
         for leader in _leaders(measured, objectives):
             if time.monotonic() - started > budget_s:
                 break
@@ -244,6 +248,7 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     candidates = [c.to_dict() for c in measured.values()]
     result = {
         "objectives": {o: _best(candidates, o) for o in objectives},
+        "best_peers": {o: _best(candidates, o, among_peers=True) for o in objectives},
         "candidates": sorted(candidates, key=lambda c: (c["objective"], not c["eligible"], c["p50_ms"])),
         "failed": [{"objective": s.objective, "label": s.describe(), "error": e} for s, e in failed.items()],
         "guard": {"accuracy_budget": ACCURACY_BUDGET, "min_agreement": MIN_AGREEMENT, "p99_ms": p99_ms,
@@ -257,17 +262,35 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     return result
 
 
-def _rank(objective: str, measured: dict[tuple[Setup, int], Candidate]) -> list[Candidate]:
-    """Eligible candidates of one objective, best first."""
-    pool = [c for c in measured.values() if c.setup.objective == objective and c.reason is None]
+def _rank(objective: str, measured: dict[tuple[Setup, int], Candidate], runtime: str = "openvino") -> list[Candidate]:
+    """Eligible candidates of one objective and runtime, best first."""
+    pool = [c for c in measured.values()
+            if c.setup.objective == objective and c.setup.runtime == runtime and c.reason is None]
     return sorted(pool, key=lambda c: _score(objective, c.row))
 
 
-def _halve(alive: list[Setup], measured: dict[tuple[Setup, int], Candidate], objectives: tuple[str, ...]) -> list[Setup]:
-    """The faster half (at least one) of each objective's setups still in the race."""
+def _interleave(setups: list[Setup]) -> list[Setup]:
+    """Round-robin over (objective, runtime), so a budget that runs out in the first round has
+    measured some of every group."""
+    seen: dict[tuple[str, str], int] = {}
+    order = []
+    for s in setups:
+        group = (s.objective, s.runtime)
+        order.append((seen.get(group, 0), s))
+        seen[group] = seen.get(group, 0) + 1
+    return [s for _, s in sorted(order, key=lambda pair: pair[0])]
+
+
+def _groups(setups: list[Setup]) -> set[tuple[str, str]]:
+    return {(s.objective, s.runtime) for s in setups}
+
+
+def _halve(alive: list[Setup], measured: dict[tuple[Setup, int], Candidate]) -> list[Setup]:
+    """The faster half (at least one) of each objective's and runtime's setups still in the race, so
+    each peer's best is measured as long as OpenVINO's."""
     keep: list[Setup] = []
-    for objective in objectives:
-        ranked = list(dict.fromkeys(c.setup for c in _rank(objective, measured) if c.setup in alive))
+    for objective, runtime in sorted(_groups(alive)):
+        ranked = list(dict.fromkeys(c.setup for c in _rank(objective, measured, runtime) if c.setup in alive))
         keep += ranked[: max(1, len(ranked) // 2)]
     return keep
 
@@ -276,9 +299,11 @@ def _leaders(measured: dict[tuple[Setup, int], Candidate], objectives: tuple[str
     return [ranked[0].setup for o in objectives if (ranked := _rank(o, measured))]
 
 
-def _best(candidates: list[dict[str, Any]], objective: str) -> dict[str, Any] | None:
-    """The winner among the longest-measured eligible candidates (short early runs are noisier)."""
-    pool = [c for c in candidates if c["objective"] == objective and c["eligible"]]
+def _best(candidates: list[dict[str, Any]], objective: str, among_peers: bool = False) -> dict[str, Any] | None:
+    """The winner among the longest-measured eligible OpenVINO candidates (short early runs are
+    noisier), or among the peers'."""
+    pool = [c for c in candidates if c["objective"] == objective and c["eligible"]
+            and (c.get("runtime", "openvino") != "openvino") == among_peers]
     if not pool:
         return None
     longest = max(c["photos"] * c["repeats"] for c in pool)
@@ -308,7 +333,7 @@ def cross_check(model_dir: Path, result: dict[str, Any], seconds: int = 15,
             holds = ours >= their_value
         checks.append({"objective": objective, "ours": ours, "benchmark_app": their_value, "unit": unit,
                        "tuned_is_at_least_as_good": holds, "command": theirs["command"],
-                       "benchmark_app_requests": theirs["requests"]})
+                       "benchmark_app_requests": theirs["requests"], "benchmark_app_inputs": theirs["inputs"]})
     atomic.write_json(Path(model_dir) / TUNED_FILE, result | {"benchmark_app": checks})
     return checks
 
@@ -328,6 +353,17 @@ def pareto(candidates: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return sorted(front, key=lambda c: c["p50_ms"])
 
 
+def over_best_peer(result: dict[str, Any], objective: str) -> float | None:
+    """How many times faster OpenVINO's winner is than the best peer within the same accuracy budget
+    (p50 latency, or throughput), both from this tuning; None without both."""
+    ours, peer = result["objectives"].get(objective), result.get("best_peers", {}).get(objective)
+    if not ours or not peer:
+        return None
+    if objective == "latency":
+        return peer["p50_ms"] / ours["p50_ms"]
+    return ours["throughput_ips"] / peer["throughput_ips"]
+
+
 def recommendation(result: dict[str, Any]) -> list[str]:
     """The tuning in plain words."""
     lines = []
@@ -338,6 +374,18 @@ def recommendation(result: dict[str, Any]) -> list[str]:
     if throughput:
         lines.append(f"For bulk use {throughput['label']} at batch {throughput['setup']['batch']}: "
                      f"{throughput['throughput_ips']:.0f} photos/s, accuracy {throughput['accuracy']:.1%}.")
+    for objective, peer in result.get("best_peers", {}).items():
+        ratio = over_best_peer(result, objective)
+        if ratio is None:
+            continue
+        ours = result["objectives"][objective]
+        figure = (f"{ours['p50_ms']:.2f} vs {peer['p50_ms']:.2f} ms p50" if objective == "latency"
+                  else f"{ours['throughput_ips']:.0f} vs {peer['throughput_ips']:.0f} photos/s")
+        faster = f"{ratio:.2f}× faster than" if ratio >= 1 else f"{1 / ratio:.2f}× slower than"
+        runs = [f"{c['photos']} photos × {c['repeats']} repeats" for c in (ours, peer)]
+        measured = runs[0] + " each" if runs[0] == runs[1] else f"{runs[0]} vs {runs[1]}"
+        lines.append(f"For {objective}, OpenVINO's winner is {faster} the best peer within the same accuracy budget, "
+                     f"{peer['label']} ({figure}; {measured}, in this tuning).")
     int8 = [c for c in result["candidates"] if c["setup"]["variant"] == "openvino-int8"]
     if int8:
         c = max(int8, key=lambda c: c["accuracy"])

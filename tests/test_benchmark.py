@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_SIZE, app_test
-from core import bench_worker, benchmark
+from core import bench_worker, benchmark, registry
 from core.settings import BACKENDS, SweepConfig
 
 
@@ -48,10 +48,11 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
     assert tput["hint"] == "THROUGHPUT" and tput["mode"] == "async" and tput["requests"] >= 1
 
 
-def _cell(backend: str, batch: int, seconds: float, rss: float) -> dict:
+def _cell(backend: str, batch: int, seconds: float, rss: float, runtime: str | None = None) -> dict:
     """A row of a made-up run: only what `summary` reads is filled in."""
     settings = dict.fromkeys(benchmark.SETTINGS_COLUMNS) | {
-        "backend": backend, "label": BACKENDS[backend].label, "precision": "f32", "batch": batch, "size": 100}
+        "backend": backend, "label": BACKENDS[backend].label, "precision": "f32", "batch": batch, "size": 100,
+        "runtime": runtime}
     result = dict.fromkeys(benchmark.RESULT_COLUMNS) | {
         "total_s_median": seconds, "throughput_ips": 100 / seconds, "rss_peak_mb": rss}
     return {"settings": settings, "load": dict.fromkeys(benchmark.LOAD_COLUMNS), "result": result}
@@ -69,6 +70,33 @@ def test_summary_states_ratios_over_the_baseline_in_the_same_run():
     ]
     run["rows"] = run["rows"][1:]  # no baseline in the run: no ratio is made up
     assert benchmark.summary(run) == []
+
+
+def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget(tiny_model):
+    card = registry.read_card(tiny_model)
+    within = {"accuracy": 0.9, "agreement_with_tf": 1.0, "tf_accuracy": 0.9, "n_images": 100, "eligible": True,
+              "reason": ""}
+    outside = within | {"agreement_with_tf": 0.9, "eligible": False, "reason": "top-1 agreement with TensorFlow 90.0% < 99%"}
+    run = {"backends": {"tf-function": {"label": BACKENDS["tf-function"].label, "accuracy": within},
+                        "ov-fp32": {"label": BACKENDS["ov-fp32"].label, "accuracy": within},
+                        "ov-int8": {"label": BACKENDS["ov-int8"].label, "accuracy": outside},
+                        "ov-fp32-default": {"label": BACKENDS["ov-fp32-default"].label,
+                                            "accuracy": benchmark.accuracy_record(card, BACKENDS["ov-fp32-default"])},
+                        "litert": {"label": BACKENDS["litert"].label, "accuracy": within},
+                        "onnxruntime-int8": {"label": BACKENDS["onnxruntime-int8"].label, "accuracy": outside}},
+           "rows": [_cell("tf-function", 1, 2.0, 800, "tensorflow"), _cell("ov-fp32", 1, 0.5, 200, "openvino"),
+                    _cell("ov-int8", 1, 0.2, 150, "openvino"), _cell("ov-fp32-default", 1, 0.1, 200, "openvino"),
+                    _cell("litert", 1, 0.4, 100, "litert"), _cell("onnxruntime-int8", 1, 0.3, 100, "onnxruntime")]}
+    lines = benchmark.summary(run)
+    # INT8 (faster, but outside the budget) and the bf16 default (not scored as run) are not the ones compared.
+    assert ("At batch 1 (100 images), within the accuracy budget, the fastest OpenVINO setup (OpenVINO FP32 IR, f32) "
+            "is 1.2× slower than the best peer (LiteRT (XNNPACK), f32): 200 vs 250 images/s.") in lines
+    left_out = lines[-1]
+    assert left_out.startswith("Not compared") and "OpenVINO INT8 IR (top-1 agreement" in left_out
+    assert "ONNX Runtime INT8" in left_out and "plugin default precision (scored in f32, run in default)" in left_out
+    # A real card: the FP32 IR in f32 is within the budget, the peer files were scored when they were made.
+    assert benchmark.accuracy_record(card, BACKENDS["ov-fp32"])["eligible"]
+    assert benchmark.accuracy_record(card, BACKENDS["litert"])["eligible"]
 
 
 def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
@@ -212,3 +240,11 @@ def test_charts_name_backends_in_words_and_colour_them_by_runtime():
     legend = {trace.name for trace in charts.run_figures(df)["Time trend"].data}
     assert legend == set(df["label"]) and not legend & set(df["backend"])
     assert px.colors.sequential.Blues is charts.FAMILIES["openvino"]
+
+
+def test_benchmark_app_is_fed_the_same_real_photos(tiny_model):
+    """OpenVINO's own meter, for the cross-checks: on the model's photos, not generated data."""
+    result = benchmark.run_benchmark_app(tiny_model, "openvino-fp32", "latency", 1, seconds=1)
+    assert result["inputs"].startswith("32 real photos") and " -i " in result["command"]
+    # The tiny model runs in microseconds, which benchmark_app prints in us: read as ms here.
+    assert result["throughput_ips"] > 0 and 0 < result["median_ms"] < 1000 / result["throughput_ips"] * 10

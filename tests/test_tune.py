@@ -28,8 +28,8 @@ def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
         return score(model_dir, images, labels, variants, ov_settings)
 
     monkeypatch.setattr(evaluate, "score_variants", counted)
-    result = tune.tune(tuned_model, "both", budget_s=8, variants=["openvino-fp32", "openvino-int8"],
-                       on_candidate=rows.append)
+    result = tune.tune(tuned_model, "both", budget_s=10, variants=["openvino-fp32", "openvino-int8"],
+                       peer_variants=["litert"], on_candidate=rows.append)
     precisions = tune.native_precisions(device_info()["capabilities"])
     assert calls == precisions  # the guard ran once per precision (every variant at once), not per setup
     assert json.loads((tuned_model / tune.TUNED_FILE).read_text()) == json.loads(json.dumps(result))
@@ -38,15 +38,21 @@ def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
     assert set(result["objectives"]) == {"latency", "throughput"}
     for c in result["candidates"]:
         assert set(c["setup"]) >= {"variant", "precision", "hint", "streams", "requests", "batch", "shape", "pinning"}
+        if c["runtime"] == "litert":  # the peer, over its thread counts
+            assert c["setup"]["variant"] == "litert" and c["setup"]["threads"] is not None
+            continue
         assert c["setup"]["variant"] in ("openvino-fp32", "openvino-int8") and c["setup"]["precision"] in precisions
         assert c["eligible"] == (c["reason"] == "")
         fp32 = c["setup"]["variant"] == "openvino-fp32" and c["setup"]["precision"] == "f32"
         assert not fp32 or c["eligible"], c  # FP32 in f32 is TensorFlow's answer: always within the budget
     for objective, best in result["objectives"].items():
         if best is not None:
-            assert best["eligible"] and best["objective"] == objective
+            assert best["eligible"] and best["objective"] == objective and best["runtime"] == "openvino"
+    # LiteRT f32 gives TensorFlow's answers: within the budget, so it is the best peer to beat.
+    assert {p["runtime"] for p in result["best_peers"].values()} == {"litert"}
+    lines = tune.recommendation(result)
+    assert sum("the best peer within the same accuracy budget" in line for line in lines) == 2
     assert result["machine"]["capabilities"] == device_info()["capabilities"]
-    assert tune.recommendation(result)
 
 
 def test_a_setup_that_crashes_is_left_out_and_the_search_goes_on(tuned_model, monkeypatch):
@@ -59,7 +65,7 @@ def test_a_setup_that_crashes_is_left_out_and_the_search_goes_on(tuned_model, mo
         return real(key, spec, *args, **kwargs)
 
     monkeypatch.setattr(tune.benchmark, "measure_backend", crashing_with_one_stream)
-    result = tune.tune(tuned_model, "throughput", budget_s=5, variants=["openvino-fp32"])
+    result = tune.tune(tuned_model, "throughput", budget_s=5, variants=["openvino-fp32"], peer_variants=[])
     assert result["failed"] and all("streams 1," in f["label"] for f in result["failed"])
     assert result["objectives"]["throughput"] is not None
     assert all(c["setup"]["streams_requested"] is None for c in result["candidates"])
