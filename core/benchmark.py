@@ -381,7 +381,8 @@ def over_best_peer(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
             continue
         ours, theirs = ov.loc[ov["throughput_ips"].idxmax()], peer.loc[peer["throughput_ips"].idxmax()]
         ratio = ours["throughput_ips"] / theirs["throughput_ips"]
-        faster = f"{ratio:.1f}× faster than" if ratio >= 1 else f"{1 / ratio:.1f}× slower than"
+        faster = (f"{ratio:.1f}× faster than" if ratio >= 1.05 else f"{1 / ratio:.1f}× slower than"
+                  if ratio <= 1 / 1.05 else "as fast as (within 5%)")
         lines.append(f"At batch {batch} ({size} images), within the accuracy budget, the fastest OpenVINO setup "
                      f"({ours['label']}) is {faster} the best peer ({theirs['label']}): "
                      f"{ours['throughput_ips']:.0f} vs {theirs['throughput_ips']:.0f} images/s.")

@@ -7,6 +7,7 @@ elsewhere (`model_card`, `benchmark.Cell`); this module holds only what was *ask
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -172,8 +173,10 @@ BACKENDS: dict[str, BackendSpec] = {
                                        static=True),
     "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
     "onnxruntime-int8": BackendSpec("ONNX Runtime INT8 (static QDQ, same calibration photos)", ONNX_INT8_VARIANT),
-    "litert": BackendSpec("LiteRT (XNNPACK), f32", LITERT_VARIANT),
-    "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos)", LITERT_INT8_VARIANT),
+    # LiteRT's own default is one thread; the other runtimes use every core unless told, so it does too.
+    "litert": BackendSpec("LiteRT (XNNPACK), f32, a thread per core", LITERT_VARIANT, threads=os.cpu_count() or 1),
+    "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos), a thread per core",
+                               LITERT_INT8_VARIANT, threads=os.cpu_count() or 1),
 }
 BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
 RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names

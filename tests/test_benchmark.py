@@ -90,7 +90,7 @@ def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget
     lines = benchmark.summary(run)
     # INT8 (faster, but outside the budget) and the bf16 default (not scored as run) are not the ones compared.
     assert ("At batch 1 (100 images), within the accuracy budget, the fastest OpenVINO setup (OpenVINO FP32 IR, f32) "
-            "is 1.2× slower than the best peer (LiteRT (XNNPACK), f32): 200 vs 250 images/s.") in lines
+            "is 1.2× slower than the best peer (LiteRT (XNNPACK), f32, a thread per core): 200 vs 250 images/s.") in lines
     left_out = lines[-1]
     assert left_out.startswith("Not compared") and "OpenVINO INT8 IR (top-1 agreement" in left_out
     assert "ONNX Runtime INT8" in left_out and "plugin default precision (scored in f32, run in default)" in left_out
