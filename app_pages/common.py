@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import pandas as pd
 import streamlit as st
 
 from core import access, paths, registry, workspace
@@ -247,3 +248,32 @@ def show_job_failure(job: Job, what: str) -> None:
         st.error(f"{what} failed: {job.error}")
     elif job.status == "cancelled":
         st.info(f"{what} was cancelled; nothing was saved.")
+
+
+def show_quality(entry: registry.ModelEntry, variant: str = registry.TF_VARIANT) -> None:
+    """Per-class accuracy and the confusion matrix on the held-out split (else validation), with
+    the interval, and a few of TensorFlow's wrong answers where the server still has the photos."""
+    from core import charts
+
+    card = entry.card
+    subset = "test" if "test" in card.scores else "val" if "val" in card.scores else None
+    scores = card.scores.get(subset) if subset else None
+    if scores is None or variant not in scores.confusion:
+        return
+    split = "held-out split, never used for model selection" if subset == "test" else "validation split"
+    low, high = scores.accuracy_ci95[variant]
+    st.markdown(f"**{variant}: {scores.accuracy[variant]:.1%}** on the {split} ({scores.n_images} photos; "
+                f"95% Wilson interval {low:.1%}–{high:.1%}).")
+    c1, c2 = st.columns([1, 2])
+    per_class = scores.per_class_accuracy(variant, card.classes)
+    c1.dataframe(pd.DataFrame({"class": list(per_class), "accuracy": list(per_class.values()),
+                               "photos": [sum(r) for r in scores.confusion[variant]]}),
+                 hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.3f")})
+    c2.plotly_chart(charts.confusion_matrix(scores.confusion[variant], card.classes, f"{variant}, {subset} split"),
+                    width="stretch", key=f"confusion-{entry.name}-{variant}-{subset}")
+    wrong = [(m, photo) for m in scores.misclassified if (photo := card.local_photo(m["file"])) is not None]
+    if wrong:
+        st.caption(f"Some of TensorFlow's {len(scores.misclassified)} wrong answers on this split:")
+        cols = st.columns(6)
+        for col, (m, photo) in zip(cols, wrong[:6]):
+            col.image(str(photo), caption=f"{m['true']} → {m['predicted']} ({m['probability']:.0%})")

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import active_model, predictor
+from app_pages.common import active_model, predictor, show_quality
 from core import evaluate
 from core.backends import device_info
 from core.settings import OVSettings
@@ -45,6 +45,9 @@ if "val" in card.scores:
     st.caption(f"Accuracy on the model's validation split ({card.scores['val'].n_images} images)"
                + (f" and on a held-out split never used for model selection ({n_test} images)." if n_test else ".")
                + " Single-image latency: median of 20 warm calls in the training job's process.")
+
+st.subheader("Accuracy per class")
+show_quality(entry)
 
 st.subheader("Runtime")
 info = device_info()

@@ -11,8 +11,8 @@ import streamlit as st
 from PIL import Image
 
 from app_pages.common import (MODEL_KEY, access_config, current_workspace, is_owner, limits, my_job,
-                              rerun_when_finished, show_busy_elsewhere, show_job_failure, show_refusal,
-                              starting_job)
+                              rerun_when_finished, show_busy_elsewhere, show_job_failure, show_quality,
+                              show_refusal, starting_job)
 from core import data, paths, registry, settings, training, workspace
 from core.errors import UserError
 from core.images import ImageError, for_display, open_image
@@ -120,7 +120,13 @@ with st.container(border=True):
     ft_layers = c3.number_input("Fine-tuned backbone layers", 1, 200, recipe.fine_tune_layers,
                                 key=f"ftl-{recipe_name}")
     batch = c4.number_input("Batch size", 4, 256, recipe.batch_size, key=f"batch-{recipe_name}")
-    augment = st.checkbox("Augmentation (flip, rotate, zoom)", recipe.augment, key=f"aug-{recipe_name}")
+    c1, c2, c3 = st.columns(3)
+    augment = c1.checkbox("Augmentation (flip, rotate, zoom)", recipe.augment, key=f"aug-{recipe_name}")
+    strong = c2.checkbox("Stronger: random crops and colour jitter", recipe.strong_augment, key=f"strong-{recipe_name}",
+                         disabled=not augment)
+    schedule = c3.selectbox("Fine-tuning learning rate", list(settings.SCHEDULES),
+                            index=settings.SCHEDULES.index(recipe.schedule), key=f"sched-{recipe_name}",
+                            help="cosine: one epoch of warm-up, then a cosine decay to zero")
     # The default is set once per session: a default that changed every minute reset what was typed.
     st.session_state.setdefault("name", f"{arch}-{time.strftime('%Y%m%d-%H%M')}")
     name = st.text_input("Model name", key="name")
@@ -129,7 +135,7 @@ with st.container(border=True):
         cfg = settings.TrainConfig(**(asdict(recipe) | dict(
             arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
             fine_tune_epochs=int(ft_epochs) if arch == "mobilenet_v2" else 0, fine_tune_layers=int(ft_layers),
-            batch_size=int(batch), augment=augment)))
+            batch_size=int(batch), augment=augment, strong_augment=augment and strong, schedule=schedule)))
     except UserError as exc:
         st.error(str(exc))
     fits = True
@@ -201,6 +207,9 @@ def live() -> None:
         st.success(f"`{Path(result['path']).name}` is ready and selectable in the "
                    f"sidebar ({job.elapsed:.0f} s, job memory {job.peak_rss_mb:.0f} MB peak).")
         st.dataframe(pd.DataFrame(result["table"]), hide_index=True, width="stretch")
+        trained = Path(result["path"])
+        if (trained / registry.METADATA_FILE).exists():
+            show_quality(registry.ModelEntry(trained.name, trained, registry.read_card(trained), True))
     show_job_failure(job, "Training")
 
 

@@ -174,3 +174,14 @@ def tune_scatter(result: dict) -> go.Figure:
         fig.add_scatter(x=front["p50_ms"], y=front["throughput_ips"], mode="lines", name="Pareto front",
                         line=dict(color="black", dash="dot"))
     return fig
+
+
+def confusion_matrix(matrix: list[list[int]], classes: tuple[str, ...], title: str) -> go.Figure:
+    """Counts of true (rows) vs predicted (columns) classes, each row's share as the colour."""
+    counts = pd.DataFrame(matrix, index=list(classes), columns=list(classes))
+    shares = counts.div(counts.sum(axis=1).replace(0, 1), axis=0)
+    fig = px.imshow(shares, text_auto=False, color_continuous_scale="Blues", zmin=0, zmax=1, title=title,
+                    labels={"x": "predicted", "y": "true", "color": "share of the row"})
+    fig.update_traces(text=counts.values, texttemplate="%{text}",
+                      hovertemplate="true %{y}, predicted %{x}: %{text} photos (%{z:.0%} of the row)<extra></extra>")
+    return fig

@@ -132,12 +132,33 @@ def resolve(source: str | Path, cache: Path | None = None, progress: ProgressFn 
     URLs go through `policy` (default: the official archive only). With `roots`, a folder or
     archive path must lie inside one of them (the app passes the owner's data roots, or none
     for a visitor); without, any local path is taken (the CLI, run by the owner)."""
-    cache = Path(cache or paths.cache_dir())
+    root = _resolve(source, Path(cache or paths.cache_dir()), progress, policy, roots, fetch=True)
+    assert root is not None  # with fetch=True it downloads and extracts what it must, or raises
+    return root
+
+
+def local_root(source: str | Path) -> Path | None:
+    """The dataset folder of `source` if this server already has it (extracted, or a folder);
+    None where `resolve` would have to download or extract first. Never fetches anything."""
+    try:
+        return _resolve(source, paths.cache_dir(), ignore, None, None, fetch=False)
+    except (DatasetError, OSError):
+        return None
+
+
+def _resolve(source: str | Path, cache: Path, progress: ProgressFn, policy: DownloadPolicy | None,
+             roots: tuple[Path, ...] | None, fetch: bool) -> Path | None:
     text = str(source)
     if is_url(text):
         mirror = os.environ.get(MIRROR_ENV)
-        archive = Path(mirror) if text == OFFICIAL_URL and mirror else download(text, cache / "downloads", progress,
-                                                                               policy)
+        if text == OFFICIAL_URL and mirror:
+            archive = Path(mirror)
+        elif fetch:
+            archive = download(text, cache / "downloads", progress, policy)
+        else:
+            archive = _download_path(text, cache / "downloads")
+            if not archive.exists():
+                return None
     else:
         archive = Path(text).expanduser() if roots is None else inside_roots(text, roots)
         if archive.is_dir():
@@ -150,6 +171,8 @@ def resolve(source: str | Path, cache: Path | None = None, progress: ProgressFn 
     key = hashlib.sha1(f"{archive.resolve()}|{stat.st_size}|{stat.st_mtime_ns}".encode()).hexdigest()[:12]
     target = cache / "datasets" / f"{_stem(archive.name)}-{key}"
     if not target.is_dir():
+        if not fetch:
+            return None
         extract(archive, target, progress)
     return dataset_root(target)
 
@@ -184,14 +207,19 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _download_path(url: str, folder: Path) -> Path:
+    """Where `download` keeps `url`: a folder per URL, the file under its own name."""
+    return Path(folder) / _url_key(url) / (Path(urllib.parse.urlsplit(url).path).name or "dataset.tgz")
+
+
 def download(url: str, folder: Path, progress: ProgressFn = ignore, policy: DownloadPolicy | None = None) -> Path:
     """Fetch `url` once into `folder`, keyed by the URL itself. The size and sha256 of the first good
     download are recorded beside it and checked on every reuse; a refused URL is never requested."""
     policy = policy or DownloadPolicy(allowed_urls())
     policy.check(url)
-    name = Path(urllib.parse.urlsplit(url).path).name or "dataset.tgz"
-    folder = Path(folder) / _url_key(url)
-    dest, record_path = folder / name, folder / "download.json"
+    dest = _download_path(url, folder)
+    folder, name = dest.parent, dest.name
+    record_path = folder / "download.json"
     if dest.exists() and record_path.exists():
         record = json.loads(record_path.read_text())
         if dest.stat().st_size == record["size"] and _sha256(dest) == record["sha256"]:

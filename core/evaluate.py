@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import data, registry
+from core import data, peers, registry
 from core.backends import Backend, load_backend
 from core.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
@@ -62,8 +62,10 @@ def score_variants(
     variants: list[str] | None = None,
     ov_settings: OVSettings | None = None,
     progress: ProgressFn = ignore,
+    files: list[str] | None = None,
 ) -> Scores:
-    """Run every variant (TensorFlow always) on `images`: accuracy, and agreement with TensorFlow."""
+    """Run every variant (TensorFlow always) on `images`: accuracy, agreement with TensorFlow and the
+    confusion matrix; with `files` (one name per image), TensorFlow's wrong answers too."""
     variants = variants or registry.available_variants(model_dir)
     if registry.TF_VARIANT not in variants:
         variants = [registry.TF_VARIANT, *variants]
@@ -72,14 +74,27 @@ def score_variants(
         progress(Event("evaluate", i, len(variants), f"running {variant} on {len(images)} images"))
         probs[variant] = predict_batched(load_backend(model_dir, variant, ov_settings), images)
     progress(Event("evaluate", len(variants), len(variants), "evaluation done"))
+    classes = registry.read_card(model_dir).classes
     reference = np.argmax(probs[registry.TF_VARIANT], 1)
     others = {v: p for v, p in probs.items() if v != registry.TF_VARIANT}
+    wrong = np.flatnonzero(reference != labels) if files is not None else []
     return Scores(
         n_images=int(len(images)),
         accuracy={v: float(np.mean(np.argmax(p, 1) == labels)) for v, p in probs.items()},
         agreement_with_tf={v: float(np.mean(np.argmax(p, 1) == reference)) for v, p in others.items()},
         max_prob_diff={v: float(np.max(np.abs(p - probs[registry.TF_VARIANT]))) for v, p in others.items()},
+        confusion={v: confusion_matrix(labels, np.argmax(p, 1), len(classes)) for v, p in probs.items()},
+        misclassified=tuple({"file": files[i], "true": classes[labels[i]], "predicted": classes[reference[i]],
+                             "probability": round(float(probs[registry.TF_VARIANT][i, reference[i]]), 4)}
+                            for i in wrong),
     )
+
+
+def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) -> list[list[int]]:
+    """Counts of [true class][predicted class]."""
+    matrix = np.zeros((n_classes, n_classes), dtype=int)
+    np.add.at(matrix, (labels, predicted), 1)
+    return matrix.tolist()
 
 
 def evaluate_dataset(model_dir: Path, source: str | Path, variants: list[str] | None = None,
@@ -108,17 +123,22 @@ def evaluate_dataset(model_dir: Path, source: str | Path, variants: list[str] | 
 
 def validate_and_record(model_dir: Path, split: data.Split | None = None, progress: ProgressFn = ignore,
                         variants: list[str] | None = None) -> dict[str, Scores]:
-    """Score every variant (or just `variants`, added to what is there) on the model's own
-    validation and held-out splits, and write the scores on its card (with the OpenVINO settings
-    they ran with)."""
+    """Score every variant and every peer made so far (or just `variants`, added to what is there)
+    on the model's own validation and held-out splits, and write the scores on its card (with the
+    OpenVINO settings they ran with)."""
     card = registry.read_card(model_dir)
     split = split or card.rebuild_split(progress=progress)
+    scored = variants or registry.available_variants(model_dir) + peers.present(model_dir)
     scores = {}
     for subset in ("val", "test"):
         items = getattr(split, subset)
         if items:
-            images, labels, _ = data.load_arrays(items, card.image_size, progress, f"load {subset}")
-            scores[subset] = score_variants(model_dir, images, labels, variants, progress=progress)
+            images, labels, bad = data.load_arrays(items, card.image_size, progress, f"load {subset}")
+            # As `class/name` under the dataset's root: where the server still has the data, a page can show them.
+            unreadable = {b.split(": ", 1)[0] for b in bad}
+            files = [f"{Path(f).parent.name}/{Path(f).name}" for f, _ in items if Path(f).name not in unreadable]
+            scores[subset] = score_variants(model_dir, images, labels, scored, progress=progress,
+                                            files=files if len(files) == len(images) else None)
             if variants is not None and subset in card.scores:
                 scores[subset] = card.scores[subset].merged(scores[subset])
     registry.update_card(model_dir, scores=scores, evaluated_with=OVSettings().config())
@@ -134,9 +154,11 @@ def variant_table(model_dir: Path) -> pd.DataFrame:
     for variant in registry.available_variants(model_dir):
         row: dict[str, Any] = {"variant": variant,
                                "size (MB)": round(registry.variant_size_bytes(model_dir, variant) / 1e6, 2)}
-        for subset, label in (("val", "val accuracy"), ("test", "held-out accuracy")):
+        for subset, label in (("val", "val"), ("test", "held-out")):
             if subset in card.scores and variant in card.scores[subset].accuracy:
-                row[label] = card.scores[subset].accuracy[variant]
+                row[f"{label} accuracy"] = card.scores[subset].accuracy[variant]
+                low, high = card.scores[subset].accuracy_ci95[variant]
+                row[f"{label} 95% interval"] = f"{low:.1%}–{high:.1%}"
         for subset, s in card.scores.items():
             if variant in s.agreement_with_tf:
                 row[f"top-1 agreement with TF ({subset})"] = s.agreement_with_tf[variant]

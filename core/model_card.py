@@ -54,6 +54,15 @@ class DataRecord:
     skipped_non_images: int = 0
 
 
+def wilson_interval(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """The Wilson score interval (95% by default) of an accuracy measured on `n` photos."""
+    if n <= 0:
+        return (0.0, 1.0)
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * (accuracy * (1 - accuracy) / n + z * z / (4 * n * n)) ** 0.5
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
 @dataclass(frozen=True)
 class Scores:
     """Every variant on one subset of the model's split: the same images for all of them."""
@@ -62,13 +71,31 @@ class Scores:
     accuracy: dict[str, float]  # variant -> top-1 accuracy
     agreement_with_tf: dict[str, float] = field(default_factory=dict)  # variant -> share of equal top-1 classes
     max_prob_diff: dict[str, float] = field(default_factory=dict)  # variant -> max |p - p_tf|
+    accuracy_ci95: dict[str, tuple[float, float]] = field(default_factory=dict)  # variant -> Wilson 95% interval
+    confusion: dict[str, list[list[int]]] = field(default_factory=dict)  # variant -> [true class][predicted class]
+    misclassified: tuple[dict[str, Any], ...] = ()  # TensorFlow's wrong answers: file (class/name), true, predicted
+
+    def __post_init__(self) -> None:
+        # Derived, so older cards get it too; stored so metadata.json shows it beside the accuracy.
+        intervals = {v: tuple(self.accuracy_ci95.get(v) or wilson_interval(a, self.n_images))
+                     for v, a in self.accuracy.items()}
+        object.__setattr__(self, "accuracy_ci95", intervals)
+        object.__setattr__(self, "misclassified", tuple(self.misclassified))
+
+    def per_class_accuracy(self, variant: str, classes: tuple[str, ...]) -> dict[str, float]:
+        """Recall of each class (the share of its photos answered right), from the confusion matrix."""
+        matrix = self.confusion.get(variant)
+        if not matrix:
+            return {}
+        return {c: (row[i] / sum(row) if sum(row) else float("nan")) for i, (c, row) in enumerate(zip(classes, matrix))}
 
     def merged(self, other: Scores) -> Scores:
         """These scores with `other`'s variants added (or replaced): both on the same images."""
         if other.n_images != self.n_images:
             raise ValueError(f"scores on {other.n_images} images cannot join scores on {self.n_images}")
         return Scores(self.n_images, self.accuracy | other.accuracy, self.agreement_with_tf | other.agreement_with_tf,
-                      self.max_prob_diff | other.max_prob_diff)
+                      self.max_prob_diff | other.max_prob_diff, self.accuracy_ci95 | other.accuracy_ci95,
+                      self.confusion | other.confusion, self.misclassified)
 
 
 @dataclass(frozen=True)
@@ -116,14 +143,28 @@ class ModelCard:
         """The train/val/test split this model was trained with, from its recorded (or a moved) source."""
         if self.data is None:
             raise ModelError(f"{self.name} does not record the data it was trained on")
-        source = source or self.data.source
-        if not data.is_url(source) and not Path(source).exists() and (paths.PROJECT_ROOT / source).exists():
-            source = str(paths.PROJECT_ROOT / source)  # relative to the project, as recorded by the CLI
-        info = data.scan(data.resolve(source, progress=progress))
+        info = data.scan(data.resolve(self._source(source), progress=progress))
         if tuple(info.classes) != self.classes:
             raise ModelError(f"the dataset's classes {info.classes} differ from the model's {list(self.classes)}")
         s = self.data.split
         return data.split(info, s.val_fraction, s.test_fraction, s.seed)
+
+    def _source(self, source: str | None = None) -> str:
+        source = source or self.data.source
+        if not data.is_url(source) and not Path(source).exists() and (paths.PROJECT_ROOT / source).exists():
+            source = str(paths.PROJECT_ROOT / source)  # relative to the project, as recorded by the CLI
+        return source
+
+    def local_photo(self, file: str) -> Path | None:
+        """A photo of the model's data set by its `class/name` (as in `Scores.misclassified`), if this
+        server still has the data set; nothing is downloaded or extracted for it."""
+        if self.data is None:
+            return None
+        root = data.local_root(self._source())
+        if root is None:
+            return None
+        photo = (root / file).resolve()
+        return photo if photo.is_relative_to(root.resolve()) and photo.is_file() else None
 
     # ------------------------------------------------------------ JSON
 
@@ -149,7 +190,7 @@ class ModelCard:
             scores = _scores_v1(d.get("accuracy", {}), d.get("agreement_with_tf", {}))
             conversion = d.get("openvino", {})
         else:
-            scores = {k: Scores(**v) for k, v in d.get("scores", {}).items()}
+            scores = {k: Scores(**_known(Scores, v)) for k, v in d.get("scores", {}).items()}
             conversion = d.get("conversion", {})
         config = _known(TrainConfig, d["config"]) if d.get("config") else None
         try:

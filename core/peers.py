@@ -99,6 +99,11 @@ def path(model_dir: Path, variant: str) -> Path:
     return Path(model_dir) / peer.folder / peer.filename
 
 
+def present(model_dir: Path) -> list[str]:
+    """The peers whose files have been made for this model."""
+    return [variant for variant in PEERS if path(model_dir, variant).exists()]
+
+
 def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
     """The peer's model file, made (atomically) and scored on the model's card if it is not there yet."""
     target = path(model_dir, variant)

@@ -16,6 +16,7 @@ from core.errors import UserError
 ARCHS = ("tutorial_cnn", "mobilenet_v2")
 MOBILENET_ALPHAS = (0.35, 0.5)
 CALIBRATION_SIZE = 300  # training photos NNCF calibrates INT8 on
+SCHEDULES = ("constant", "cosine")
 
 
 def _help(text: str, *flags: str) -> dict[str, Any]:
@@ -37,6 +38,10 @@ class TrainConfig:
     learning_rate: float = 1e-3
     fine_tune_learning_rate: float = 1e-4
     augment: bool = field(default=True, metadata=_help("random flip, rotation and zoom"))
+    strong_augment: bool = field(default=False, metadata=_help("also random crops (zoom and shift up to 20%%) "
+                                                              "and colour jitter (brightness, contrast, saturation)"))
+    schedule: str = field(default="constant", metadata=_help("fine-tuning learning rate: constant, or cosine "
+                                                             "(one epoch of warm-up, then cosine decay to zero)"))
     dropout: float = 0.2
     label_smoothing: float = 0.0
     patience: int = field(default=3, metadata=_help("epochs without a better val accuracy before stopping"))
@@ -54,6 +59,8 @@ class TrainConfig:
             raise UserError(f"MobileNetV2 alpha must be one of {MOBILENET_ALPHAS}")
         if self.image_size is None:
             object.__setattr__(self, "image_size", 224 if self.arch == "mobilenet_v2" else 180)
+        if self.schedule not in SCHEDULES:
+            raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:
             raise UserError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
 

@@ -56,11 +56,20 @@ def closest_fitting_recipe(n_train: int, budget_mb: float) -> str | None:
     return next((name for name, r in RECIPES.items() if estimate_peak_mb(r.config, n_train) <= budget_mb), None)
 
 
-def augmentation():
+def augmentation(strong: bool = False):
+    """Random flip, rotation and zoom; `strong` adds random crops (zoom and shift) and colour jitter."""
     import keras
+    from keras import layers
 
+    if not strong:
+        return keras.Sequential([layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomZoom(0.1)],
+                                name="augmentation")
     return keras.Sequential(
-        [keras.layers.RandomFlip("horizontal"), keras.layers.RandomRotation(0.1), keras.layers.RandomZoom(0.1)],
+        [layers.RandomFlip("horizontal"), layers.RandomRotation(0.1), layers.RandomZoom((-0.2, 0.1)),
+         layers.RandomTranslation(0.1, 0.1),
+         # value_range: the pipeline feeds 0-255 floats, the model's own Rescaling comes later.
+         layers.RandomColorJitter(value_range=(0, 255), brightness_factor=0.2, contrast_factor=0.2,
+                                  saturation_factor=(0.4, 0.6))],
         name="augmentation",
     )
 
@@ -165,7 +174,7 @@ def _datasets(prepared: Prepared, cfg: TrainConfig):
     import keras
     import tensorflow as tf
 
-    augment = augmentation() if cfg.augment else None
+    augment = augmentation(cfg.strong_augment) if cfg.augment else None
     train_ds = data.tf_dataset(prepared.x_train, prepared.y_train, cfg.batch_size, True, augment, cfg.seed)
     val_ds = data.tf_dataset(prepared.x_val, prepared.y_val, cfg.batch_size, False)
     if not cfg.label_smoothing:
@@ -179,12 +188,24 @@ def _datasets(prepared: Prepared, cfg: TrainConfig):
             keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
 
 
+def learning_rate(lr: float, schedule: str, epochs: int, steps_per_epoch: int):
+    """A constant rate, or one epoch of linear warm-up to `lr` and a cosine decay to zero."""
+    import keras
+
+    if schedule == "constant" or epochs < 2:
+        return lr
+    return keras.optimizers.schedules.CosineDecay(0.0, (epochs - 1) * steps_per_epoch, warmup_target=lr,
+                                                  warmup_steps=steps_per_epoch)
+
+
 def _fit(model, train_ds, val_ds, loss, cfg: TrainConfig, epochs: int, lr: float, phase: str,
-         history: list[dict[str, Any]], progress: ProgressFn, cancel: CancelToken | None) -> None:
+         history: list[dict[str, Any]], progress: ProgressFn, cancel: CancelToken | None,
+         schedule: str = "constant") -> None:
     """Compile and fit for `epochs` more epochs, keeping the best validation epoch."""
     import keras
 
-    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=["accuracy"])
+    rate = learning_rate(lr, schedule, epochs, int(train_ds.cardinality()))
+    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
     initial = len(history)
     total = initial + epochs
     progress(Event("fit", initial, total, phase))
@@ -258,7 +279,7 @@ def train(
         if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
             unfreeze_top(model, cfg.fine_tune_layers)
             _fit(model, train_ds, val_ds, loss, cfg, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, "fine-tune",
-                 history, progress, cancel)
+                 history, progress, cancel, cfg.schedule)
         progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
         val_probs = model.predict(prepared.x_val, batch_size=64, verbose=0)
         val_acc = float(np.mean(np.argmax(val_probs, 1) == prepared.y_val))

@@ -7,6 +7,7 @@ import pytest
 from conftest import TINY_SIZE, make_dataset
 from core import registry, training
 from core.backends import device_info, load_backend
+from core.model_card import wilson_interval
 from core.progress import Cancelled, CancelToken
 from core.settings import OVSettings, TrainConfig
 
@@ -24,6 +25,23 @@ def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
     assert card.scores["val"].accuracy["tensorflow"] > 0.6
     model = registry.load_keras(path)
     assert model.output_shape == (None, 3)
+
+
+def test_cosine_schedule_warms_up_then_decays_to_zero():
+    rate = training.learning_rate(1e-4, "cosine", epochs=3, steps_per_epoch=10)
+    assert float(rate(0)) == 0.0 and float(rate(10)) == pytest.approx(1e-4)  # one epoch of warm-up
+    assert float(rate(20)) == pytest.approx(0.5e-4, rel=1e-3) and float(rate(30)) == pytest.approx(0.0, abs=1e-9)
+    assert training.learning_rate(1e-4, "constant", 3, 10) == 1e-4
+
+
+def test_mobilenet_fine_tunes_with_cosine_schedule_and_strong_augmentation(tiny_dataset, tmp_path):
+    """The recipe levers end to end, small: random-init MobileNetV2 (no weights download) at 32 px."""
+    cfg = TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=32, epochs=1, fine_tune_epochs=2,
+                      fine_tune_layers=10, batch_size=8, weights="none", schedule="cosine", strong_augment=True,
+                      patience=5)
+    card = registry.read_card(training.train(tiny_dataset, cfg, "levers", tmp_path))
+    assert [row["phase"] for row in card.training.history] == ["head", "fine-tune", "fine-tune"]
+    assert card.config.schedule == "cosine" and card.config.strong_augment
 
 
 def cancel_at(stage: str):
@@ -53,6 +71,41 @@ def test_all_variants_exist_and_agree_with_tensorflow(tiny_model):
     assert val.max_prob_diff["openvino-fp16"] < 0.05
     sizes = {v: registry.variant_size_bytes(tiny_model, v) for v in registry.VARIANTS}
     assert sizes["openvino-int8"] < sizes["openvino-fp16"] < sizes["openvino-fp32"]
+
+
+def test_the_card_reports_intervals_per_class_accuracy_and_wrong_answers(tiny_model, tiny_dataset):
+    card = registry.read_card(tiny_model)
+    val = card.scores["val"]
+    for variant, acc in val.accuracy.items():
+        matrix = np.array(val.confusion[variant])
+        assert matrix.sum() == val.n_images and np.trace(matrix) / val.n_images == pytest.approx(acc)
+        low, high = val.accuracy_ci95[variant]
+        assert low <= acc <= high and high - low > 0.05  # a few dozen photos: a wide interval, said so
+    per_class = val.per_class_accuracy(registry.TF_VARIANT, card.classes)
+    assert set(per_class) == set(card.classes)
+    wrong = val.misclassified
+    assert len(wrong) == round(val.n_images * (1 - val.accuracy[registry.TF_VARIANT]))
+    for m in wrong:  # the photo is found again, in the folder the model was trained from
+        assert m["true"] != m["predicted"] and card.local_photo(m["file"]).parent.parent == tiny_dataset
+    assert card.local_photo("../../etc/passwd") is None
+
+
+def test_validating_again_keeps_the_peers_scores(tiny_model, tmp_path):
+    import shutil
+
+    from core import evaluate, peers
+
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model, model)
+    evaluate.validate_and_record(model)
+    val = registry.read_card(model).scores["val"]
+    assert peers.present(model) == list(peers.PEERS) and set(peers.PEERS) <= set(val.accuracy)
+
+
+def test_wilson_interval_matches_the_textbook_values():
+    assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    assert wilson_interval(268 / 294, 294) == pytest.approx((0.8736, 0.9389), abs=1e-4)
+    assert wilson_interval(1.0, 20)[1] == 1.0 and wilson_interval(0.0, 0) == (0.0, 1.0)
 
 
 def test_backends_take_uint8_and_return_probabilities(tiny_model):
