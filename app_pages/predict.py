@@ -64,13 +64,23 @@ for r in results:
         left, right = st.columns([1, 2])
         left.image(images.for_display(r.image), caption=r.name, width="stretch")
         with right:
-            tf_answer = next(iter(r.results.values())).top_class
-            if r.agree:
-                st.success(f"**{tf_answer}** — all {len(r.results)} backends agree")
-            else:
-                st.warning("Backends disagree: " + ", ".join(f"{v}: {x.top_class}" for v, x in r.results.items()))
+            first = next(iter(r.results.values()))
             fig: go.Figure = charts.topk_bars(r.results, top_k)
-            st.plotly_chart(fig, width="stretch", key=f"chart-{r.name}-{id(r)}-{top_k}")
+            chart_key = f"chart-{r.name}-{id(r)}-{top_k}"
+            if r.known is False:
+                # No confident wrong answer on a photo that is not one of the classes.
+                st.warning("This does not look like one of: " + ", ".join(entry.card.classes) + ". "
+                           + " · ".join(f"{v}: score {x.known_score:.2f}" for v, x in r.results.items())
+                           + f" (a flower scores at least {model.calibration.threshold:.2f})")
+                with st.expander("Show the probabilities anyway"):
+                    st.plotly_chart(fig, width="stretch", key=chart_key)
+            else:
+                confidence = f", calibrated confidence {first.known_score:.0%}" if first.known_score is not None else ""
+                if r.agree:
+                    st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
+                else:
+                    st.warning("Backends disagree: " + ", ".join(f"{v}: {x.top_class}" for v, x in r.results.items()))
+                st.plotly_chart(fig, width="stretch", key=chart_key)
             st.caption(" · ".join(f"{v}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–{x.timing.max_ms:.1f}; "
                                   f"first call {x.first_call_ms:.0f} ms)" for v, x in r.results.items()))
 

@@ -220,6 +220,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from core import openset
+
+    calibration = openset.calibrate(_model_dir(args.model_dir), _print_progress)
+    if args.json:
+        print(json.dumps(dataclasses.asdict(calibration)))
+        return 0
+    m = calibration.measured
+    print(f"temperature {calibration.temperature:.2f}, threshold {calibration.threshold:.3f} "
+          f"(keeps {calibration.keep:.0%} of the correctly classified validation photos)")
+    print(f"{m['flowers']} held-out flowers vs {m['non_flowers']} pictures that are not flowers:")
+    for variant, v in m["variants"].items():
+        print(f"  {variant}: AUROC {v['auroc']:.3f}, FPR at 95% TPR {v['fpr_at_95_tpr']:.1%}, "
+              f"{v['flowers_rejected']} flowers rejected, {len(v['non_flowers_accepted'])} non-flowers accepted, "
+              f"ECE {v['ece_before']:.3f} -> {v['ece_after']:.3f}")
+    return 0
+
+
 def cmd_charts(args: argparse.Namespace) -> int:
     import re
 
@@ -300,6 +318,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="then run benchmark_app -hint latency / -hint throughput this long on the winners' IR")
     tu.add_argument("--json", action="store_true")
     tu.set_defaults(func=cmd_tune)
+
+    ca = sub.add_parser("calibrate", help="temperature scaling and the 'not one of the classes' threshold, "
+                                          "fitted on the validation split; measured on held-out and non-flowers")
+    ca.add_argument("--model-dir", default=None)
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_calibrate)
 
     la = sub.add_parser("latency", help="the Predict page's per-photo latency beside each backend's isolated p50")
     la.add_argument("--model-dir", default=None)

@@ -120,6 +120,7 @@ class ModelCard:
     conversion: dict[str, Any] = field(default_factory=dict)  # per IR precision: seconds, size, weights, ...
     evaluated_with: dict[str, Any] = field(default_factory=dict)  # the OpenVINO config the scores ran with
     single_image_latency_ms: dict[str, float] = field(default_factory=dict)
+    openset: dict[str, Any] = field(default_factory=dict)  # core.openset.Calibration: temperature and threshold
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     created: str = ""
@@ -201,7 +202,8 @@ class ModelCard:
                 training=TrainingRecord(**_known(TrainingRecord, training) | {
                     "history": tuple(training.get("history", ()))}),
                 scores=scores, conversion=conversion, evaluated_with=d.get("evaluated_with", {}),
-                single_image_latency_ms=d.get("single_image_latency_ms", {}), versions=d.get("versions", {}),
+                single_image_latency_ms=d.get("single_image_latency_ms", {}), openset=d.get("openset", {}),
+                versions=d.get("versions", {}),
                 machine=d.get("machine", {}), created=d.get("created", ""),
             )
         except (TypeError, ValueError, KeyError) as exc:

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from core import registry
+from core import openset, registry
 from core.backends import Backend, load_backend
 from core.images import ImageError, open_image, to_model_input
 from core.settings import OVSettings
@@ -34,6 +34,8 @@ class VariantResult:
     variant: str
     probabilities: dict[str, float]
     timing: Timing
+    known_score: float | None = None  # the open-set score (calibrated top probability), if the model is calibrated
+    known: bool | None = None  # the score is at or above the model's threshold
 
     @property
     def latency_ms(self) -> float:
@@ -67,6 +69,14 @@ class ImageResult:
         classes = {r.top_class for r in self.results.values()}
         return None if not classes else len(classes) == 1
 
+    @property
+    def known(self) -> bool | None:
+        """One of the model's classes by every backend's open-set verdict; None if uncalibrated.
+        One doubting backend is enough to say so: a stranger's photo must not get a confident
+        wrong answer."""
+        verdicts = [r.known for r in self.results.values() if r.known is not None]
+        return all(verdicts) if verdicts else None
+
     def table_row(self) -> dict[str, Any]:
         """A flat row for the results table and its CSV download."""
         row: dict[str, Any] = {"file": self.name}
@@ -76,6 +86,7 @@ class ImageResult:
             row[f"{variant} class"] = r.top_class
             row[f"{variant} confidence"] = round(r.probabilities[r.top_class], 4)
         row["agree"] = self.agree
+        row["known flower"] = self.known
         for variant, r in self.results.items():
             row[f"{variant} ms"] = round(r.latency_ms, 2)
         for variant, r in self.results.items():
@@ -88,7 +99,9 @@ class ImageResult:
         return {
             "file": self.name,
             "agree": self.agree,
+            "known": self.known,
             "results": {v: {"top_class": r.top_class, "probabilities": r.probabilities,
+                            "known_score": r.known_score, "known": r.known,
                             "latency_ms": round(r.latency_ms, 3), "first_call_ms": round(r.first_call_ms, 3)}
                         for v, r in self.results.items()},
         }
@@ -103,6 +116,7 @@ class Predictor:
         self.classes: list[str] = list(self.card.classes)
         self.image_size = self.card.image_size
         self.ov_settings = ov_settings or OVSettings()
+        self.calibration = openset.from_card(self.card.openset)
         variants = variants or registry.available_variants(self.model_dir)
         self.backends: dict[str, Backend] = {}
         self.first_inference_ms: dict[str, float] = {}
@@ -147,5 +161,9 @@ class Predictor:
         results = {}
         for variant, backend in self.backends.items():
             timing = time_calls(lambda b=backend: b.predict(batch), repeats, warmup=1)
-            results[variant] = VariantResult(variant, dict(zip(self.classes, map(float, timing.result[0]))), timing)
+            result = VariantResult(variant, dict(zip(self.classes, map(float, timing.result[0]))), timing)
+            if self.calibration is not None:
+                score, known = self.calibration.known(timing.result[:1])
+                result.known_score, result.known = float(score[0]), bool(known[0])
+            results[variant] = result
         return results

@@ -1,4 +1,4 @@
-"""Train -> convert -> quantize -> validate, as one job (the Train page runs this)."""
+"""Train -> convert -> quantize -> validate -> calibrate, as one job (the Train page runs this)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from core import convert, evaluate, paths, registry, training
+from core import convert, evaluate, openset, paths, registry, training
 from core.backends import load_backend
 from core.progress import CancelToken, Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE, TrainConfig
@@ -48,6 +48,7 @@ def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
         if cancel is not None:
             cancel.check()
         evaluate.validate_and_record(built, split, progress)
+        openset.calibrate(built, progress)
         progress(Event("latency", 0, 1, "measuring single-image latency"))
         registry.update_card(built, single_image_latency_ms=single_image_latency(built))
         path = registry.publish(built, models_root)

@@ -38,6 +38,7 @@ class FakePredictor(Predictor):
         variants = variants or registry.available_variants(self.model_dir)
         self.backends = {v: FixedBackend(v, self.image_size, len(self.classes)) for v in variants}
         self.first_inference_ms = dict.fromkeys(variants, 0.0)
+        self.calibration = None  # no open-set verdict: these tests are about layout and messages
 
 
 @pytest.fixture

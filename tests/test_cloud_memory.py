@@ -57,6 +57,12 @@ class HealthProbe:
         self._thread.join()
 
 
+def answer(page):
+    """Every photo's verdict: a class (agreed or not), or "not one of the classes"."""
+    return (page.get_by_text("backends agree").or_(page.get_by_text("Backends disagree"))
+            .or_(page.get_by_text("This does not look like one of")))
+
+
 def predict_in_another_browser(browser, url: str, photo) -> float:
     """Seconds from upload to answer for another visitor on the Predict page (models already loaded)."""
     context = browser.new_context()
@@ -65,7 +71,7 @@ def predict_in_another_browser(browser, url: str, photo) -> float:
     page.get_by_text("Upload one or more flower photos").wait_for(timeout=180_000)
     t0 = time.perf_counter()
     page.locator("input[type=file]").first.set_input_files(str(photo))
-    page.get_by_text("backends agree").or_(page.get_by_text("Backends disagree")).first.wait_for(timeout=120_000)
+    answer(page).first.wait_for(timeout=120_000)
     seconds = time.perf_counter() - t0
     context.close()
     return round(seconds, 2)
@@ -130,8 +136,7 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: tuple[st
             page.get_by_text("Upload one or more flower photos").wait_for(timeout=180_000)
             page.locator("input[type=file]").first.set_input_files([str(p) for p in photos])
             page.get_by_text("All results").wait_for(timeout=300_000)
-            verdicts = page.get_by_text("backends agree").or_(page.get_by_text("Backends disagree"))
-            assert verdicts.count() == len(photos)
+            assert answer(page).count() == len(photos)
             report["after_predict"] = stage(group, server)
 
             # 2. Train with the recipe, convert and validate, while the health endpoint is watched.

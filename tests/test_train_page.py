@@ -38,6 +38,12 @@ def test_owner_trains_tutorial_cnn_from_a_data_root(tiny_dataset, tmp_path, monk
     assert "page-cnn" in at.sidebar.selectbox[0].options  # the owner's model is shared, not "(yours)"
     assert (models / "page-cnn" / registry.METADATA_FILE).exists()
     assert len(job.rows) == 1 and "val_accuracy" in job.rows[0]
+    # The job also calibrated the model (temperature, "not one of the classes" threshold) ...
+    card = registry.read_card(models / "page-cnn")
+    assert card.openset["temperature"] > 0 and card.openset["fitted_on"] == "val"
+    # ... and the result shows the per-class accuracy and the confusion matrix.
+    assert any("95% Wilson interval" in m.value for m in at.markdown)
+    assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
 
 
 def test_visitor_has_no_server_paths_and_bad_archives_are_refused(tmp_path, monkeypatch):

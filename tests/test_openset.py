@@ -1,0 +1,58 @@
+"""Open-set rejection and temperature scaling: the maths on known cases, then the shipped model."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+from conftest import app_test
+
+from core import openset, registry
+
+
+def test_temperature_scaling_works_on_probabilities_as_on_logits():
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 3.0]])
+    probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    expected = np.exp(logits / 2) / np.exp(logits / 2).sum(1, keepdims=True)
+    assert openset.scale(probs, 2.0) == pytest.approx(expected)
+
+
+def test_fitting_recovers_the_temperature_that_made_overconfident_answers():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 5))
+    true = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(5, p=p) for p in true])  # labels drawn from the true probabilities
+    overconfident = openset.scale(true, 0.5)  # as a model with logits twice too large would say
+    assert openset.fit_temperature(overconfident, labels) == pytest.approx(2.0, rel=0.1)
+    assert openset.expected_calibration_error(true, labels) < 0.03 < openset.expected_calibration_error(overconfident,
+                                                                                                         labels)
+
+
+def test_auroc_and_false_positives_at_95_percent_true_positives():
+    flowers, others = np.linspace(0.5, 1.0, 100), np.array([0.1, 0.2, 0.6, 0.99])
+    assert openset.auroc(flowers, np.array([0.0, 0.1])) == 1.0
+    assert openset.auroc(np.array([0.5]), np.array([0.5])) == 0.5
+    assert openset.fpr_at_tpr(flowers, others) == 0.5  # 0.6 and 0.99 pass the threshold that keeps 95% of flowers
+
+
+def photo_bytes(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_the_shipped_model_says_when_a_picture_is_not_a_flower(shipped_model):
+    calibration = openset.from_card(registry.read_card(shipped_model).openset)
+    assert calibration is not None and calibration.fitted_on == "val"
+    m = calibration.measured["variants"]
+    assert set(m) == set(registry.available_variants(shipped_model))  # the same score for every variant
+    assert m["tensorflow"]["ece_after"] < m["tensorflow"]["ece_before"]
+    noise = np.random.default_rng(1).integers(0, 256, (300, 300, 3), np.uint8)
+    blue = np.full((300, 300, 3), (20, 60, 200), np.uint8)
+    at = app_test("app_pages/predict.py")
+    at.file_uploader[0].set_value([("noise.png", photo_bytes(noise), "image/png"),
+                                   ("blue.png", photo_bytes(blue), "image/png")]).run()
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 2 and all(w.startswith("This does not look like one of: daisy, dandelion") for w in warnings)
+    assert not at.success  # no confident class for either
