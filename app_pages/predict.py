@@ -52,6 +52,11 @@ if not files:
 
 again = st.button("Measure again", help="Results are kept per photo and setting; this times every photo anew.")
 results = classify_all(model, files, again)
+if model.calibration is not None:
+    st.caption(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on the model's "
+               "validation split, so that a stated 80% is right about 80% of the time. A photo whose top "
+               f"calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
+               "classified validation flowers score) is called not one of the classes.")
 st.caption(f"Times: the median of {REPEATS} warm calls per photo and backend, after one first call shown apart, "
            "in this server process (the Benchmark page runs each backend alone in its own). The first call is "
            "cold after every run of this page: Streamlit clears Keras's session after each run, and with it "
@@ -75,7 +80,7 @@ for r in results:
                 with st.expander("Show the probabilities anyway"):
                     st.plotly_chart(fig, width="stretch", key=chart_key)
             else:
-                confidence = f", calibrated confidence {first.known_score:.0%}" if first.known_score is not None else ""
+                confidence = f", calibrated confidence {first.known_score:.0%}" if first.calibrated else ""
                 if r.agree:
                     st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
                 else:

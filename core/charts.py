@@ -21,7 +21,7 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
     classes = [c for c, _ in first.top_k(k)]
     fig = go.Figure()
     for variant, res in results.items():
-        probs = [res.probabilities[c] for c in classes]
+        probs = [res.shown[c] for c in classes]
         fig.add_bar(
             name=variant, y=classes, x=probs, orientation="h",
             text=[f"{p:.1%}" for p in probs], textposition="auto",
@@ -29,7 +29,9 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
         )
     fig.update_layout(
         barmode="group", height=120 + 45 * k * max(1, len(results)) // 2, margin=dict(l=0, r=0, t=10, b=0),
-        xaxis=dict(range=[0, 1], tickformat=".0%", title="probability"), yaxis=dict(autorange="reversed"),
+        xaxis=dict(range=[0, 1], tickformat=".0%",
+                   title="calibrated probability" if first.calibrated else "probability"),
+        yaxis=dict(autorange="reversed"),
         legend=dict(orientation="h", y=-0.25),
     )
     return fig
@@ -184,4 +186,21 @@ def confusion_matrix(matrix: list[list[int]], classes: tuple[str, ...], title: s
                     labels={"x": "predicted", "y": "true", "color": "share of the row"})
     fig.update_traces(text=counts.values, texttemplate="%{text}",
                       hovertemplate="true %{y}, predicted %{x}: %{text} photos (%{z:.0%} of the row)<extra></extra>")
+    return fig
+
+
+def reliability_diagram(measured: dict, temperature: float) -> go.Figure:
+    """Accuracy against stated confidence on the held-out split, before and after temperature
+    scaling; a calibrated model lies on the diagonal."""
+    fig = go.Figure()
+    fig.add_scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated", line=dict(color="grey", dash="dot"))
+    for key, name in (("reliability_before", "as trained"), ("reliability_after", f"temperature {temperature:.2f}")):
+        points = measured.get(key, [])
+        fig.add_scatter(x=[b["confidence"] for b in points], y=[b["accuracy"] for b in points], mode="lines+markers",
+                        name=name, text=[f"{b['photos']} photos" for b in points],
+                        hovertemplate="confidence %{x:.0%}: right %{y:.0%} (%{text})<extra></extra>")
+    fig.update_layout(title="Is the stated confidence right? (held-out split)", height=360,
+                      xaxis=dict(title="stated confidence", tickformat=".0%", range=[0, 1]),
+                      yaxis=dict(title="share right", tickformat=".0%", range=[0, 1.02]),
+                      legend=dict(orientation="h", y=-0.3))
     return fig

@@ -36,6 +36,12 @@ class VariantResult:
     timing: Timing
     known_score: float | None = None  # the open-set score (calibrated top probability), if the model is calibrated
     known: bool | None = None  # the score is at or above the model's threshold
+    calibrated: dict[str, float] | None = None  # the probabilities after temperature scaling, if calibrated
+
+    @property
+    def shown(self) -> dict[str, float]:
+        """What the page and tables show: calibrated probabilities where the model has them."""
+        return self.calibrated or self.probabilities
 
     @property
     def latency_ms(self) -> float:
@@ -84,7 +90,7 @@ class ImageResult:
             return row | {"error": self.error}
         for variant, r in self.results.items():
             row[f"{variant} class"] = r.top_class
-            row[f"{variant} confidence"] = round(r.probabilities[r.top_class], 4)
+            row[f"{variant} confidence"] = round(r.shown[r.top_class], 4)
         row["agree"] = self.agree
         row["known flower"] = self.known
         for variant, r in self.results.items():
@@ -101,7 +107,7 @@ class ImageResult:
             "agree": self.agree,
             "known": self.known,
             "results": {v: {"top_class": r.top_class, "probabilities": r.probabilities,
-                            "known_score": r.known_score, "known": r.known,
+                            "calibrated_probabilities": r.calibrated, "known_score": r.known_score, "known": r.known,
                             "latency_ms": round(r.latency_ms, 3), "first_call_ms": round(r.first_call_ms, 3)}
                         for v, r in self.results.items()},
         }
@@ -165,5 +171,7 @@ class Predictor:
             if self.calibration is not None:
                 score, known = self.calibration.known(timing.result[:1])
                 result.known_score, result.known = float(score[0]), bool(known[0])
+                scaled = openset.scale(timing.result[:1], self.calibration.temperature)[0]
+                result.calibrated = dict(zip(self.classes, map(float, scaled)))
             results[variant] = result
         return results

@@ -1,7 +1,7 @@
 """The real browser path: Chromium drives `streamlit run`. (Training through the browser, from an
 uploaded archive to the finished model, is in test_cloud_memory, inside Cloud's memory limit.)"""
 
-from conftest import mini_photo, needs_chromium, needs_mini
+from conftest import ROOT, mini_photo, needs_chromium, needs_mini
 
 pytestmark = [needs_chromium, needs_mini]
 
@@ -18,3 +18,49 @@ def test_upload_a_photo_and_read_the_prediction(app_url, browser, tmp_path):
     assert verdict.inner_text().startswith("sunflowers")
     page.screenshot(path=str(tmp_path / "predict.png"), full_page=True)
     page.close()
+
+
+PHONE = {"width": 390, "height": 844}
+
+
+def no_sideways_scroll(page) -> bool:
+    return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+
+
+def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, tmp_path):
+    """At a phone's viewport (390×844, touch): Home, Predict (upload and camera reachable, the
+    answer readable) and Benchmark fit without sideways scrolling. The screenshots are kept in
+    test-artifacts/ (not committed) for a person to look at."""
+    shots = ROOT / "test-artifacts"
+    shots.mkdir(exist_ok=True)
+    photo = tmp_path / "daisy.jpg"
+    photo.write_bytes(mini_photo("daisy"))
+    context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
+    page = context.new_page()
+    page.goto(app_url, timeout=60_000)
+    page.get_by_text("Accuracy per class").wait_for(timeout=120_000)
+    assert no_sideways_scroll(page)
+    page.screenshot(path=str(shots / "phone-home.png"), full_page=True)
+
+    page.goto(f"{app_url}/predict", timeout=60_000)
+    page.get_by_text("Upload one or more flower photos").wait_for(timeout=120_000)
+    assert page.locator("input[type=file]").count() >= 1 and page.get_by_text("Use the camera").is_visible()
+    page.locator("input[type=file]").first.set_input_files(str(photo))
+    verdict = page.get_by_text("backends agree").or_(page.get_by_text("This does not look like one of")).first
+    verdict.wait_for(timeout=120_000)
+    box = verdict.bounding_box()
+    assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    page.wait_for_timeout(1000)  # the chart lays itself out
+    assert no_sideways_scroll(page)
+    verdict.scroll_into_view_if_needed()
+    page.screenshot(path=str(shots / "phone-predict.png"))
+
+    page.goto(f"{app_url}/benchmark", timeout=60_000)
+    page.get_by_text("Find the best setup").first.wait_for(timeout=120_000)
+    page.wait_for_timeout(2000)
+    assert no_sideways_scroll(page)
+    for chart in page.locator(".js-plotly-plot").all()[:3]:
+        chart_box = chart.bounding_box()
+        assert chart_box is None or chart_box["width"] <= PHONE["width"]
+    page.screenshot(path=str(shots / "phone-benchmark.png"), full_page=True)
+    context.close()

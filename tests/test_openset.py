@@ -56,3 +56,11 @@ def test_the_shipped_model_says_when_a_picture_is_not_a_flower(shipped_model):
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 2 and all(w.startswith("This does not look like one of: daisy, dandelion") for w in warnings)
     assert not at.success  # no confident class for either
+
+
+def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
+    at = app_test()
+    assert not at.exception, at.exception
+    text = " ".join(m.value for m in at.markdown)
+    assert "brings the expected calibration error on the held-out split from" in text
+    assert any("Is the stated confidence right?" in c.proto.spec for c in at.get("plotly_chart"))
