@@ -81,3 +81,22 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_extreme_aspect_and_single_pixel_images_work():
     assert load_for_model(encode(Image.new("RGB", (4000, 2)), "PNG"), 32).shape == (32, 32, 3)
     assert load_for_model(encode(Image.new("RGB", (1, 1)), "PNG"), 32).shape == (32, 32, 3)
+
+
+def test_a_12_megapixel_phone_jpeg_is_decoded_at_a_reduced_scale():
+    """JPEG's own scaled decoding: a quarter of the pixels in memory, and the model input barely moves."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from core.images import DECODE_SIDE, open_image, to_model_input
+
+    y, x = np.mgrid[0:3000, 0:4000]
+    photo = np.stack([(x // 16) % 256, (y // 12) % 256, ((x + y) // 20) % 256], -1).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(photo).save(buf, format="JPEG", quality=92)
+    img = open_image(buf.getvalue())
+    assert img.size == (2000, 1500) and min(img.size) >= DECODE_SIDE
+    full = to_model_input(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"), 288).astype(int)
+    assert np.abs(to_model_input(img, 288).astype(int) - full).mean() < 3
