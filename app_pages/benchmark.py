@@ -28,7 +28,8 @@ ws = current_workspace()
 caps = limits()
 
 labels = {k: f"{k} — {spec.label}" for k, spec in settings.BACKENDS.items()}
-available = benchmark.available_backends(entry.path)
+# A sweep makes missing peer files inside the model's folder: a visitor may do so only in their own.
+available = benchmark.available_backends(entry.path, make_peers=is_owner() or entry.private)
 with st.container(border=True):
     st.subheader(f"New sweep on `{entry.name}`")
     preset = st.selectbox("Sweep preset", list(settings.SWEEP_PRESETS), key="preset",

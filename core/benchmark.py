@@ -121,11 +121,13 @@ SUMMARY_COLUMNS = ["backend", "precision", "hint", "batch", "size", "total_s_med
                    "batch_latency_ms_p50", "batch_latency_ms_p99", "rss_peak_mb"]  # the short table of the CLI and live view
 
 
-def available_backends(model_dir: Path) -> list[str]:
-    """Backends whose model file exists; the peers' files are made on demand from the Keras model."""
-    variants = set(registry.available_variants(Path(model_dir)))
+def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
+    """Backends whose model file exists; with `make_peers`, also the peers, whose files a sweep makes
+    (into the model's folder) from the Keras model."""
+    variants = set(registry.available_variants(Path(model_dir))) | set(peers.present(Path(model_dir)))
     return [k for k, spec in BACKENDS.items()
-            if spec.variant in variants or (spec.variant in PEER_VARIANTS and registry.TF_VARIANT in variants)]
+            if spec.variant in variants or (make_peers and spec.variant in PEER_VARIANTS
+                                            and registry.TF_VARIANT in variants)]
 
 
 def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.ndarray, dict[str, Any]]:

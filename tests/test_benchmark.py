@@ -248,3 +248,16 @@ def test_benchmark_app_is_fed_the_same_real_photos(tiny_model):
     assert result["inputs"].startswith("32 real photos") and " -i " in result["command"]
     # The tiny model runs in microseconds, which benchmark_app prints in us: read as ms here.
     assert result["throughput_ips"] > 0 and 0 < result["median_ms"] < 1000 / result["throughput_ips"] * 10
+
+
+def test_a_visitor_cannot_make_peer_files_in_a_shared_model(tiny_model, tmp_path):
+    import shutil
+
+    from core import peers
+
+    model = tmp_path / "shared"
+    shutil.copytree(tiny_model, model)
+    shutil.rmtree(peers.path(model, "litert").parent)
+    assert "litert" in benchmark.available_backends(model)  # the owner's sweep would make it
+    offered = benchmark.available_backends(model, make_peers=False)
+    assert "litert" not in offered and "litert-int8" in offered and "ov-fp32" in offered
