@@ -44,8 +44,9 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
 
     page.goto(f"{app_url}/predict", timeout=60_000)
     page.get_by_text("Upload one or more flower photos").wait_for(timeout=120_000)
+    # Both reachable (Streamlit renders the page in steps: wait for each, not just the first text).
     page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
-    assert page.get_by_text("Use the camera").is_visible()
+    page.get_by_text("Use the camera").wait_for(state="visible", timeout=60_000)
     page.locator("input[type=file]").first.set_input_files(str(photo))
     verdict = page.get_by_text("backends agree").or_(page.get_by_text("This does not look like one of")).first
     verdict.wait_for(timeout=120_000)
