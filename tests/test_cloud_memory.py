@@ -150,11 +150,10 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: tuple[st
             page.get_by_text("images in 5 classes").wait_for(timeout=600_000)
             choose(page, "Recipe", recipe)
             if image_size:
-                size = page.get_by_role("spinbutton", name="Image size (px)")
-                for _ in range(100):  # the previous recipe's input is gone once the rerun has ended
-                    if size.count() == 1:
-                        break
-                    page.wait_for_timeout(100)
+                # The chosen recipe's own input (its key names the recipe): during the rerun the previous
+                # recipe's input can still be on the page.
+                size = page.locator(f".st-key-size-{recipe.replace(' ', '-')} input")
+                size.wait_for(timeout=60_000)
                 size.fill(str(image_size))
                 size.press("Enter")
                 page.wait_for_timeout(500)
