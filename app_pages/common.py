@@ -250,6 +250,22 @@ def show_job_failure(job: Job, what: str) -> None:
         st.info(f"{what} was cancelled; nothing was saved.")
 
 
+def serving_download(entry: registry.ModelEntry, key: str) -> None:
+    """The model as an OpenVINO Model Server repository (zipped only when clicked)."""
+    from functools import partial
+
+    from core import serving
+
+    variant = serving.default_variant(entry.path)
+    if variant is None:
+        return
+    st.download_button(
+        "Download for OpenVINO Model Server", partial(serving.export_zip, entry.path, variant),
+        f"{entry.name}-serving.zip", "application/zip", key=key, icon=":material/dns:",
+        help=f"The {variant} IR as an OVMS model repository: config.json ({'tuned' if variant == 'tuned' else 'default'}"
+             " settings), docker-compose.yml, a KServe InferenceService and a README with the request format.")
+
+
 def show_quality(entry: registry.ModelEntry, variant: str = registry.TF_VARIANT) -> None:
     """Per-class accuracy and the confusion matrix on the held-out split (else validation), with
     the interval, and a few of TensorFlow's wrong answers where the server still has the photos."""

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import active_model, predictor, show_quality
+from app_pages.common import active_model, predictor, serving_download, show_quality
 from core import charts, evaluate, openset
 from core.backends import device_info
 from core.settings import OVSettings
@@ -40,6 +40,7 @@ table = evaluate.variant_table(entry.path)
 st.dataframe(table, hide_index=True, width="stretch",
              column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns
                             if "accuracy" in c or "agreement" in c})
+serving_download(entry, f"serving-{entry.name}")
 if "val" in card.scores:
     n_test = card.scores["test"].n_images if "test" in card.scores else None
     st.caption(f"Accuracy on the model's validation split ({card.scores['val'].n_images} images)"

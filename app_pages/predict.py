@@ -9,7 +9,9 @@ import streamlit as st
 from app_pages.common import active_model, classify_all, predictor
 from core import charts, images
 from core.predict import REPEATS, TUNED_LATENCY, variants_with_tuned
-from core.settings import PRECISIONS, OVSettings
+from core.settings import PRECISIONS, REMOTE_VARIANT, OVSettings
+
+NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_VARIANT: "OpenVINO (remote server)"}
 
 
 st.title(":material/image_search: Predict")
@@ -21,10 +23,12 @@ if entry is None:
 with st.sidebar:
     offered = variants_with_tuned(entry.path)
     variants = st.multiselect("Backends", offered, default=offered,
-                              format_func=lambda v: "Tuned for latency" if v == TUNED_LATENCY else v,
+                              format_func=lambda v: NAMES.get(v, v),
                               help="'Tuned for latency' is the setup `python -m core tune` (or the Benchmark "
                                    "page's tuning) found fastest within the accuracy budget; it keeps its own "
-                                   "precision, whatever is chosen below.")
+                                   "precision, whatever is chosen below. 'OpenVINO (remote server)' is this "
+                                   "model on the owner's model server (KServe v2 protocol): its times include the "
+                                   "network and serialization, and its precision is the server's.")
     precision = st.selectbox(
         "OpenVINO precision", PRECISIONS, index=PRECISIONS.index("f32"),
         help="f32 matches TensorFlow exactly; 'default' lets the CPU plugin choose (bf16 on CPUs that have it).",
@@ -43,6 +47,9 @@ if not variants:
     st.info("Choose at least one backend in the sidebar.")
     st.stop()
 model = predictor(entry, variants, OVSettings(precision=precision))
+model.retry_unavailable()
+for variant, message in model.unavailable.items():
+    st.warning(f"{NAMES.get(variant, variant)} is left out: {message}")
 with st.expander("Load and first-call times (once per server process)"):
     st.dataframe(pd.DataFrame(model.load_times()).T.rename(
         columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"}))
@@ -66,6 +73,8 @@ for r in results:
         if r.error:
             st.error(f"**{r.name}**: {r.error}")
             continue
+        for variant, message in r.failed.items():
+            st.warning(f"{NAMES.get(variant, variant)} did not answer: {message}")
         left, right = st.columns([1, 2])
         left.image(images.for_display(r.image), caption=r.name, width="stretch")
         with right:

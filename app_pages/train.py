@@ -11,8 +11,8 @@ import streamlit as st
 from PIL import Image
 
 from app_pages.common import (MODEL_KEY, access_config, current_workspace, is_owner, limits, my_job,
-                              rerun_when_finished, show_busy_elsewhere, show_job_failure, show_quality,
-                              show_refusal, starting_job)
+                              rerun_when_finished, serving_download, show_busy_elsewhere, show_job_failure,
+                              show_quality, show_refusal, starting_job)
 from core import data, paths, registry, settings, training, workspace
 from core.errors import UserError
 from core.images import ImageError, for_display, open_image
@@ -256,8 +256,10 @@ if owner:
     st.subheader("Shared models")
     default = registry.default_model_name()
     for e in registry.list_models():
-        c1, c2, c3 = st.columns([3, 1, 1])
+        c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
         c1.markdown(model_line(e) + (" — **default**" if e.name == default else ""))
+        with c4:
+            serving_download(e, f"serving-shared-{e.name}")
         if e.name != default and c2.button("Make default", key=f"default-{e.name}"):
             registry.set_default_model(e.name)
             st.rerun()

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from core import peers, registry
-from core.settings import LITERT_VARIANTS, ONNX_VARIANTS, TF_MODES, OVSettings
+from core.settings import LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_VARIANT, TF_MODES, OVSettings
 
 
 class Backend:
@@ -257,4 +257,8 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
         return OnnxRuntimeBackend(model_dir, variant, threads)
     if variant in LITERT_VARIANTS:
         return LiteRTBackend(model_dir, variant, threads)
+    if variant == REMOTE_VARIANT:
+        from core.remote import RemoteBackend  # imports this module
+
+        return RemoteBackend.for_model(model_dir)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

@@ -23,12 +23,13 @@ import psutil
 
 from core.backends import Backend, load_backend
 from core.peers import PEERS
-from core.settings import BackendSpec
+from core.settings import REMOTE_VARIANT, BackendSpec
 from core.system import exit_with_parent
 from core.timing import time_calls, time_once
 
 # The runtime each variant imports (timed); every other variant: openvino.
-RUNTIME_MODULES = {"tensorflow": "tensorflow"} | {variant: peer.module for variant, peer in PEERS.items()}
+RUNTIME_MODULES = ({"tensorflow": "tensorflow", REMOTE_VARIANT: "urllib3"}
+                   | {variant: peer.module for variant, peer in PEERS.items()})
 
 _PROC = psutil.Process()
 

@@ -24,14 +24,14 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from core import atomic, data, paths, peers, registry
+from core import atomic, data, paths, peers, registry, remote
 from core.errors import UserError
 from core.evaluate import Guard
 from core.images import IMAGE_SUFFIXES
 from core.model_card import ModelCard
 from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import (BACKENDS, BASELINE, PEER_VARIANTS, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan,
-                           SweepConfig)
+from core.settings import (BACKENDS, BASELINE, PEER_VARIANTS, REMOTE_VARIANT, RENAMED_BACKENDS, BackendSpec,
+                           OVSettings, Plan, SweepConfig)
 from core.system import library_versions, machine_summary
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the README's reference run, shown until one's own
@@ -125,6 +125,8 @@ def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
     """Backends whose model file exists; with `make_peers`, also the peers, whose files a sweep makes
     (into the model's folder) from the Keras model."""
     variants = set(registry.available_variants(Path(model_dir))) | set(peers.present(Path(model_dir)))
+    if remote.serves(Path(model_dir)):
+        variants.add(REMOTE_VARIANT)
     return [k for k, spec in BACKENDS.items()
             if spec.variant in variants or (make_peers and spec.variant in PEER_VARIANTS
                                             and registry.TF_VARIANT in variants)]

@@ -256,6 +256,70 @@ def cmd_charts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_serving(args: argparse.Namespace) -> int:
+    from core import serving
+
+    model_dir = _model_dir(args.model_dir)
+    out = serving.export(model_dir, Path(args.out), args.variant or serving.default_variant(model_dir, _tuned(args)),
+                         _tuned(args))
+    print(out)
+    return 0
+
+
+def _tuned(args: argparse.Namespace) -> Path | None:
+    return Path(args.tuned) if args.tuned else None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import subprocess
+    import tempfile
+
+    from core import serving
+
+    with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
+        if args.repository:
+            repository = Path(args.repository)
+        else:
+            model_dir = _model_dir(args.model_dir)
+            repository = serving.export(model_dir, Path(tmp) / "repository",
+                                        args.variant or serving.default_variant(model_dir, _tuned(args)), _tuned(args))
+        print(f"serving {repository} on http://{args.host}:{args.port} (KServe v2 REST); Ctrl-C stops it",
+              file=sys.stderr)
+        proc = subprocess.Popen(serving.server_command(repository, args.port, args.host), start_new_session=True,
+                                env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            serving.stop(proc)
+
+
+def cmd_loadtest(args: argparse.Namespace) -> int:
+    from core import atomic, benchmark, loadtest, serving
+
+    model_dir = _model_dir(args.model_dir)
+    photos, origin = benchmark.prepare_images(settings.SweepConfig(model_dir=str(model_dir), sizes=[args.photos],
+                                                                   images=args.images), _print_progress)
+    concurrency = tuple(settings.parse_int_list(args.concurrency, "concurrency"))
+    result = loadtest.load_test(model_dir, photos, args.variant or serving.default_variant(model_dir, _tuned(args)),
+                                _tuned(args),
+                                concurrency, args.requests, _print_progress)
+    result["photos_origin"] = origin
+    if args.out:
+        atomic.write_json(Path(args.out), result)
+    local = result["in_process"]
+    print(f"{result['model']} {result['variant']}, {result['settings_source']}")
+    print(f"in process: p50 {local['p50_ms']:.2f} ms (one request at a time), {local['throughput_ips']:.0f} img/s "
+          f"(AsyncInferQueue, {local['nireq']} requests)")
+    for level in result["levels"]:
+        print(f"{level['concurrency']} clients: {level['throughput_ips']:.0f} img/s, p50 {level['p50_ms']:.2f} ms, "
+              f"p99 {level['p99_ms']:.2f} ms; {level['ok']}/{level['requests']} right, {level['wrong']} other "
+              f"class, {level['errors']} errors, {level['lost']} lost")
+    bad = sum(level["wrong"] + level["errors"] + level["lost"] for level in result["levels"])
+    return 1 if bad else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -332,6 +396,37 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--repeats", type=int, default=5, help="warm calls per photo, and timed runs of the sweep")
     la.add_argument("--json", action="store_true")
     la.set_defaults(func=cmd_latency)
+
+    def serving_flags(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model-dir", default=None)
+        parser.add_argument("--variant", choices=("tuned", "int8", "fp32", "fp16"), default=None,
+                            help="the IR to serve (default: tuned if the model has a tuning, else int8)")
+        parser.add_argument("--tuned", default=None, help="a tuned.json to take the settings from (default: the "
+                                                          "model's own)")
+
+    ex = sub.add_parser("export-serving", help="an OpenVINO Model Server model repository (config.json, compose "
+                                               "file, KServe InferenceService, README)")
+    serving_flags(ex)
+    ex.add_argument("--out", required=True, help="folder to write (a new one, or an earlier export)")
+    ex.set_defaults(func=cmd_export_serving)
+
+    sv = sub.add_parser("serve", help="the model on a KServe v2 (Open Inference Protocol) server, in its own "
+                                      "environment (requirements-serve.txt)")
+    serving_flags(sv)
+    sv.add_argument("--repository", default=None, help="serve this exported repository instead of exporting")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to be reachable from the network")
+    sv.set_defaults(func=cmd_serve)
+
+    lt = sub.add_parser("loadtest", help="concurrent clients against the model server on loopback, beside the same "
+                                         "IR in process")
+    serving_flags(lt)
+    lt.add_argument("--concurrency", default="1,2,4,8", help="client counts, one level each (default: 1,2,4,8)")
+    lt.add_argument("--requests", type=int, default=400, help="single-photo requests per level (default: 400)")
+    lt.add_argument("--photos", type=int, default=64, help="distinct photos, cycled (default: 64)")
+    lt.add_argument("--images", default=None, help="dataset source of the photos (default: the model's own split)")
+    lt.add_argument("--out", default=None, help="write the result as JSON here")
+    lt.set_defaults(func=cmd_loadtest)
 
     ch = sub.add_parser("charts", help="write a saved benchmark run's charts as HTML (and PNG)")
     ch.add_argument("run", help="a run folder, e.g. results/20261126-072423-flowers-mobilenetv2")

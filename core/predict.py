@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from core import openset, registry
+from core import openset, registry, remote
 from core.backends import Backend, load_backend
 from core.images import ImageError, open_image, to_model_input
 from core.settings import OVSettings
@@ -21,12 +22,14 @@ TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest
 
 
 def variants_with_tuned(model_dir: Path) -> list[str]:
-    """The model's variants, and the tuned latency setup when the model has one."""
+    """The model's variants, the tuned latency setup when the model has one, and the remote
+    server when the owner configured one for this model."""
     winner = (load_tuned(model_dir) or {}).get("objectives", {}).get("latency")
     # A tuning is machine-specific: offer it only where its precision runs natively (a bf16 setup
     # tuned on a CPU with BF16 is not offered on one without).
     usable = winner is not None and winner["setup"]["precision"] in native_precisions(device_info()["capabilities"])
-    return registry.available_variants(model_dir) + ([TUNED_LATENCY] if usable else [])
+    return (registry.available_variants(model_dir) + ([TUNED_LATENCY] if usable else [])
+            + ([remote.REMOTE_VARIANT] if remote.serves(model_dir) else []))
 
 
 @dataclass
@@ -68,6 +71,7 @@ class ImageResult:
     name: str
     results: dict[str, VariantResult] = field(default_factory=dict)
     error: str | None = None
+    failed: dict[str, str] = field(default_factory=dict)  # backends that could not answer (a remote server down)
     image: Any = None  # the decoded, upright PIL image, for display
 
     @property
@@ -125,17 +129,35 @@ class Predictor:
         self.calibration = openset.from_card(self.card.openset)
         variants = variants or registry.available_variants(self.model_dir)
         self.backends: dict[str, Backend] = {}
+        self.unavailable: dict[str, str] = {}  # a remote server that did not answer: the local backends go on
         self.first_inference_ms: dict[str, float] = {}
-        warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
+        self._lock = threading.Lock()
         for variant in variants:
+            self._add(variant)
+
+    def _add(self, variant: str) -> None:
+        """Load and warm up one backend; a remote one that fails is noted in `unavailable`."""
+        warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
+        try:
             backend = self._load(variant)
             first_s, probs = time_once(lambda: backend.predict(warmup))
-            self.first_inference_ms[variant] = first_s * 1000
-            if probs.shape != (1, len(self.classes)):
-                raise registry.ModelError(
-                    f"{variant} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
-                )
-            self.backends[variant] = backend
+        except remote.RemoteError as exc:
+            self.unavailable[variant] = str(exc)
+            return
+        if probs.shape != (1, len(self.classes)):
+            raise registry.ModelError(
+                f"{variant} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
+            )
+        self.first_inference_ms[variant] = first_s * 1000
+        self.backends[variant] = backend
+        self.unavailable.pop(variant, None)
+
+    def retry_unavailable(self) -> None:
+        """Try the remote backends that failed again (cheap: two requests), so a server that comes
+        back is used without reloading the local ones. This object is shared by sessions: locked."""
+        with self._lock:
+            for variant in list(self.unavailable):
+                self._add(variant)
 
     def _load(self, variant: str) -> Backend:
         if variant != TUNED_LATENCY:
@@ -159,14 +181,21 @@ class Predictor:
         except ImageError as exc:
             return ImageResult(name, error=str(exc))
         result = ImageResult(name, image=img)
-        result.results = self.measure(to_model_input(img, self.image_size)[None], repeats)
+        result.results = self.measure(to_model_input(img, self.image_size)[None], repeats, result.failed)
         return result
 
-    def measure(self, batch: np.ndarray, repeats: int = REPEATS) -> dict[str, VariantResult]:
-        """Every backend on one uint8 batch: one first call, then `repeats` timed calls."""
+    def measure(self, batch: np.ndarray, repeats: int = REPEATS,
+                failed: dict[str, str] | None = None) -> dict[str, VariantResult]:
+        """Every backend on one uint8 batch: one first call, then `repeats` timed calls. A remote
+        backend that fails is left out, with its message in `failed`."""
         results = {}
-        for variant, backend in self.backends.items():
-            timing = time_calls(lambda b=backend: b.predict(batch), repeats, warmup=1)
+        for variant, backend in list(self.backends.items()):
+            try:
+                timing = time_calls(lambda b=backend: b.predict(batch), repeats, warmup=1)
+            except remote.RemoteError as exc:
+                if failed is not None:
+                    failed[variant] = str(exc)
+                continue
             result = VariantResult(variant, dict(zip(self.classes, map(float, timing.result[0]))), timing)
             if self.calibration is not None:
                 score, known = self.calibration.known(timing.result[:1])

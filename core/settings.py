@@ -143,6 +143,7 @@ LITERT_VARIANT = "litert"
 LITERT_INT8_VARIANT = "litert-int8"  # the TFLite converter's full-integer quantization, same calibration photos
 LITERT_VARIANTS = (LITERT_VARIANT, LITERT_INT8_VARIANT)
 PEER_VARIANTS = ONNX_VARIANTS + LITERT_VARIANTS  # made on demand from the Keras model (core.peers)
+REMOTE_VARIANT = "kserve-v2"  # the model on an owner-configured Open Inference Protocol server (core.remote)
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,9 @@ BACKENDS: dict[str, BackendSpec] = {
     "litert": BackendSpec("LiteRT (XNNPACK), f32, a thread per core", LITERT_VARIANT, threads=os.cpu_count() or 1),
     "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos), a thread per core",
                                LITERT_INT8_VARIANT, threads=os.cpu_count() or 1),
+    # Offered only where the owner configured a server for the model (core.remote.serves).
+    REMOTE_VARIANT: BackendSpec("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
+                                "serialization and the server's queue)", REMOTE_VARIANT),
 }
 BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
 RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names

@@ -28,6 +28,7 @@ def test_home_shows_the_model_card(shipped_model):
     assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
     assert at.sidebar.selectbox[0].value.endswith("/flowers-mobilenetv2")
     assert "Role: **visitor**" in at.sidebar.info[0].value  # nothing configured: safe by default
+    assert [b.proto.label for b in at.get("download_button")] == ["Download for OpenVINO Model Server"]
 
 
 @needs_mini
