@@ -37,6 +37,10 @@ with st.container(border=True):
     defaults = settings.SWEEP_PRESETS[preset]
     chosen = st.multiselect("Backends", available, default=[k for k in defaults.backends if k in available],
                             format_func=labels.get, key=f"backends-{preset}")
+    if settings.REMOTE_VARIANT in chosen:
+        st.caption("The remote server's times are what a client sees: the network, serialization and the "
+                   "server's queue are in them, its memory is the server's own and not in this sweep's, and its "
+                   "batches larger than the server's static batch go as several requests.")
     c1, c2, c3, c4 = st.columns(4)
     max_images = caps.bench_max_images or 1000
     sizes_text = c1.text_input("Test sizes (images)", ",".join(map(str, defaults.sizes)), key=f"sizes-{preset}",

@@ -310,12 +310,13 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
         atomic.write_json(Path(args.out), result)
     local = result["in_process"]
     print(f"{result['model']} {result['variant']}, {result['settings_source']}")
-    print(f"in process: p50 {local['p50_ms']:.2f} ms (one request at a time), {local['throughput_ips']:.0f} img/s "
-          f"(AsyncInferQueue, {local['nireq']} requests)")
+    print(f"in process: p50 {local['p50_ms']:.2f} ms (one request at a time; CPU {local['cpu_ms']:.1f} ms), "
+          f"{local['throughput_ips']:.0f} img/s (AsyncInferQueue, {local['nireq']} requests)")
     for level in result["levels"]:
         print(f"{level['concurrency']} clients: {level['throughput_ips']:.0f} img/s, p50 {level['p50_ms']:.2f} ms, "
               f"p99 {level['p99_ms']:.2f} ms; {level['ok']}/{level['requests']} right, {level['wrong']} other "
-              f"class, {level['errors']} errors, {level['lost']} lost")
+              f"class, {level['errors']} errors, {level['lost']} lost; CPU per request: server "
+              f"{level['server_cpu_ms']:.1f} ms, clients {level['client_cpu_ms']:.1f} ms")
     bad = sum(level["wrong"] + level["errors"] + level["lost"] for level in result["levels"])
     return 1 if bad else 0
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from core import registry, serving
 from core.progress import Event, ProgressFn, ignore
@@ -38,6 +39,8 @@ class LevelResult:
     p50_ms: float
     p99_ms: float
     max_abs_diff: float  # largest probability difference from the in-process run
+    server_cpu_ms: float = 0.0  # the server process's CPU time per answered request
+    client_cpu_ms: float = 0.0  # this process's (the clients') CPU time per answered request
     error_examples: list[str] = field(default_factory=list)
 
     @property
@@ -61,10 +64,12 @@ def in_process(repository: Path, photos: np.ndarray, requests: int) -> dict[str,
     request = compiled.create_infer_request()
     probs = np.stack([request.infer({0: p[None]})[0][0].copy() for p in photos])  # also the warm-up
     latencies = []
+    cpu_before = _cpu_s(psutil.Process())
     for i in range(requests):
         start = time.perf_counter()
         request.infer({0: photos[i % len(photos)][None]}, share_inputs=True)
         latencies.append(time.perf_counter() - start)
+    cpu_ms = (_cpu_s(psutil.Process()) - cpu_before) / requests * 1000
     queue = ov.AsyncInferQueue(compiled, int(config["nireq"]))
     start = time.perf_counter()
     for i in range(requests):
@@ -73,6 +78,7 @@ def in_process(repository: Path, photos: np.ndarray, requests: int) -> dict[str,
     seconds = time.perf_counter() - start
     return {"probabilities": probs, "p50_ms": float(np.median(latencies) * 1000),
             "p99_ms": float(np.percentile(latencies, 99) * 1000), "throughput_ips": requests / seconds,
+            "cpu_ms": cpu_ms,
             "nireq": int(config["nireq"]), "plugin_config": config["plugin_config"], "shape": config.get("shape")}
 
 
@@ -118,6 +124,11 @@ def run_level(backend: RemoteBackend, photos: np.ndarray, expected: np.ndarray, 
                        outcome["diff"], examples)
 
 
+def _cpu_s(process: psutil.Process) -> float:
+    times = process.cpu_times()
+    return times.user + times.system
+
+
 def load_test(model_dir: Path, photos: np.ndarray, variant: str = "tuned", tuned_path: Path | None = None,
               concurrency: tuple[int, ...] = CONCURRENCY, requests: int = REQUESTS,
               progress: ProgressFn = ignore) -> dict[str, Any]:
@@ -130,13 +141,19 @@ def load_test(model_dir: Path, photos: np.ndarray, variant: str = "tuned", tuned
         progress(Event("loadtest", 0, len(concurrency) + 1, "in process"))
         local = in_process(repository, photos, requests)
         levels = []
-        with serving.running_server(repository, log=Path(tmp) / "server.log") as url:
-            backend = RemoteBackend(RemoteConfig(url, card.name, timeout_s=30), card.image_size, len(card.classes),
-                                    pool_size=max(concurrency))
+        with serving.running_server(repository, log=Path(tmp) / "server.log") as server:
+            backend = RemoteBackend(RemoteConfig(server.url, card.name, timeout_s=30), card.image_size,
+                                    len(card.classes), pool_size=max(concurrency))
             backend.predict(photos[:1])  # warm-up: the server's first inference
+            processes = {"server": psutil.Process(server.pid), "client": psutil.Process()}
             for i, c in enumerate(concurrency, 1):
                 progress(Event("loadtest", i, len(concurrency) + 1, f"{c} clients"))
-                levels.append(run_level(backend, photos, local["probabilities"], c, requests))
+                before = {k: _cpu_s(p) for k, p in processes.items()}
+                level = run_level(backend, photos, local["probabilities"], c, requests)
+                answered = max(1, level.ok + level.wrong)
+                level.server_cpu_ms = (_cpu_s(processes["server"]) - before["server"]) / answered * 1000
+                level.client_cpu_ms = (_cpu_s(processes["client"]) - before["client"]) / answered * 1000
+                levels.append(level)
     return {
         "model": card.name, "variant": setup.variant, "settings_source": setup.source,
         "photos": len(photos), "requests_per_level": requests,

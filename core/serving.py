@@ -299,11 +299,17 @@ def server_command(repository: Path, port: int, host: str = "127.0.0.1") -> list
             "--port", str(port)]
 
 
+@dataclass(frozen=True)
+class RunningServer:
+    url: str
+    pid: int
+
+
 @contextmanager
 def running_server(repository: Path, port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 120,
-                   log: Path | None = None) -> Iterator[str]:
-    """Start the model server on `repository`, wait until its models are ready, yield its base URL,
-    and stop it (the whole process group) on the way out, also after a failure."""
+                   log: Path | None = None) -> Iterator[RunningServer]:
+    """Start the model server on `repository`, wait until its models are ready, yield its URL and
+    process, and stop it (the whole process group) on the way out, also after a failure."""
     port = port or free_port(host)
     log_file = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(server_command(repository, port, host), cwd=paths.PROJECT_ROOT, stdout=log_file,
@@ -312,7 +318,7 @@ def running_server(repository: Path, port: int | None = None, host: str = "127.0
     url = f"http://{host}:{port}"
     try:
         _wait_ready(url, proc, timeout_s, log)
-        yield url
+        yield RunningServer(url, proc.pid)
     finally:
         stop(proc)
         if log:

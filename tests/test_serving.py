@@ -39,8 +39,8 @@ def repository(tiny_model, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(repository, tmp_path_factory):
-    with serving.running_server(repository, log=tmp_path_factory.mktemp("server") / "server.log") as url:
-        yield url
+    with serving.running_server(repository, log=tmp_path_factory.mktemp("server") / "server.log") as running:
+        yield running.url
 
 
 @pytest.fixture(scope="module")
