@@ -214,3 +214,22 @@ def test_serve_command_stops_its_server(tiny_model):
             cli.kill()
     with socket.socket() as s:
         assert s.connect_ex(("127.0.0.1", port)) != 0, "the server outlived its command"
+
+
+@needs_server
+def test_predict_page_shows_the_remote_server_beside_the_local_runtimes(tiny_model, tiny_dataset, server,
+                                                                         monkeypatch):
+    from conftest import app_test
+
+    monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
+    monkeypatch.setenv(remote.URL_ENV, server)
+    monkeypatch.setenv(remote.MODEL_ENV, "tiny")
+    at = app_test("app_pages/predict.py", timeout=300)
+    backends = at.sidebar.multiselect[0]
+    assert remote.REMOTE_VARIANT in backends.value and "OpenVINO (remote server)" in backends.options
+    photo = next(iter(data.scan(tiny_dataset).files.values()))[0]
+    at.file_uploader[0].set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
+    at.run()
+    assert not at.exception, at.exception
+    assert f"all {len(backends.value)} backends agree" in at.success[0].value
+    assert not at.warning
