@@ -53,14 +53,10 @@ def in_process(repository: Path, photos: np.ndarray, requests: int) -> dict[str,
     batch-1 latency (sync, one request) and throughput (AsyncInferQueue with `nireq` requests)."""
     import openvino as ov
 
-    from core.model_server import parse_shape, read_repository
+    from core.model_server import compile_entry, read_repository
 
     config = read_repository(repository)[0]
-    core = ov.Core()
-    model = core.read_model(config["path"])
-    for name, shape in (config.get("shape") or {}).items():
-        model.reshape({name: parse_shape(shape)})
-    compiled = core.compile_model(model, "CPU", {k: str(v) for k, v in config["plugin_config"].items()})
+    compiled = compile_entry(config, ov.Core())
     request = compiled.create_infer_request()
     probs = np.stack([request.infer({0: p[None]})[0][0].copy() for p in photos])  # also the warm-up
     latencies = []

@@ -44,6 +44,15 @@ def read_repository(repository: Path) -> list[dict[str, Any]]:
     return models
 
 
+def compile_entry(config: dict[str, Any], core: ov.Core) -> ov.CompiledModel:
+    """One model of the repository compiled as OVMS would: its shape, then its plugin_config."""
+    model = core.read_model(config["path"])
+    for name, shape in (config.get("shape") or {}).items():
+        model.reshape({name: parse_shape(shape)})
+    plugin_config = {k: str(v) for k, v in (config.get("plugin_config") or {}).items()}
+    return core.compile_model(model, config.get("target_device", "CPU"), plugin_config)
+
+
 def make_model(config: dict[str, Any], core: ov.Core):
     """A kserve.Model that runs one IR with its OVMS settings: `nireq` infer requests, each
     used by one request at a time, on as many threads (OpenVINO releases the GIL while it infers)."""
@@ -52,18 +61,14 @@ def make_model(config: dict[str, Any], core: ov.Core):
 
     class OpenVINOModel(kserve.Model):
         def load(self) -> bool:
-            model = core.read_model(config["path"])
-            for name, shape in (config.get("shape") or {}).items():
-                model.reshape({name: parse_shape(shape)})
-            plugin_config = {k: str(v) for k, v in (config.get("plugin_config") or {}).items()}
-            self.compiled = core.compile_model(model, config.get("target_device", "CPU"), plugin_config)
+            self.compiled = compile_entry(config, core)
             self.input, self.output = self.compiled.input(0), self.compiled.output(0)
             nireq = int(config.get("nireq") or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self.idle: asyncio.Queue = asyncio.Queue()
             for _ in range(nireq):
                 self.idle.put_nowait(self.compiled.create_infer_request())
             self.pool = ThreadPoolExecutor(nireq, thread_name_prefix="infer")
-            log.info("%s: %s, %s, nireq %d", self.name, config["path"], plugin_config, nireq)
+            log.info("%s: %s, %s, nireq %d", self.name, config["path"], config.get("plugin_config"), nireq)
             self.ready = True
             return self.ready
 
