@@ -51,19 +51,32 @@ st.subheader("Accuracy per class")
 show_quality(entry)
 
 if card.openset:
-    calibration = openset.from_card(card.openset)
+    calibration = openset.from_card(card.openset, entry.path)
     measured = calibration.measured
     tf = measured["variants"].get("tensorflow", {})
     st.subheader("Confidence and photos that are not flowers")
+    rule = (f"is farther from every class (Mahalanobis distance on the penultimate features) than "
+            f"{calibration.keep:.0%} of correctly classified validation flowers"
+            if calibration.score == openset.MAHALANOBIS else
+            f"has a top calibrated probability under **{calibration.threshold:.2f}**")
     st.markdown(
         f"Temperature **{calibration.temperature:.2f}** (fitted on the validation split) brings the expected "
         f"calibration error on the held-out split from {tf.get('ece_before', 0):.3f} to "
-        f"**{tf.get('ece_after', 0):.3f}**. A photo whose top calibrated probability is under "
-        f"**{calibration.threshold:.2f}** is called not one of the classes: that rejects "
+        f"**{tf.get('ece_after', 0):.3f}**. A photo that {rule} is called not one of the classes: that rejects "
         f"{tf.get('flowers_rejected', 0)} of {measured['flowers']} held-out flowers and accepts "
         f"{len(tf.get('non_flowers_accepted', []))} of {measured['non_flowers']} pictures that are not flowers "
         f"(AUROC {tf.get('auroc', 0):.3f}; a small set: photos shipped with scikit-learn and scikit-image, noise, "
         "flat colours and charts).")
+    if measured.get("candidates"):
+        st.dataframe(pd.DataFrame([{"score": openset.SCORE_NAMES[name], "AUROC": m["auroc"],
+                                    "false positives at 95% true positives": m["fpr_at_95_tpr"],
+                                    "held-out flowers rejected": m["flowers_rejected"],
+                                    "non-flowers accepted": len(m["non_flowers_accepted"]),
+                                    "used": name == calibration.score}
+                                   for name, m in measured["candidates"].items()]),
+                     hide_index=True, column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
+        st.caption("The candidate scores, measured with TensorFlow; the one with the higher AUROC of the two every "
+                   "runtime can compute is used.")
     st.plotly_chart(charts.reliability_diagram(measured, calibration.temperature), width="stretch",
                     key=f"reliability-{entry.name}")
 

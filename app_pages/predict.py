@@ -7,7 +7,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.common import active_model, classify_all, predictor
-from core import charts, images
+from core import charts, images, openset
 from core.predict import REPEATS, TUNED_LATENCY, variants_with_tuned
 from core.settings import PRECISIONS, REMOTE_VARIANT, OVSettings
 
@@ -60,10 +60,14 @@ if not files:
 again = st.button("Measure again", help="Results are kept per photo and setting; this times every photo anew.")
 results = classify_all(model, files, again)
 if model.calibration is not None:
+    rule = ("is farther from every class than 95% of correctly classified validation flowers (its typicality, "
+            "the share of those flowers at least as far, is under 5%)"
+            if model.calibration.score == openset.MAHALANOBIS else
+            f"top calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
+            "classified validation flowers score)")
     st.caption(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on the model's "
-               "validation split, so that a stated 80% is right about 80% of the time. A photo whose top "
-               f"calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
-               "classified validation flowers score) is called not one of the classes.")
+               f"validation split, so that a stated 80% is right about 80% of the time. A photo that {rule} "
+               "is called not one of the classes.")
 st.caption(f"Times: the median of {REPEATS} warm calls per photo and backend, after one first call shown apart, "
            "in this server process (the Benchmark page runs each backend alone in its own). The first call is "
            "cold after every run of this page: Streamlit clears Keras's session after each run, and with it "
@@ -84,12 +88,14 @@ for r in results:
             if r.known is False:
                 # No confident wrong answer on a photo that is not one of the classes.
                 st.warning("This does not look like one of: " + ", ".join(entry.card.classes) + ". "
-                           + " · ".join(f"{v}: score {x.known_score:.2f}" for v, x in r.results.items())
-                           + f" (a flower scores at least {model.calibration.threshold:.2f})")
+                           + " · ".join(f"{v}: {x.known_score:.0%}" for v, x in r.results.items()
+                                        if x.known_score is not None)
+                           + f" (a flower scores at least {model.calibration.threshold:.0%})")
                 with st.expander("Show the probabilities anyway"):
                     st.plotly_chart(fig, width="stretch", key=chart_key)
             else:
-                confidence = f", calibrated confidence {first.known_score:.0%}" if first.calibrated else ""
+                confidence = (f", calibrated confidence {first.calibrated[first.top_class]:.0%}"
+                              if first.calibrated else "")
                 if r.agree:
                     st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
                 else:

@@ -13,23 +13,28 @@ import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 
-def write_json(path: Path, data: Any) -> None:
-    """Write `data` as JSON to `path` atomically (fsynced before the rename)."""
+def write_bytes(path: Path, fill: Callable[[BinaryIO], Any]) -> None:
+    """Write `path` atomically: `fill(f)` writes a temporary file beside it, fsynced, then renamed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
     try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2, default=str)
+        with os.fdopen(fd, "wb") as f:
+            fill(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write `data` as JSON to `path` atomically (fsynced before the rename)."""
+    write_bytes(path, lambda f: f.write(json.dumps(data, indent=2, default=str).encode()))
 
 
 def write_text(path: Path, text: str) -> None:

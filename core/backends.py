@@ -1,7 +1,8 @@
 """One predict interface over TensorFlow, OpenVINO and the peers (ONNX Runtime, LiteRT).
 
 Every backend takes a uint8 NHWC batch (see `core.images.to_model_input`) and returns
-class probabilities. Each runtime is imported only by the backend that needs it, so a
+class probabilities; TensorFlow, OpenVINO and the remote server also return the penultimate
+features with them (`infer`), which the open-set score needs. Each runtime is imported only by the backend that needs it, so a
 benchmark subprocess measures one runtime's memory alone.
 """
 
@@ -30,6 +31,10 @@ class Backend:
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         raise NotImplementedError
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """(probabilities, penultimate features or None where the runtime's model has no such output)."""
+        return self.predict(images), None
 
     def settings(self) -> dict[str, Any]:
         raise NotImplementedError
@@ -60,6 +65,8 @@ class TensorFlowBackend(Backend):
             )
         spec = tf.TensorSpec([None, self.image_size, self.image_size, 3], tf.uint8)
         self._serve = tf.function(lambda x: self.model(tf.cast(x, tf.float32), training=False), input_signature=[spec])
+        both = registry.with_features(self.model)  # the same layers, the classifier's input as a second output
+        self._serve_both = tf.function(lambda x: both(tf.cast(x, tf.float32), training=False), input_signature=[spec])
         self._lock = threading.Lock()  # Keras predict is not safe to call from several sessions at once
         self.load_seconds = time.perf_counter() - start
 
@@ -69,6 +76,10 @@ class TensorFlowBackend(Backend):
             with self._lock:
                 return self.model.predict(images.astype(np.float32), batch_size=len(images), verbose=0)
         return self._serve(images).numpy()
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        probs, features = self._serve_both(self._check(images))
+        return probs.numpy(), features.numpy()
 
     def settings(self) -> dict[str, Any]:
         import tensorflow as tf
@@ -145,6 +156,12 @@ class OpenVINOBackend(Backend):
         self._idle: queue.SimpleQueue = queue.SimpleQueue()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        return self._run(images, features=False)[0]
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        return self._run(images, features=True)
+
+    def _run(self, images: np.ndarray, features: bool) -> tuple[np.ndarray, np.ndarray | None]:
         images = self._check(images)
         try:
             request = self._idle.get_nowait()
@@ -152,7 +169,9 @@ class OpenVINOBackend(Backend):
             request = self.compiled.create_infer_request()
         try:
             request.infer({0: np.ascontiguousarray(images)}, share_inputs=True)  # read in place, no copy
-            return request.get_output_tensor(0).data.copy()
+            probs = request.get_output_tensor(0).data.copy()
+            has_features = features and len(self.compiled.outputs) > 1  # IRs converted before features: one
+            return probs, request.get_output_tensor(1).data.copy() if has_features else None
         finally:
             self._idle.put(request)
 

@@ -225,12 +225,15 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     calibration = openset.calibrate(_model_dir(args.model_dir), _print_progress)
     if args.json:
-        print(json.dumps(dataclasses.asdict(calibration)))
+        print(json.dumps(calibration.to_card()))
         return 0
     m = calibration.measured
-    print(f"temperature {calibration.temperature:.2f}, threshold {calibration.threshold:.3f} "
-          f"(keeps {calibration.keep:.0%} of the correctly classified validation photos)")
+    print(f"temperature {calibration.temperature:.2f}; score: {openset.SCORE_NAMES[calibration.score]}, threshold "
+          f"{calibration.threshold:.3f} (keeps {calibration.keep:.0%} of the correctly classified validation photos)")
     print(f"{m['flowers']} held-out flowers vs {m['non_flowers']} pictures that are not flowers:")
+    for name, v in m["candidates"].items():
+        print(f"  candidate {name} (TensorFlow): AUROC {v['auroc']:.3f}, FPR at 95% TPR {v['fpr_at_95_tpr']:.1%}, "
+              f"{v['flowers_rejected']} flowers rejected, {len(v['non_flowers_accepted'])} non-flowers accepted")
     for variant, v in m["variants"].items():
         print(f"  {variant}: AUROC {v['auroc']:.3f}, FPR at 95% TPR {v['fpr_at_95_tpr']:.1%}, "
               f"{v['flowers_rejected']} flowers rejected, {len(v['non_flowers_accepted'])} non-flowers accepted, "

@@ -62,7 +62,7 @@ def make_model(config: dict[str, Any], core: ov.Core):
     class OpenVINOModel(kserve.Model):
         def load(self) -> bool:
             self.compiled = compile_entry(config, core)
-            self.input, self.output = self.compiled.input(0), self.compiled.output(0)
+            self.input = self.compiled.input(0)
             nireq = int(config.get("nireq") or self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS"))
             self.idle: asyncio.Queue = asyncio.Queue()
             for _ in range(nireq):
@@ -79,7 +79,8 @@ def make_model(config: dict[str, Any], core: ov.Core):
             return [{"name": self.input.get_any_name(), "datatype": "UINT8", "shape": self._shape(self.input)}]
 
         def get_output_types(self) -> list[dict[str, Any]]:
-            return [{"name": self.output.get_any_name(), "datatype": "FP32", "shape": self._shape(self.output)}]
+            return [{"name": port.get_any_name(), "datatype": "FP32", "shape": self._shape(port)}
+                    for port in self.compiled.outputs]
 
         def _check(self, payload) -> np.ndarray:
             if len(payload.inputs) != 1:
@@ -96,19 +97,25 @@ def make_model(config: dict[str, Any], core: ov.Core):
                 raise InvalidInput(f"input shape {list(x.shape)} does not match the model's {expected}")
             return np.ascontiguousarray(x)
 
-        def _infer(self, request: ov.InferRequest, x: np.ndarray) -> np.ndarray:
+        def _infer(self, request: ov.InferRequest, x: np.ndarray, wanted: list[int]) -> list[np.ndarray]:
             request.infer({0: x}, share_inputs=True)
-            return request.get_output_tensor(0).data.copy()
+            return [request.get_output_tensor(i).data.copy() for i in wanted]
 
         async def predict(self, payload, headers=None, response_headers=None):
             x = self._check(payload)
+            names = [port.get_any_name() for port in self.compiled.outputs]
+            asked = [o.name for o in payload.request_outputs or []]
+            unknown = [name for name in asked if name not in names]
+            if unknown:
+                raise InvalidInput(f"no output named {unknown[0]!r}; the model has {names}")
+            wanted = [names.index(name) for name in asked] or list(range(len(names)))  # none asked: all
             request = await self.idle.get()
             try:
-                probs = await asyncio.get_running_loop().run_in_executor(self.pool, self._infer, request, x)
+                values = await asyncio.get_running_loop().run_in_executor(self.pool, self._infer, request, x, wanted)
             finally:
                 self.idle.put_nowait(request)
-            output = kserve.InferOutput(self.output.get_any_name(), list(probs.shape), "FP32", probs)
-            return kserve.InferResponse(payload.id or "", self.name, [output])
+            outputs = [kserve.InferOutput(names[i], list(v.shape), "FP32", v) for i, v in zip(wanted, values)]
+            return kserve.InferResponse(payload.id or "", self.name, outputs)
 
     return OpenVINOModel(config["name"])
 

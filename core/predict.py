@@ -37,7 +37,7 @@ class VariantResult:
     variant: str
     probabilities: dict[str, float]
     timing: Timing
-    known_score: float | None = None  # the open-set score (calibrated top probability), if the model is calibrated
+    known_score: float | None = None  # the open-set score (core.openset), if the model is calibrated
     known: bool | None = None  # the score is at or above the model's threshold
     calibrated: dict[str, float] | None = None  # the probabilities after temperature scaling, if calibrated
 
@@ -126,7 +126,7 @@ class Predictor:
         self.classes: list[str] = list(self.card.classes)
         self.image_size = self.card.image_size
         self.ov_settings = ov_settings or OVSettings()
-        self.calibration = openset.from_card(self.card.openset)
+        self.calibration = openset.from_card(self.card.openset, self.model_dir)
         variants = variants or registry.available_variants(self.model_dir)
         self.backends: dict[str, Backend] = {}
         self.unavailable: dict[str, str] = {}  # a remote server that did not answer: the local backends go on
@@ -191,16 +191,18 @@ class Predictor:
         results = {}
         for variant, backend in list(self.backends.items()):
             try:
-                timing = time_calls(lambda b=backend: b.predict(batch), repeats, warmup=1)
+                timing = time_calls(lambda b=backend: b.infer(batch), repeats, warmup=1)
             except remote.RemoteError as exc:
                 if failed is not None:
                     failed[variant] = str(exc)
                 continue
-            result = VariantResult(variant, dict(zip(self.classes, map(float, timing.result[0]))), timing)
+            probs, features = timing.result
+            result = VariantResult(variant, dict(zip(self.classes, map(float, probs[0]))), timing)
             if self.calibration is not None:
-                score, known = self.calibration.known(timing.result[:1])
-                result.known_score, result.known = float(score[0]), bool(known[0])
-                scaled = openset.scale(timing.result[:1], self.calibration.temperature)[0]
+                verdict = self.calibration.known(probs[:1], None if features is None else features[:1])
+                if verdict is not None:  # None: a backend without the features the score needs
+                    result.known_score, result.known = float(verdict[0][0]), bool(verdict[1][0])
+                scaled = openset.scale(probs[:1], self.calibration.temperature)[0]
                 result.calibrated = dict(zip(self.classes, map(float, scaled)))
             results[variant] = result
         return results

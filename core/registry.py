@@ -110,6 +110,18 @@ def load_keras(model_dir: Path):
         raise ModelError(f"could not load {path}: {exc}") from exc
 
 
+CLASSIFIER_LAYER = "probabilities"  # the final Dense layer of every architecture (core.training.build_model)
+
+
+def with_features(model):
+    """The Keras model with two outputs: probabilities, and the classifier's input (the penultimate
+    features, which the open-set score measures distances on). Same layers, no copy."""
+    import keras
+
+    return keras.Model(model.inputs, [model.output, model.get_layer(CLASSIFIER_LAYER).input],
+                       name=f"{model.name}_with_features")
+
+
 def save_model(name: str, fill: Callable[[Path], None], root: Path | None = None, overwrite: bool = False) -> Path:
     """Create models/<name>: `fill(tmp_dir)` writes everything, then it is renamed in place."""
     target = Path(root or paths.models_dir()) / check_name(name)

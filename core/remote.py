@@ -98,7 +98,7 @@ class RemoteBackend(Backend):
         if len(inputs) != 1 or len(outputs) < 1:
             raise RemoteError(f"{self.config.model} on the server has {len(inputs)} inputs and {len(outputs)} "
                               "outputs; expected one image input and a probabilities output")
-        given, out = inputs[0], outputs[0]
+        given, out = inputs[0], outputs[0]  # the first output is the probabilities (core.convert)
         expected = [self.image_size, self.image_size, 3]
         if given.get("datatype") != "UINT8" or list(given.get("shape", []))[1:] != expected:
             raise RemoteError(f"the server's {self.config.model} takes {given.get('datatype')} "
@@ -108,6 +108,7 @@ class RemoteBackend(Backend):
             raise RemoteError(f"the server's {self.config.model} returns {out.get('shape')}, this model "
                               f"{n_classes} classes: a different model")
         self.input_name, self.output_name = given["name"], out["name"]
+        self.features_name = next((o["name"] for o in outputs[1:] if o["name"] == "features"), None)
         self.max_batch = given["shape"][0] if given["shape"][0] > 0 else None
 
     def _request(self, method: str, url: str, what: str, **kwargs) -> urllib3.BaseHTTPResponse:
@@ -133,37 +134,50 @@ class RemoteBackend(Backend):
         return self._request("GET", url, what).json()
 
     def predict(self, images: np.ndarray) -> np.ndarray:
+        return self._run(images, [self.output_name])[0]
+
+    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.features_name is None:  # a server with an IR exported before it had features
+            return self.predict(images), None
+        probs, features = self._run(images, [self.output_name, self.features_name])
+        return probs, features
+
+    def _run(self, images: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         images = np.ascontiguousarray(self._check(images))
         step = self.max_batch or len(images)
-        return np.concatenate([self._infer(images[i:i + step]) for i in range(0, len(images), step)])
+        parts = [self._infer(images[i:i + step], outputs) for i in range(0, len(images), step)]
+        return [np.concatenate([part[k] for part in parts]) for k in range(len(outputs))]
 
-    def _infer(self, batch: np.ndarray) -> np.ndarray:
+    def _infer(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
         header = json.dumps({
             "inputs": [{"name": self.input_name, "shape": list(batch.shape), "datatype": "UINT8",
                         "parameters": {"binary_data_size": batch.nbytes}}],
-            "outputs": [{"name": self.output_name, "parameters": {"binary_data": True}}],
+            "outputs": [{"name": name, "parameters": {"binary_data": True}} for name in outputs],
         }).encode()
         response = self._request("POST", f"{self._model_url}/infer", "inference", body=header + batch.tobytes(),
                                  headers={"Content-Type": "application/octet-stream",
                                           BINARY_HEADER: str(len(header))})
-        return self._decode(response, len(batch))
+        return self._decode(response, len(batch), outputs)
 
-    def _decode(self, response: urllib3.BaseHTTPResponse, n: int) -> np.ndarray:
-        """The output, from a JSON answer or one in the binary extension."""
+    def _decode(self, response: urllib3.BaseHTTPResponse, n: int, wanted: list[str]) -> list[np.ndarray]:
+        """The outputs, from a JSON answer or one in the binary extension (their bytes follow the
+        JSON in the order the JSON lists them)."""
         body = response.data
         json_size = int(response.headers.get(BINARY_HEADER, len(body)))
-        outputs = json.loads(body[:json_size])["outputs"]
-        out = next((o for o in outputs if o["name"] == self.output_name), None)
-        if out is None:
-            raise RemoteError(f"the server's answer has no output {self.output_name!r}")
-        if "data" in out:
-            probs = np.asarray(out["data"], np.float32)
-        else:  # the one requested output's bytes follow the JSON
-            probs = np.frombuffer(body[json_size:json_size + out["parameters"]["binary_data_size"]], np.float32)
-        probs = probs.reshape(out["shape"])
-        if len(probs) != n:
-            raise RemoteError(f"sent {n} photos, the server answered for {len(probs)}")
-        return probs
+        values, offset = {}, json_size
+        for out in json.loads(body[:json_size])["outputs"]:
+            if "data" in out:
+                value = np.asarray(out["data"], np.float32)
+            else:
+                size = out["parameters"]["binary_data_size"]
+                value, offset = np.frombuffer(body[offset:offset + size], np.float32), offset + size
+            values[out["name"]] = value.reshape(out["shape"])
+        missing = [name for name in wanted if name not in values]
+        if missing:
+            raise RemoteError(f"the server's answer has no output {missing[0]!r}")
+        if any(len(values[name]) != n for name in wanted):
+            raise RemoteError(f"sent {n} photos, the server answered for another number")
+        return [values[name] for name in wanted]
 
     def settings(self) -> dict[str, Any]:
         # The URL stays out: results and pages are seen by visitors; it is the owner's setting.

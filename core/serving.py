@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core import atomic, paths, registry, tune
+from core import atomic, openset, paths, registry, tune
 from core.errors import UserError
 
 SERVE_VARIANTS = ("tuned", "int8", "fp32", "fp16")
@@ -124,6 +124,9 @@ def export(model_dir: Path, out: Path, variant: str = "tuned", tuned_path: Path 
         shutil.copyfile(xml, version / "model.xml")
         shutil.copyfile(xml.with_suffix(".bin"), version / "model.bin")
         (tmp / name / LABELS_FILE).write_text("\n".join(card.classes) + "\n")
+        distance = model_dir / openset.DISTANCE_FILE
+        if distance.exists():
+            shutil.copyfile(distance, tmp / name / openset.DISTANCE_FILE)
         (tmp / name / SERVING_FILE).write_text(json.dumps(_description(card, setup), indent=2) + "\n")
         (tmp / CONFIG_FILE).write_text(json.dumps(setup.ovms_config(name, card.image_size), indent=2) + "\n")
         (tmp / "docker-compose.yml").write_text(_compose(name))
@@ -163,6 +166,11 @@ def _description(card, setup: ServingSetup) -> dict[str, Any]:
                                    "pixels itself"},
         "output": {"name": OUTPUT_NAME, "datatype": "FP32", "shape": [setup.batch or -1, len(card.classes)],
                    "meaning": "class probabilities, in the order of labels.txt"},
+        "features": {"name": "features", "datatype": "FP32", "meaning": "the penultimate layer (IRs converted since "
+                     "the open-set check; older ones lack it): openset.npz holds `projection` and class `means`; the "
+                     "squared distance min over classes of |features @ projection - means[c]|^2, looked up in the "
+                     "sorted `reference` distances of validation flowers, is the typicality; under 1 - keep: not a "
+                     "flower"},
         "calibration": card.openset or None,
         "held_out_accuracy": (test.accuracy.get(setup.variant) if test else None),
         "settings": {"plugin_config": setup.plugin_config, "nireq": setup.nireq, "batch": setup.batch,
@@ -222,9 +230,10 @@ A model repository for OpenVINO Model Server (OVMS), made by `python -m core exp
 - Settings (`{CONFIG_FILE}`): {setup.source}. `plugin_config` {json.dumps(setup.plugin_config)},
   nireq {setup.nireq}, {"static batch " + str(setup.batch) if setup.batch else "dynamic batch"}. On a CPU without native
   bf16, remove `INFERENCE_PRECISION_HINT` if it says bf16.
-- Open-set check and calibrated confidence (`{card.name}/{SERVING_FILE}`): divide the log of each probability by
-  the temperature {calibration.get("temperature", "—")} and apply softmax; a photo whose top calibrated probability is
-  under {calibration.get("threshold", "—")} is not one of the classes.
+- Output `features`: FP32, shape [{batch}, D], the penultimate layer; the project's open-set check (is it one
+  of the classes at all?) measures a Mahalanobis distance on it with `openset.npz` (see `{card.name}/{SERVING_FILE}`).
+- Calibrated confidence: divide the log of each probability by the temperature
+  {calibration.get("temperature", "—")} and apply softmax.
 
 ## Run it
 

@@ -2,11 +2,11 @@
 real Chromium session predicts photos with every backend, trains a model to the end
 (converted and validated) and runs a benchmark sweep.
 
-The fast version (CI) predicts 5 photos, uploads the 100-photo mini archive on the Train page, trains the "Quick"
+Both first predict real photos and one 12-megapixel phone JPEG. The fast version (CI) predicts 5 photos, uploads the 100-photo mini archive on the Train page, trains the "Quick"
 recipe on it at 112 px (Keras takes the 224 px ImageNet weights; a quarter of the pixels keeps
 it short), watching the epoch counter advance, finds the finished model in the page's list
 and the sidebar, and sweeps the INT8 backend. The full check, `python -m pytest -m cloud_full`,
-predicts 20 photos, fetches all 2934 photos, trains the page's default recipe and runs the "Full" sweep preset (the README's study);
+predicts 20 photos (and the phone JPEG), fetches all 2934 photos, trains the page's default recipe and runs the "Full" sweep preset (the README's study);
 the README quotes its figures. Each run writes its measurements to `cloud-memory.json` in the
 test's temporary folder and prints them.
 """
@@ -18,6 +18,7 @@ import time
 import urllib.request
 
 import pytest
+from PIL import Image
 from cgroup import MemoryCgroup
 from conftest import MINI_ARCHIVE, SHARED, choose, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server
 
@@ -132,6 +133,10 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: tuple[st
                     path = tmp_path / f"{cls}-{i}.jpg"
                     path.write_bytes(mini_photo(cls, i))
                     photos.append(path)
+            # A 12-megapixel phone photo (a real one, enlarged): decoded at a reduced scale (core.images).
+            phone = tmp_path / "phone-12mp.jpg"
+            Image.open(photos[0]).convert("RGB").resize((4000, 3000)).save(phone, quality=90)
+            photos.append(phone)
             page.goto(f"{url}/predict", timeout=120_000)
             page.get_by_text("Upload one or more flower photos").wait_for(timeout=180_000)
             page.locator("input[type=file]").first.set_input_files([str(p) for p in photos])

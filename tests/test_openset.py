@@ -64,3 +64,45 @@ def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
     text = " ".join(m.value for m in at.markdown)
     assert "brings the expected calibration error on the held-out split from" in text
     assert any("Is the stated confidence right?" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_the_distance_knows_the_classes_and_not_what_is_far_from_them(tmp_path):
+    """Three tight classes in 20 dimensions: points near them are typical, points elsewhere are not;
+    the file keeps it (the projection in float16)."""
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 5, (3, 20))
+    labels = np.repeat(np.arange(3), 200)
+    features = centres[labels] + rng.normal(0, 1, (600, 20))
+    distance = openset.fit_distance(features, labels, 3, k=8)
+    val = centres[np.repeat(np.arange(3), 50)] + rng.normal(0, 1, (150, 20))
+    distance = openset.Distance(distance.projection, distance.means, np.sort(distance.distance(val)))
+    near = centres[[0, 1, 2]] + rng.normal(0, 1, (3, 20))
+    far = rng.normal(0, 5, (3, 20)) + 12
+    assert (distance.typicality(near) > 0.05).all() and (distance.typicality(far) < 0.05).all()
+    distance.save(tmp_path / "openset.npz")
+    again = openset.Distance.load(tmp_path / "openset.npz")
+    np.testing.assert_allclose(again.typicality(near), distance.typicality(near), atol=0.02)
+
+
+def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_computes_it(tiny_model, tmp_path):
+    import shutil
+
+    from core import predict
+
+    model = tmp_path / "tiny"
+    shutil.copytree(tiny_model, model)
+    calibration = openset.calibrate(model)
+    measured = calibration.measured
+    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis"}
+    assert calibration.score == max(("msp", "mahalanobis"), key=lambda s: measured["candidates"][s]["auroc"])
+    # The IR has the features output, so every variant gets the same kind of score.
+    assert set(measured["variants"]) == set(registry.available_variants(model))
+    assert (model / openset.DISTANCE_FILE).exists()
+    loaded = openset.from_card(registry.read_card(model).openset, model)
+    assert loaded.distance is not None and loaded.threshold == calibration.threshold
+    predictor = predict.Predictor(model)
+    photo = np.full((64, 64, 3), (200, 40, 40), np.uint8)
+    results = predictor.classify("red.png", photo_bytes(photo)).results
+    assert all(r.known_score is not None for r in results.values())
+    scores = [r.known_score for r in results.values()]
+    assert max(scores) - min(scores) < 0.1  # TensorFlow and the IRs see the same photo alike

@@ -120,6 +120,10 @@ def test_remote_backend_answers_like_the_local_ir_on_every_photo(tiny_model, ser
     expected = local.predict(photos)
     assert (one_by_one.argmax(1) == expected.argmax(1)).all() and (batched.argmax(1) == expected.argmax(1)).all()
     np.testing.assert_allclose(batched, expected, atol=1e-5)
+    # The open-set score's features come over the wire too (a second binary output).
+    probs, features = backend.infer(photos)
+    np.testing.assert_allclose(probs, expected, atol=1e-5)
+    np.testing.assert_allclose(features, local.infer(photos)[1], atol=1e-4)
     assert backend.settings()["server"].startswith("kserve") and "url" not in backend.settings()
 
 
