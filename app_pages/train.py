@@ -120,10 +120,14 @@ with st.container(border=True):
     ft_layers = c3.number_input("Fine-tuned backbone layers", 1, 200, recipe.fine_tune_layers,
                                 key=f"ftl-{recipe_name}")
     batch = c4.number_input("Batch size", 4, 256, recipe.batch_size, key=f"batch-{recipe_name}")
-    c1, c2, c3 = st.columns(3)
+    c1, c2, c3, c4 = st.columns(4)
     augment = c1.checkbox("Augmentation (flip, rotate, zoom)", recipe.augment, key=f"aug-{recipe_name}")
     strong = c2.checkbox("Stronger: random crops and colour jitter", recipe.strong_augment, key=f"strong-{recipe_name}",
                          disabled=not augment)
+    fit_on_val = c4.checkbox("Final fit on train + validation", recipe.fit_on_val, key=f"final-{recipe_name}",
+                             help="Trains on the validation photos too, for exactly the epochs above (no early "
+                                  "stopping), once a recipe is fixed. The held-out split stays untouched and is "
+                                  "the model's accuracy; the calibration is fitted on photos it has seen.")
     schedule = c3.selectbox("Fine-tuning learning rate", list(settings.SCHEDULES),
                             index=settings.SCHEDULES.index(recipe.schedule), key=f"sched-{recipe_name}",
                             help="cosine: one epoch of warm-up, then a cosine decay to zero")
@@ -135,12 +139,13 @@ with st.container(border=True):
         cfg = settings.TrainConfig(**(asdict(recipe) | dict(
             arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
             fine_tune_epochs=int(ft_epochs) if arch == "mobilenet_v2" else 0, fine_tune_layers=int(ft_layers),
-            batch_size=int(batch), augment=augment, strong_augment=augment and strong, schedule=schedule)))
+            batch_size=int(batch), augment=augment, strong_augment=augment and strong, schedule=schedule,
+            fit_on_val=fit_on_val)))
     except UserError as exc:
         st.error(str(exc))
     fits = True
     if cfg is not None and info is not None:
-        n_train = round(info.n_images * (1 - cfg.val_fraction - cfg.test_fraction))
+        n_train = round(info.n_images * (1 - cfg.test_fraction - (0 if cfg.fit_on_val else cfg.val_fraction)))
         estimate = training.estimate_peak_mb(cfg, n_train)
         budget = caps.memory_budget_mb
         text = (f"Estimated peak memory of the app while this trains: **{estimate:.0f} MB** ({n_train} training "

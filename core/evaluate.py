@@ -130,7 +130,9 @@ def validate_and_record(model_dir: Path, split: data.Split | None = None, progre
     split = split or card.rebuild_split(progress=progress)
     scored = variants or registry.available_variants(model_dir) + peers.present(model_dir)
     scores = {}
-    for subset in ("val", "test"):
+    # A final fit trained on the validation photos: scores there would measure memory, not accuracy.
+    subsets = ("test",) if card.config is not None and card.config.fit_on_val else ("val", "test")
+    for subset in subsets:
         items = getattr(split, subset)
         if items:
             images, labels, bad = data.load_arrays(items, card.image_size, progress, f"load {subset}")

@@ -262,7 +262,9 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
                           float(np.quantile(score(p_val, f_val)[correct], 1 - KEEP)), names)
         for name, score in candidates.items()}
     chosen = max((MSP, MAHALANOBIS), key=lambda name: measured["candidates"][name]["auroc"])
-    calibration = Calibration(temperature, thresholds[chosen], chosen, distance=distance)
+    # A final fit (TrainConfig.fit_on_val) has seen these photos; the held-out measurement below shows what that costs.
+    fitted_on = "val (seen in training: a final fit)" if card.config is not None and card.config.fit_on_val else "val"
+    calibration = Calibration(temperature, thresholds[chosen], chosen, fitted_on=fitted_on, distance=distance)
     for variant in registry.available_variants(model_dir):
         backend = tf if variant == registry.TF_VARIANT else load_backend(model_dir, variant)
         p_test, f_test = infer_batched(backend, x_test)

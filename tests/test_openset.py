@@ -43,7 +43,7 @@ def photo_bytes(array: np.ndarray) -> bytes:
 
 def test_the_shipped_model_says_when_a_picture_is_not_a_flower(shipped_model):
     calibration = openset.from_card(registry.read_card(shipped_model).openset)
-    assert calibration is not None and calibration.fitted_on == "val"
+    assert calibration is not None and calibration.fitted_on.startswith("val")
     m = calibration.measured["variants"]
     assert set(m) == set(registry.available_variants(shipped_model))  # the same score for every variant
     assert m["tensorflow"]["ece_after"] < m["tensorflow"]["ece_before"]

@@ -27,6 +27,22 @@ def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
     assert model.output_shape == (None, 3)
 
 
+def test_a_final_fit_trains_on_validation_photos_too_and_claims_no_validation_score(tiny_dataset, tmp_path):
+    from core import evaluate
+
+    cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=3, patience=1, batch_size=8, val_fraction=0.25,
+                      test_fraction=0.25, fit_on_val=True)
+    path = training.train(tiny_dataset, cfg, "final", tmp_path)
+    card = registry.read_card(path)
+    # Every epoch ran (nothing to stop early on), none was scored on validation photos it trained on.
+    assert [row["epoch"] for row in card.training.history] == [1, 2, 3]
+    assert not any("val_accuracy" in row for row in card.training.history) and "val" not in card.scores
+    split = card.rebuild_split()
+    prepared = training.load_and_split(tiny_dataset, cfg, tmp_path)
+    assert len(prepared.x_train) == len(split.train) + len(split.val) and len(prepared.x_val) == 0
+    assert set(evaluate.validate_and_record(path, split)) == {"test"}  # the held-out split only
+
+
 def test_cosine_schedule_warms_up_then_decays_to_zero():
     rate = training.learning_rate(1e-4, "cosine", epochs=3, steps_per_epoch=10)
     assert float(rate(0)) == 0.0 and float(rate(10)) == pytest.approx(1e-4)  # one epoch of warm-up
