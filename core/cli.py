@@ -31,9 +31,10 @@ def _print_progress(event: Event) -> None:
         return
     if event.stage == "epoch":
         m = event.metrics
+        val = (f" val_loss {m['val_loss']:.4f} val_acc {m['val_accuracy']:.4f}" if "val_accuracy" in m
+               else "")  # a final fit has no validation photos
         print(f"[{m['phase']}] epoch {event.step}/{event.total} "
-              f"loss {m.get('loss', 0):.4f} acc {m.get('accuracy', 0):.4f} "
-              f"val_loss {m.get('val_loss', 0):.4f} val_acc {m.get('val_accuracy', 0):.4f}", file=sys.stderr)
+              f"loss {m.get('loss', 0):.4f} acc {m.get('accuracy', 0):.4f}{val}", file=sys.stderr)
     elif (event.total is None or event.step in (0, event.total)
           or event.stage in ("convert", "evaluate", "saved", "benchmark_app")):
         print(f"[{event.stage}] {event.message}", file=sys.stderr)

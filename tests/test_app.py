@@ -21,7 +21,7 @@ def test_home_shows_the_model_card(shipped_model):
     assert "Precision this app runs OpenVINO in: **f32**" in text
     variants = at.dataframe[0].value
     assert list(variants["variant"]) == ["tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8"]
-    assert (variants["val accuracy"] > 0.85).all()
+    assert (variants["held-out accuracy"] > 0.85).all()
     assert variants["held-out 95% interval"].str.match(r"\d+\.\d%–\d+\.\d%").all()
     # Per class, on the held-out split, with its size and interval; the confusion matrix as a chart.
     assert "on the held-out split, never used for model selection (294 photos; 95% Wilson interval" in text
