@@ -82,7 +82,7 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
     if tuned is not None:
         pool = [c for c in tuned.get("candidates", []) if c.get("runtime", "openvino") == "openvino"
                 and (variant == "tuned" or c["setup"]["variant"] == f"openvino-{variant}")]
-        winner = tune._best(pool, "throughput")
+        winner = tune.best(pool, "throughput")
         if winner is not None:
             return _from_winner(winner, tuned.get("machine", {}))
     if variant == "tuned":

@@ -247,8 +247,8 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
                         "alone took that long); give it more time")
     candidates = [c.to_dict() for c in measured.values()]
     result = {
-        "objectives": {o: _best(candidates, o) for o in objectives},
-        "best_peers": {o: _best(candidates, o, among_peers=True) for o in objectives},
+        "objectives": {o: best(candidates, o) for o in objectives},
+        "best_peers": {o: best(candidates, o, among_peers=True) for o in objectives},
         "candidates": sorted(candidates, key=lambda c: (c["objective"], not c["eligible"], c["p50_ms"])),
         "failed": [{"objective": s.objective, "label": s.describe(), "error": e} for s, e in failed.items()],
         "guard": {"accuracy_budget": ACCURACY_BUDGET, "min_agreement": MIN_AGREEMENT, "p99_ms": p99_ms,
@@ -299,7 +299,7 @@ def _leaders(measured: dict[tuple[Setup, int], Candidate], objectives: tuple[str
     return [ranked[0].setup for o in objectives if (ranked := _rank(o, measured))]
 
 
-def _best(candidates: list[dict[str, Any]], objective: str, among_peers: bool = False) -> dict[str, Any] | None:
+def best(candidates: list[dict[str, Any]], objective: str, among_peers: bool = False) -> dict[str, Any] | None:
     """The winner among the longest-measured eligible OpenVINO candidates (short early runs are
     noisier), or among the peers'."""
     pool = [c for c in candidates if c["objective"] == objective and c["eligible"]
