@@ -26,6 +26,7 @@ def write_bytes(path: Path, fill: Callable[[BinaryIO], Any]) -> None:
             fill(f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes it private; what is published is readable like any file
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

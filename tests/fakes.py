@@ -3,6 +3,7 @@ every photo gets the same answer. Decoding is the real one, so a bad file fails 
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,7 @@ class FakePredictor(Predictor):
         variants = variants or registry.available_variants(self.model_dir)
         self.backends = {v: FixedBackend(v, self.image_size, len(self.classes)) for v in variants}
         self.first_inference_ms = dict.fromkeys(variants, 0.0)
+        self.unavailable, self._lock = {}, threading.Lock()
         self.calibration = None  # no open-set verdict: these tests are about layout and messages
 
 

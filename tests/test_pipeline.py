@@ -1,6 +1,8 @@
 """Real TensorFlow training and OpenVINO compilation on small data."""
 
+import zipfile
 
+import h5py
 import numpy as np
 import pytest
 
@@ -25,6 +27,10 @@ def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
     assert card.scores["val"].accuracy["tensorflow"] > 0.6
     model = registry.load_keras(path)
     assert model.output_shape == (None, 3)
+    with zipfile.ZipFile(path / registry.KERAS_FILE) as zf:  # saved for inference: no optimizer state
+        zf.extract("model.weights.h5", tmp_path)
+    with h5py.File(tmp_path / "model.weights.h5") as weights:
+        assert "optimizer" not in weights
 
 
 def test_a_final_fit_trains_on_validation_photos_too_and_claims_no_validation_score(tiny_dataset, tmp_path):
