@@ -93,7 +93,7 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
     shutil.copytree(tiny_model, model)
     calibration = openset.calibrate(model)
     measured = calibration.measured
-    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis"}
+    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis", "mahalanobis-all"}
     assert calibration.score == max(("msp", "mahalanobis"), key=lambda s: measured["candidates"][s]["auroc"])
     # The IR has the features output, so every variant gets the same kind of score.
     assert set(measured["variants"]) == set(registry.available_variants(model))
