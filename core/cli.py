@@ -265,7 +265,7 @@ def cmd_export_serving(args: argparse.Namespace) -> int:
 
     model_dir = _model_dir(args.model_dir)
     out = serving.export(model_dir, Path(args.out), args.variant or serving.default_variant(model_dir, _tuned(args)),
-                         _tuned(args))
+                         _tuned(args), args.batch or None)
     print(out)
     return 0
 
@@ -286,7 +286,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         else:
             model_dir = _model_dir(args.model_dir)
             repository = serving.export(model_dir, Path(tmp) / "repository",
-                                        args.variant or serving.default_variant(model_dir, _tuned(args)), _tuned(args))
+                                        args.variant or serving.default_variant(model_dir, _tuned(args)), _tuned(args),
+                                        args.batch or None)
         print(f"serving {repository} on http://{args.host}:{args.port} (KServe v2 REST); Ctrl-C stops it",
               file=sys.stderr)
         proc = subprocess.Popen(serving.server_command(repository, args.port, args.host), start_new_session=True,
@@ -308,7 +309,7 @@ def cmd_loadtest(args: argparse.Namespace) -> int:
     concurrency = tuple(settings.parse_int_list(args.concurrency, "concurrency"))
     result = loadtest.load_test(model_dir, photos, args.variant or serving.default_variant(model_dir, _tuned(args)),
                                 _tuned(args),
-                                concurrency, args.requests, _print_progress)
+                                concurrency, args.requests, _print_progress, args.batch or None)
     result["photos_origin"] = origin
     if args.out:
         atomic.write_json(Path(args.out), result)
@@ -408,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="the IR to serve (default: tuned if the model has a tuning, else int8)")
         parser.add_argument("--tuned", default=None, help="a tuned.json to take the settings from (default: the "
                                                           "model's own)")
+        parser.add_argument("--batch", type=int, default=1, help="photos per request the tuned setup is chosen "
+                                                                 "for (default 1; 0: any batch)")
 
     ex = sub.add_parser("export-serving", help="an OpenVINO Model Server model repository (config.json, compose "
                                                "file, KServe InferenceService, README)")

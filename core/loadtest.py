@@ -57,19 +57,23 @@ def in_process(repository: Path, photos: np.ndarray, requests: int) -> dict[str,
 
     config = read_repository(repository)[0]
     compiled = compile_entry(config, ov.Core())
+    batch = compiled.input(0).get_partial_shape()[0]
+    # One photo per request, as the clients send; a static batch gets the same blank padding as theirs.
+    size = batch.get_length() if batch.is_static else 1
+    inputs = [np.concatenate([p[None], np.zeros((size - 1, *p.shape), np.uint8)]) for p in photos]
     request = compiled.create_infer_request()
-    probs = np.stack([request.infer({0: p[None]})[0][0].copy() for p in photos])  # also the warm-up
+    probs = np.stack([request.infer({0: x})[0][0].copy() for x in inputs])  # also the warm-up
     latencies = []
     cpu_before = _cpu_s(psutil.Process())
     for i in range(requests):
         start = time.perf_counter()
-        request.infer({0: photos[i % len(photos)][None]}, share_inputs=True)
+        request.infer({0: inputs[i % len(inputs)]}, share_inputs=True)
         latencies.append(time.perf_counter() - start)
     cpu_ms = (_cpu_s(psutil.Process()) - cpu_before) / requests * 1000
     queue = ov.AsyncInferQueue(compiled, int(config["nireq"]))
     start = time.perf_counter()
     for i in range(requests):
-        queue.start_async({0: photos[i % len(photos)][None]}, share_inputs=True)
+        queue.start_async({0: inputs[i % len(inputs)]}, share_inputs=True)
     queue.wait_all()
     seconds = time.perf_counter() - start
     return {"probabilities": probs, "p50_ms": float(np.median(latencies) * 1000),
@@ -127,13 +131,13 @@ def _cpu_s(process: psutil.Process) -> float:
 
 def load_test(model_dir: Path, photos: np.ndarray, variant: str = "tuned", tuned_path: Path | None = None,
               concurrency: tuple[int, ...] = CONCURRENCY, requests: int = REQUESTS,
-              progress: ProgressFn = ignore) -> dict[str, Any]:
+              progress: ProgressFn = ignore, batch: int | None = 1) -> dict[str, Any]:
     """Export the model, measure it in this process, then start the model server on a free
     loopback port and put each concurrency level on it; the server is stopped in every case."""
     card = registry.read_card(model_dir)
     with tempfile.TemporaryDirectory(prefix="loadtest-") as tmp:
-        repository = serving.export(model_dir, Path(tmp) / "repository", variant, tuned_path)
-        setup = serving.choose_setup(model_dir, variant, tuned_path)
+        repository = serving.export(model_dir, Path(tmp) / "repository", variant, tuned_path, batch)
+        setup = serving.choose_setup(model_dir, variant, tuned_path, batch)
         progress(Event("loadtest", 0, len(concurrency) + 1, "in process"))
         local = in_process(repository, photos, requests)
         levels = []

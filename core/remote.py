@@ -143,9 +143,15 @@ class RemoteBackend(Backend):
         return probs, features
 
     def _run(self, images: np.ndarray, outputs: list[str]) -> list[np.ndarray]:
+        """Requests of the server's static batch (the last one padded with blank photos, whose
+        answers are dropped), or the whole batch in one request where the server takes any."""
         images = np.ascontiguousarray(self._check(images))
         step = self.max_batch or len(images)
-        parts = [self._infer(images[i:i + step], outputs) for i in range(0, len(images), step)]
+        parts = []
+        for i in range(0, len(images), step):
+            chunk = images[i:i + step]
+            padded = np.concatenate([chunk, np.zeros((step - len(chunk), *chunk.shape[1:]), np.uint8)])
+            parts.append([value[:len(chunk)] for value in self._infer(padded, outputs)])
         return [np.concatenate([part[k] for part in parts]) for k in range(len(outputs))]
 
     def _infer(self, batch: np.ndarray, outputs: list[str]) -> list[np.ndarray]:

@@ -71,9 +71,11 @@ class ServingSetup:
         return {"model_config_list": [{"config": config}]}
 
 
-def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | None = None) -> ServingSetup:
+def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | None = None,
+                 batch: int | None = 1) -> ServingSetup:
     """The served variant and its settings. With a tuning (`python -m core tune`), its fastest
-    throughput setup within the accuracy budget: for `tuned` the overall winner, for a named
+    throughput setup within the accuracy budget at `batch` photos per request (1: what the
+    Predict page and most clients send; None: any): for `tuned` the overall winner, for a named
     variant that variant's best. Without one, the app's own defaults: f32, THROUGHPUT hint."""
     if variant not in SERVE_VARIANTS:
         raise ServingError(f"variant must be one of {', '.join(SERVE_VARIANTS)}")
@@ -81,7 +83,8 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
              else tune.load_tuned(model_dir))
     if tuned is not None:
         pool = [c for c in tuned.get("candidates", []) if c.get("runtime", "openvino") == "openvino"
-                and (variant == "tuned" or c["setup"]["variant"] == f"openvino-{variant}")]
+                and (variant == "tuned" or c["setup"]["variant"] == f"openvino-{variant}")
+                and (batch is None or c["setup"]["batch"] == batch)]
         winner = tune.best(pool, "throughput")
         if winner is not None:
             return _from_winner(winner, tuned.get("machine", {}))
@@ -105,11 +108,12 @@ def _from_winner(winner: dict[str, Any], machine: dict[str, Any]) -> ServingSetu
                         source=f"tuned ({winner['label']}, {winner['throughput_ips']:.0f} img/s on {where})")
 
 
-def export(model_dir: Path, out: Path, variant: str = "tuned", tuned_path: Path | None = None) -> Path:
+def export(model_dir: Path, out: Path, variant: str = "tuned", tuned_path: Path | None = None,
+           batch: int | None = 1) -> Path:
     """Write the model repository `out` (replaced as a whole, atomically); returns it."""
     model_dir = Path(model_dir)
     card = registry.read_card(model_dir)
-    setup = choose_setup(model_dir, variant, tuned_path)
+    setup = choose_setup(model_dir, variant, tuned_path, batch)
     xml = registry.variant_path(model_dir, setup.variant)
     if not xml.exists():
         raise ServingError(f"{setup.variant} is missing in {model_dir}; run `python -m core convert`")

@@ -73,26 +73,34 @@ def test_export_is_an_ovms_model_repository(tiny_model, repository):
     assert f"[N, {TINY_SIZE}, {TINY_SIZE}, 3]" in readme and "Inference-Header-Content-Length" in readme
 
 
-def test_export_takes_the_tuned_throughput_setup(tiny_model, tmp_path):
-    """The tuning's throughput winner becomes plugin_config, nireq and a static shape (a tuned.json
-    written by hand: this is about the mapping, `test_tune` makes real ones)."""
+def _tuned_json(path):
+    """A tuned.json written by hand (this is about the mapping; `test_tune` makes real ones)."""
     def candidate(variant, throughput, **setup):
         return {"objective": "throughput", "runtime": "openvino", "eligible": True, "photos": 64, "repeats": 3,
                 "label": f"{variant} test", "throughput_ips": throughput, "p50_ms": 1.0,
                 "setup": {"variant": variant, "precision": "bf16", "hint": "THROUGHPUT", "streams": "2",
                           "requests": 4, "batch": 8, "shape": "static", "pinning": False} | setup}
 
-    tuned = tmp_path / "tuned.json"
-    tuned.write_text(json.dumps({"machine": {"cpu": "Test CPU"}, "candidates": [
+    path.write_text(json.dumps({"machine": {"cpu": "Test CPU"}, "candidates": [
         candidate("openvino-fp32", 500.0), candidate("openvino-int8", 900.0, precision="f32", shape="dynamic"),
+        candidate("openvino-fp32", 300.0, batch=1, requests=2, precision="f32"),
         candidate("openvino-fp32", 990.0) | {"eligible": False}]}))
-    best = serving.choose_setup(tiny_model, "tuned", tuned)
-    assert best.variant == "openvino-int8" and best.batch is None and "Test CPU" in best.source
-    fp32 = serving.choose_setup(tiny_model, "fp32", tuned)
+    return path
+
+
+def test_export_takes_the_tuned_throughput_setup(tiny_model, tmp_path):
+    """The tuning's throughput winner for one photo per request (or any batch) becomes
+    plugin_config, nireq and the shape."""
+    tuned = _tuned_json(tmp_path / "tuned.json")
+    single = serving.choose_setup(tiny_model, "tuned", tuned)
+    assert single.variant == "openvino-fp32" and single.batch == 1 and single.nireq == 2 and "Test CPU" in single.source
+    best = serving.choose_setup(tiny_model, "tuned", tuned, batch=None)
+    assert best.variant == "openvino-int8" and best.batch is None  # a dynamic shape
+    fp32 = serving.choose_setup(tiny_model, "fp32", tuned, batch=None)
     assert fp32.plugin_config == {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2",
                                   "ENABLE_CPU_PINNING": "NO", "INFERENCE_PRECISION_HINT": "bf16"}
-    assert fp32.nireq == 4
-    out = serving.export(tiny_model, tmp_path / "repo", "fp32", tuned)
+    assert fp32.nireq == 4 and fp32.batch == 8
+    out = serving.export(tiny_model, tmp_path / "repo", "fp32", tuned, batch=None)
     config = json.loads((out / "config.json").read_text())["model_config_list"][0]["config"]
     assert config["shape"] == {"image": f"(8,{TINY_SIZE},{TINY_SIZE},3)"}
     with pytest.raises(serving.ServingError, match="no tuning"):
@@ -237,3 +245,17 @@ def test_predict_page_shows_the_remote_server_beside_the_local_runtimes(tiny_mod
     assert not at.exception, at.exception
     assert f"all {len(backends.value)} backends agree" in at.success[0].value
     assert not at.warning
+
+
+@needs_server
+def test_a_static_batch_server_gets_padded_requests(tiny_model, photos, tmp_path):
+    """A server compiled for batches of exactly 8 (as a tuning may choose): 3 photos and 11 photos go
+    as padded requests and come back as 3 and 11 answers, the same as the local IR's."""
+    repository = serving.export(tiny_model, tmp_path / "repo", "fp32", _tuned_json(tmp_path / "tuned.json"), batch=None)
+    card = registry.read_card(tiny_model)
+    local = load_backend(tiny_model, "openvino-fp32", OVSettings("bf16"))
+    with serving.running_server(repository) as running:
+        backend = RemoteBackend(RemoteConfig(running.url, "tiny"), card.image_size, len(card.classes))
+        assert backend.max_batch == 8
+        for n in (3, 11):
+            assert (backend.predict(photos[:n]).argmax(1) == local.predict(photos[:n]).argmax(1)).all()
