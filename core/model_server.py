@@ -16,10 +16,12 @@ import logging
 import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import openvino as ov
+
+if TYPE_CHECKING:  # imported where it runs, like every runtime in core
+    import openvino as ov
 
 log = logging.getLogger("flowers.model_server")
 
@@ -178,6 +180,7 @@ def main(argv: list[str] | None = None) -> None:
 
     _bind_to(args.host)
     _keep_binary_inputs_as_bytes()
+    import openvino as ov
     core = ov.Core()
     models = [make_model(config, core) for config in read_repository(args.repository)]
     for model in models:
