@@ -64,6 +64,10 @@ def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
     text = " ".join(m.value for m in at.markdown)
     assert "brings the expected calibration error on the held-out split from" in text
     assert any("Is the stated confidence right?" in c.proto.spec for c in at.get("plotly_chart"))
+    # The candidate scores, measured, with the one in use marked.
+    candidates = next(d.value for d in at.dataframe if "score" in d.value.columns)
+    used = candidates[candidates["used"]]["score"].tolist()
+    assert len(candidates) == 4 and len(used) == 1 and used[0].startswith("Mahalanobis")
 
 
 def test_the_distance_knows_the_classes_and_not_what_is_far_from_them(tmp_path):
