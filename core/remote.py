@@ -67,7 +67,7 @@ def serves(model_dir: Path, env: Mapping[str, str] | None = None) -> bool:
 
 
 class RemoteBackend(Backend):
-    """Classifies over HTTP; batches larger than the server's static batch go as several requests.
+    """Classifies over HTTP, in requests of the server's static batch where it has one (see `_run`).
     Safe to share between threads (urllib3's pool is)."""
 
     variant = REMOTE_VARIANT
