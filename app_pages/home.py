@@ -55,7 +55,7 @@ st.subheader("Accuracy per class")
 show_quality(entry)
 
 if card.openset:
-    calibration = openset.from_card(card.openset, entry.path)
+    calibration = openset.from_card(card.openset)  # what was measured; the distance itself is not needed here
     measured = calibration.measured
     tf = measured["variants"].get("tensorflow", {})
     st.subheader("Confidence and photos that are not flowers")

@@ -256,9 +256,9 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     measured: dict[str, Any] = {"split": "test" if split.test else "val", "flowers": len(x_test),
                                 "non_flowers": len(junk), "non_flower_names": names, "variants": {}}
     # The candidates, on TensorFlow: each with a threshold that keeps KEEP of the correct validation flowers.
-    p_test, f_test = infer_batched(tf, x_test)
-    p_junk, f_junk = infer_batched(tf, junk)
-    weights, bias = registry.load_keras(model_dir).get_layer(registry.CLASSIFIER_LAYER).get_weights()
+    answers = {registry.TF_VARIANT: (infer_batched(tf, x_test), infer_batched(tf, junk))}
+    (p_test, f_test), (p_junk, f_junk) = answers[registry.TF_VARIANT]
+    weights, bias = tf.model.get_layer(registry.CLASSIFIER_LAYER).get_weights()
     candidates = {MSP: lambda p, f: known_score(p, temperature), "energy": lambda p, f: energy(f @ weights + bias),
                   MAHALANOBIS: lambda p, f: -distance.distance(f), "mahalanobis-all": lambda p, f: -everywhere.distance(f)}
     measured["candidates"] = {
@@ -270,14 +270,14 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     fitted_on = "val (seen in training: a final fit)" if card.config is not None and card.config.fit_on_val else "val"
     calibration = Calibration(temperature, thresholds[chosen], chosen, fitted_on=fitted_on, distance=distance)
     for variant in registry.available_variants(model_dir):
-        backend = tf if variant == registry.TF_VARIANT else load_backend(model_dir, variant)
-        p_test, f_test = infer_batched(backend, x_test)
-        p_junk, f_junk = infer_batched(backend, junk)
-        if calibration.known(p_test, f_test) is None:
+        if variant not in answers:
+            backend = load_backend(model_dir, variant)
+            answers[variant] = (infer_batched(backend, x_test), infer_batched(backend, junk))
+        (p_test, f_test), (p_junk, f_junk) = answers[variant]
+        flowers, others = calibration.known(p_test, f_test), calibration.known(p_junk, f_junk)
+        if flowers is None:
             continue  # an IR converted before it had a features output: no verdict from it
-        measured["variants"][variant] = _separation(calibration.known(p_test, f_test)[0],
-                                                    calibration.known(p_junk, f_junk)[0],
-                                                    calibration.threshold, names) | {
+        measured["variants"][variant] = _separation(flowers[0], others[0], calibration.threshold, names) | {
             "ece_before": expected_calibration_error(p_test, y_test),
             "ece_after": expected_calibration_error(scale(p_test, temperature), y_test),
         }

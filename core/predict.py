@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from core.backends import device_info
 from core.tune import load_tuned, native_precisions, settings_of
 
 REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
+RETRY_S = 30  # between attempts to reach a remote server that did not answer
 TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
 
 
@@ -132,6 +134,7 @@ class Predictor:
         self.unavailable: dict[str, str] = {}  # a remote server that did not answer: the local backends go on
         self.first_inference_ms: dict[str, float] = {}
         self._lock = threading.Lock()
+        self._retry_at = time.monotonic() + RETRY_S  # a failure at load was just seen
         for variant in variants:
             self._add(variant)
 
@@ -153,9 +156,13 @@ class Predictor:
         self.unavailable.pop(variant, None)
 
     def retry_unavailable(self) -> None:
-        """Try the remote backends that failed again (cheap: two requests), so a server that comes
-        back is used without reloading the local ones. This object is shared by sessions: locked."""
+        """Try the remote backends that failed again, at most every RETRY_S (every page run calls
+        this, and an unreachable host takes the connect timeout), so a server that comes back is
+        used without reloading the local ones. This object is shared by sessions: locked."""
         with self._lock:
+            if not self.unavailable or time.monotonic() < self._retry_at:
+                return
+            self._retry_at = time.monotonic() + RETRY_S
             for variant in list(self.unavailable):
                 self._add(variant)
 
