@@ -124,6 +124,9 @@ with st.container(border=True):
     augment = c1.checkbox("Augmentation (flip, rotate, zoom)", recipe.augment, key=f"aug-{recipe_name}")
     strong = c2.checkbox("Stronger: random crops and colour jitter", recipe.strong_augment, key=f"strong-{recipe_name}",
                          disabled=not augment)
+    mix = c2.selectbox("Mixing", list(settings.MIXES), index=settings.MIXES.index(recipe.mix), key=f"mix-{recipe_name}",
+                       help="mixup blends two training photos and their labels; cutmix pastes a patch of one "
+                            "photo into another, labels weighted by area")
     fit_on_val = c4.checkbox("Final fit on train + validation", recipe.fit_on_val, key=f"final-{recipe_name}",
                              help="Trains on the validation photos too, for exactly the epochs above (no early "
                                   "stopping), once a recipe is fixed. The held-out split stays untouched and is "
@@ -139,8 +142,8 @@ with st.container(border=True):
         cfg = settings.TrainConfig(**(asdict(recipe) | dict(
             arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
             fine_tune_epochs=int(ft_epochs) if arch == "mobilenet_v2" else 0, fine_tune_layers=int(ft_layers),
-            batch_size=int(batch), augment=augment, strong_augment=augment and strong, schedule=schedule,
-            fit_on_val=fit_on_val)))
+            batch_size=int(batch), augment=augment, strong_augment=augment and strong, mix=mix,
+            schedule=schedule, fit_on_val=fit_on_val)))
     except UserError as exc:
         st.error(str(exc))
     fits = True

@@ -17,6 +17,7 @@ ARCHS = ("tutorial_cnn", "mobilenet_v2")
 MOBILENET_ALPHAS = (0.35, 0.5)
 CALIBRATION_SIZE = 300  # training photos NNCF calibrates INT8 on
 SCHEDULES = ("constant", "cosine")
+MIXES = ("none", "mixup", "cutmix")
 
 
 def _help(text: str, *flags: str) -> dict[str, Any]:
@@ -40,6 +41,8 @@ class TrainConfig:
     augment: bool = field(default=True, metadata=_help("random flip, rotation and zoom"))
     strong_augment: bool = field(default=False, metadata=_help("also random crops (zoom and shift up to 20%%) "
                                                               "and colour jitter (brightness, contrast, saturation)"))
+    mix: str = field(default="none", metadata=_help("mix pairs of training photos and their labels: none, mixup "
+                                                    "(blend whole photos) or cutmix (paste a patch of one into another)"))
     schedule: str = field(default="constant", metadata=_help("fine-tuning learning rate: constant, or cosine "
                                                              "(one epoch of warm-up, then cosine decay to zero)"))
     dropout: float = 0.2
@@ -64,6 +67,8 @@ class TrainConfig:
             object.__setattr__(self, "image_size", 224 if self.arch == "mobilenet_v2" else 180)
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if self.mix not in MIXES:
+            raise UserError(f"mix must be one of {', '.join(MIXES)}")
         if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:
             raise UserError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
 

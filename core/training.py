@@ -175,21 +175,31 @@ def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress
 
 
 def _datasets(prepared: Prepared, cfg: TrainConfig):
-    """tf.data pipelines; with label smoothing the labels become one-hot (Keras's sparse loss has none)."""
+    """tf.data pipelines. With label smoothing or mixing the labels become one-hot (Keras's sparse
+    loss has no smoothing, and mixing blends two labels)."""
     import keras
     import tensorflow as tf
 
     augment = augmentation(cfg.strong_augment) if cfg.augment else None
     train_ds = data.tf_dataset(prepared.x_train, prepared.y_train, cfg.batch_size, True, augment, cfg.seed)
     val_ds = None if cfg.fit_on_val else data.tf_dataset(prepared.x_val, prepared.y_val, cfg.batch_size, False)
-    if not cfg.label_smoothing:
+    if not cfg.label_smoothing and cfg.mix == "none":
         return train_ds, val_ds, keras.losses.SparseCategoricalCrossentropy()
     n = len(prepared.info.classes)
 
     def one_hot(x, y):  # a named function: AutoGraph cannot read two identical lambdas on one line
         return x, tf.one_hot(y, n)
 
-    return (train_ds.map(one_hot), val_ds and val_ds.map(one_hot),
+    train_ds = train_ds.map(one_hot)
+    if cfg.mix != "none":
+        mixer = {"mixup": keras.layers.MixUp, "cutmix": keras.layers.CutMix}[cfg.mix](seed=cfg.seed)
+
+        def mix(x, y):
+            mixed = mixer({"images": x, "labels": y}, training=True)
+            return mixed["images"], mixed["labels"]
+
+        train_ds = train_ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
+    return (train_ds, val_ds and val_ds.map(one_hot),
             keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
 
 

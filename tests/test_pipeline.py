@@ -10,6 +10,7 @@ from conftest import TINY_SIZE, make_dataset
 from core import registry, training
 from core.backends import device_info, load_backend
 from core.model_card import wilson_interval
+from core.errors import UserError
 from core.progress import Cancelled, CancelToken
 from core.settings import OVSettings, TrainConfig
 
@@ -60,10 +61,23 @@ def test_mobilenet_fine_tunes_with_cosine_schedule_and_strong_augmentation(tiny_
     """The recipe levers end to end, small: random-init MobileNetV2 (no weights download) at 32 px."""
     cfg = TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=32, epochs=1, fine_tune_epochs=2,
                       fine_tune_layers=10, batch_size=8, weights="none", schedule="cosine", strong_augment=True,
-                      patience=5)
+                      mix="cutmix", patience=5)
     card = registry.read_card(training.train(tiny_dataset, cfg, "levers", tmp_path))
     assert [row["phase"] for row in card.training.history] == ["head", "fine-tune", "fine-tune"]
-    assert card.config.schedule == "cosine" and card.config.strong_augment
+    assert card.config.schedule == "cosine" and card.config.strong_augment and card.config.mix == "cutmix"
+
+
+@pytest.mark.parametrize("mix", ["mixup", "cutmix"])
+def test_mixing_blends_photos_and_their_labels(tiny_dataset, tmp_path, mix):
+    cfg = TrainConfig(image_size=32, batch_size=8, augment=False, mix=mix, weights="none")
+    prepared = training.load_and_split(tiny_dataset, cfg, tmp_path)
+    train_ds, _, loss = training._datasets(prepared, cfg)
+    y = np.concatenate([labels.numpy() for _ in range(2) for _, labels in train_ds])
+    assert y.shape == (2 * len(prepared.y_train), len(prepared.info.classes)) and np.allclose(y.sum(1), 1.0)
+    assert np.any((y > 0.001) & (y < 0.999)), "no label was mixed"
+    assert loss.get_config()["name"] == "categorical_crossentropy"
+    with pytest.raises(UserError, match="mix must be one of"):
+        TrainConfig(mix="blend")
 
 
 def cancel_at(stage: str):
