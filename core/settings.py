@@ -85,14 +85,14 @@ _MOBILENET = dict(arch="mobilenet_v2", alpha=0.5, learning_rate=1e-3,
 # `training.estimate_peak_mb` on the full flower_photos, measured as the README's "Cloud memory" says.
 RECIPES: dict[str, Recipe] = {
     "Recommended": Recipe(
-        "MobileNetV2 α0.5 at 224 px, 3 head + 8 epochs fine-tuning the top 100 layers (cosine), batch 16 "
-        "(fits Community Cloud)",
+        "MobileNetV2 α0.5 at 224 px, 3 head + 8 epochs fine-tuning the top 100 layers (cosine), cutmix, "
+        "batch 16 (fits Community Cloud)",
         TrainConfig(**_MOBILENET, image_size=224, epochs=3, fine_tune_epochs=8, fine_tune_layers=100, batch_size=16,
-                    patience=8, schedule="cosine")),
+                    patience=8, schedule="cosine", mix="cutmix")),
     "Quick": Recipe(
-        "MobileNetV2 α0.5 at 224 px, 2 head + 4 epochs fine-tuning the top 100 layers (cosine), batch 16",
-        TrainConfig(**_MOBILENET, image_size=224, epochs=2, fine_tune_epochs=4, fine_tune_layers=100, batch_size=16,
-                    patience=4, schedule="cosine")),
+        "MobileNetV2 α0.5 at 224 px, 2 head + 5 epochs fine-tuning the top 100 layers (cosine), cutmix, batch 16",
+        TrainConfig(**_MOBILENET, image_size=224, epochs=2, fine_tune_epochs=5, fine_tune_layers=100, batch_size=16,
+                    patience=5, schedule="cosine", mix="cutmix")),
     "As shipped": Recipe(
         "MobileNetV2 α0.5 at 288 px, 3 head + 12 cosine fine-tuning epochs on train + validation (a final fit), "
         "batch 32 (the shipped model; too big for Cloud)",
