@@ -225,6 +225,7 @@ def test_predict_train_and_sweep_fit_in_the_cloud_cgroup(browser, tmp_path):
 
 
 @pytest.mark.cloud_full
-def test_default_recipe_on_all_photos_fits_in_the_cloud_cgroup(browser, tmp_path):
-    run_in_cloud_budget(browser, tmp_path, SHARED / "flowers" / "flower_photos.tgz", "Recommended", None,
+@pytest.mark.parametrize("recipe", ["Recommended", "Quick"])
+def test_visitor_recipes_on_all_photos_fit_in_the_cloud_cgroup(browser, tmp_path, recipe):
+    run_in_cloud_budget(browser, tmp_path, SHARED / "flowers" / "flower_photos.tgz", recipe, None,
                         train_timeout_s=2400, upload=False)
