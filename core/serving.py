@@ -301,9 +301,10 @@ def server_python() -> str:
         f"or set {SERVE_PYTHON_ENV}.")
 
 
-def free_port(host: str = "127.0.0.1") -> int:
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
     with socket.socket() as s:
-        s.bind((host, 0))
+        s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
@@ -319,16 +320,16 @@ class RunningServer:
 
 
 @contextmanager
-def running_server(repository: Path, port: int | None = None, host: str = "127.0.0.1", timeout_s: float = 120,
-                   log: Path | None = None) -> Iterator[RunningServer]:
-    """Start the model server on `repository`, wait until its models are ready, yield its URL and
-    process, and stop it (the whole process group) on the way out, also after a failure."""
-    port = port or free_port(host)
+def running_server(repository: Path, timeout_s: float = 120, log: Path | None = None) -> Iterator[RunningServer]:
+    """Start the model server on `repository` on 127.0.0.1 at a free port, wait until its models are
+    ready, yield its URL and process, and stop it (the whole process group) on the way out, also
+    after a failure. Loopback only, fixed here: the readiness probe is the one URL this module opens."""
+    port = free_port()
     log_file = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(server_command(repository, port, host), cwd=paths.PROJECT_ROOT, stdout=log_file,
+    proc = subprocess.Popen(server_command(repository, port), cwd=paths.PROJECT_ROOT, stdout=log_file,
                             stderr=subprocess.STDOUT, start_new_session=True,
                             env=os.environ | {"PYTHONPATH": str(paths.PROJECT_ROOT)})
-    url = f"http://{host}:{port}"
+    url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, timeout_s, log)
         yield RunningServer(url, proc.pid)

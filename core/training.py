@@ -199,7 +199,9 @@ def _datasets(prepared: Prepared, cfg: TrainConfig):
             return mixed["images"], mixed["labels"]
 
         train_ds = train_ds.map(mix, num_parallel_calls=tf.data.AUTOTUNE)
-    return (train_ds, val_ds and val_ds.map(one_hot),
+    # Prefetch again: these maps come after tf_dataset's own prefetch and would otherwise run on
+    # the training loop's thread.
+    return (train_ds.prefetch(tf.data.AUTOTUNE), val_ds and val_ds.map(one_hot),
             keras.losses.CategoricalCrossentropy(label_smoothing=cfg.label_smoothing))
 
 

@@ -111,13 +111,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 @contextlib.contextmanager
 def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] = (), preexec_fn=None):
@@ -129,10 +122,12 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
     import time
     import urllib.request
 
+    from core import serving
+
     folder = _session_tmp / name
     models = folder / "models"
     shutil.copytree(ROOT / "models", models, dirs_exist_ok=True)
-    port = _free_port()
+    port = serving.free_port()
     log_path = folder / "streamlit.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
