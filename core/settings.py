@@ -53,8 +53,17 @@ class TrainConfig:
         "to stop early on); fix the recipe on validation first. The held-out split stays untouched"))
     val_fraction: float = 0.2
     test_fraction: float = field(default=0.0, metadata=_help("held-out share, never used for model selection"))
-    seed: int = 123
+    seed: int = field(default=123, metadata=_help("draws the train / val / held-out split (and, unless "
+                                                  "--train-seed is given, the training's randomness)"))
+    train_seed: int | None = field(default=None, metadata=_help(
+        "seed of the weights' initialisation, shuffling, augmentation and mixing, apart from the split: "
+        "repeat a recipe with other values to see its run-to-run spread on the same held-out photos"))
     weights: str | None = field(default="imagenet", metadata=_help("'imagenet', or 'none' for random init"))
+
+    @property
+    def training_seed(self) -> int:
+        """The seed of everything random in training but the split (kept apart so `replace(seed=...)` moves both)."""
+        return self.seed if self.train_seed is None else self.train_seed
 
     def __post_init__(self) -> None:
         if self.weights in ("none", ""):

@@ -181,7 +181,7 @@ def _datasets(prepared: Prepared, cfg: TrainConfig):
     import tensorflow as tf
 
     augment = augmentation(cfg.strong_augment) if cfg.augment else None
-    train_ds = data.tf_dataset(prepared.x_train, prepared.y_train, cfg.batch_size, True, augment, cfg.seed)
+    train_ds = data.tf_dataset(prepared.x_train, prepared.y_train, cfg.batch_size, True, augment, cfg.training_seed)
     val_ds = None if cfg.fit_on_val else data.tf_dataset(prepared.x_val, prepared.y_val, cfg.batch_size, False)
     if not cfg.label_smoothing and cfg.mix == "none":
         return train_ds, val_ds, keras.losses.SparseCategoricalCrossentropy()
@@ -192,7 +192,7 @@ def _datasets(prepared: Prepared, cfg: TrainConfig):
 
     train_ds = train_ds.map(one_hot)
     if cfg.mix != "none":
-        mixer = {"mixup": keras.layers.MixUp, "cutmix": keras.layers.CutMix}[cfg.mix](seed=cfg.seed)
+        mixer = {"mixup": keras.layers.MixUp, "cutmix": keras.layers.CutMix}[cfg.mix](seed=cfg.training_seed)
 
         def mix(x, y):
             mixed = mixer({"images": x, "labels": y}, training=True)
@@ -288,7 +288,7 @@ def train(
         prepared = load_and_split(source, cfg, scratch, progress, cancel)
         train_ds, val_ds, loss = _datasets(prepared, cfg)
         # Phase 2: build.
-        keras.utils.set_random_seed(cfg.seed)
+        keras.utils.set_random_seed(cfg.training_seed)
         model = build_model(cfg, len(prepared.info.classes))
         history: list[dict[str, Any]] = []
         # Phase 3: fit the new head on a frozen backbone (or the whole tutorial CNN).

@@ -1,6 +1,7 @@
 """Real TensorFlow training and OpenVINO compilation on small data."""
 
 import zipfile
+from dataclasses import replace
 
 import h5py
 import numpy as np
@@ -78,6 +79,24 @@ def test_mixing_blends_photos_and_their_labels(tiny_dataset, tmp_path, mix):
     assert loss.get_config()["name"] == "categorical_crossentropy"
     with pytest.raises(UserError, match="mix must be one of"):
         TrainConfig(mix="blend")
+
+
+def test_the_training_seed_changes_the_shuffling_but_never_the_split(tiny_dataset, tmp_path):
+    """Repeats of a recipe (`--train-seed`) are scored on the very same held-out photos."""
+
+    def first_epoch_labels(cfg):
+        scratch = tmp_path / f"seed{cfg.training_seed}"
+        scratch.mkdir()
+        prepared = training.load_and_split(tiny_dataset, cfg, scratch)
+        train_ds, _, _ = training._datasets(prepared, cfg)
+        return prepared.split, np.concatenate([labels.numpy() for _, labels in train_ds])
+
+    base = TrainConfig(image_size=16, batch_size=4, augment=False, val_fraction=0.25, test_fraction=0.25)
+    split, order = first_epoch_labels(base)
+    repeat_split, repeat_order = first_epoch_labels(replace(base, train_seed=7))
+    assert base.training_seed == 123 and replace(base, seed=5).training_seed == 5
+    assert (repeat_split.train, repeat_split.val, repeat_split.test) == (split.train, split.val, split.test)
+    assert sorted(order) == sorted(repeat_order) and list(order) != list(repeat_order)
 
 
 def cancel_at(stage: str):
