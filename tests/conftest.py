@@ -111,7 +111,6 @@ CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chromium is not installed (apt-get install chromium)")
 
 
-
 @contextlib.contextmanager
 def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] = (), preexec_fn=None):
     """`streamlit run` on a free local port with its own models folder (the shipped model copied in),
