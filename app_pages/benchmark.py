@@ -9,7 +9,7 @@ import streamlit as st
 
 from app_pages.common import (active_model, current_workspace, is_owner, limits, my_job, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
-                              starting_job)
+                              starting_job, tensorflow_missing_notice)
 from core import benchmark, charts, images, settings, tune
 from core.errors import UserError
 from core.jobs import RUNNER
@@ -24,6 +24,7 @@ entry = active_model()
 if entry is None:
     st.warning("No model available.")
     st.stop()
+no_tensorflow = tensorflow_missing_notice()
 ws = current_workspace()
 caps = limits()
 
@@ -116,14 +117,16 @@ st.caption(
     f"{tune.MIN_AGREEMENT:.0%} of the photos. The winners are saved with the model; the Predict page offers "
     "the latency winner."
 )
-may_tune = is_owner() or entry.private
+may_tune = (is_owner() or entry.private) and not no_tensorflow  # the accuracy guard runs TensorFlow
 with st.container(border=True):
     t1, t2, t3 = st.columns(3)
     objective = t1.selectbox("Objective", ["both", "latency", "throughput"])
     budget = t2.number_input("Time budget (s)", 30, int(caps.bench_max_seconds or 600), 300 if is_owner() else 240,
                              step=30)
     p99 = t3.number_input("p99 limit (ms; 0: none)", 0.0, 10_000.0, 0.0)
-    if not may_tune:
+    if no_tensorflow:
+        st.caption("Tuning checks every setup's accuracy against TensorFlow's answers: it needs TensorFlow.")
+    elif not may_tune:
         st.caption("Tuning writes into the model's folder: only the owner tunes a shared model. Train a model of "
                    "your own on the Train page to tune it.")
     if st.button("Find the best setup", disabled=not may_tune):

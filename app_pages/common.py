@@ -13,7 +13,7 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
-from core import access, paths, registry, workspace
+from core import access, availability, paths, registry, workspace
 from core.access import AccessConfig, Role
 from core.errors import UserError
 from core.jobs import RUNNER, Job, JobBusy
@@ -24,6 +24,7 @@ from core.tune import TUNED_FILE
 MODEL_KEY = "model_path"
 _OWNER_PASSWORD_KEY = "owner-password-ok"
 _WORKSPACE_KEY = "workspace-key"
+TF_MISSING_KEY = "tensorflow-missing"  # the notice's container: the browser test finds it by this key
 
 
 # ---------------------------------------------------------------- who is this session
@@ -103,6 +104,17 @@ def access_panel() -> None:
                     st.error("Wrong password.")
             if not cfg.can_sign_in:
                 st.caption("No owner sign-in is configured on this deployment.")
+
+
+# ---------------------------------------------------------------- what this server lacks
+
+def tensorflow_missing_notice() -> bool:
+    """Where TensorFlow is not installed (Cloud's Python 3.14): what is missing, why, and the fix.
+    True when it is missing."""
+    why = availability.tensorflow_missing()
+    if why is not None:
+        st.container(key=TF_MISSING_KEY).warning(why, icon=":material/warning:")
+    return why is not None
 
 
 # ---------------------------------------------------------------- models

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import active_model, predictor, serving_download, show_quality
+from app_pages.common import active_model, predictor, serving_download, show_quality, tensorflow_missing_notice
 from core import charts, evaluate, openset
 from core.backends import device_info
 from core.settings import OVSettings
@@ -19,6 +19,7 @@ variant still gives TensorFlow's answers, and measure the speed-up honestly.
 - **Train** — train on `flower_photos` or on your own photos, then convert and quantize.
 """
 )
+tensorflow_missing_notice()
 
 entry = active_model()
 if entry is None:

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import active_model, classify_all, predictor
+from app_pages.common import active_model, classify_all, predictor, tensorflow_missing_notice
 from core import charts, images, openset
 from core.predict import REPEATS, TUNED_LATENCY, variants_with_tuned
 from core.settings import PRECISIONS, REMOTE_VARIANT, OVSettings
@@ -15,6 +15,7 @@ NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_VARIANT: "OpenVINO (remote s
 
 
 st.title(":material/image_search: Predict")
+tensorflow_missing_notice()
 entry = active_model()
 if entry is None:
     st.warning("No model available.")

@@ -12,7 +12,7 @@ from PIL import Image
 
 from app_pages.common import (MODEL_KEY, access_config, current_workspace, is_owner, limits, my_job,
                               rerun_when_finished, serving_download, show_busy_elsewhere, show_job_failure,
-                              show_quality, show_refusal, starting_job)
+                              show_quality, show_refusal, starting_job, tensorflow_missing_notice)
 from core import data, paths, registry, settings, training, workspace
 from core.errors import UserError
 from core.images import ImageError, for_display, open_image
@@ -27,6 +27,8 @@ def sample_photo(path: str, mtime_ns: int) -> Image.Image:
 
 
 st.title(":material/model_training: Train & Optimize")
+if tensorflow_missing_notice():
+    st.stop()
 owner = is_owner()
 cfg_access = access_config()
 ws = current_workspace()

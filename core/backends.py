@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core import peers, registry
+from core import availability, peers, registry
 from core.settings import LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_VARIANT, TF_MODES, OVSettings
 
 
@@ -50,6 +50,7 @@ class Backend:
 
 class TensorFlowBackend(Backend):
     def __init__(self, model_dir: Path, mode: str = "function") -> None:
+        availability.require_tensorflow()
         import tensorflow as tf
 
         if mode not in TF_MODES:

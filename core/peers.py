@@ -109,6 +109,7 @@ def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path
     target = path(model_dir, variant)
     if target.exists():
         return target
+    availability.require_tensorflow()
     progress(Event("peers", 0, None, f"making the {variant} model from the Keras model (once)"))
     registry.save_artifact(target.parent, lambda tmp: PEERS[variant].make(Path(model_dir), tmp, progress),
                            target.name)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import atomic, paths
+from core import atomic, availability, paths
 from core.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-mobilenetv2"
@@ -64,7 +64,8 @@ def variant_path(model_dir: Path, variant: str) -> Path:
 
 
 def available_variants(model_dir: Path) -> list[str]:
-    return [v for v in VARIANTS if variant_path(model_dir, v).exists()]
+    """The variants this server can run: its file is there, and so is its runtime."""
+    return [v for v in VARIANTS if variant_path(model_dir, v).exists() and availability.runnable(v)]
 
 
 def variant_size_bytes(model_dir: Path, variant: str) -> int:
@@ -101,6 +102,7 @@ def update_card(model_dir: Path, **changes: Any) -> ModelCard:
 
 def load_keras(model_dir: Path):
     """Load the Keras model with `safe_mode` on: no arbitrary code from the file runs."""
+    availability.require_tensorflow()
     import keras
 
     path = variant_path(model_dir, TF_VARIANT)

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from core import data, registry
+from core import availability, data, registry
 from core.errors import UserError
 from core.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
 from core.progress import CancelToken, Event, ProgressFn, ignore
@@ -279,6 +279,7 @@ def train(
     command: str | None = None,
 ) -> Path:
     """Train on a dataset source and save models/<name> (Keras model + card), phase by phase."""
+    availability.require_tensorflow()
     import keras
 
     registry.check_name(name)

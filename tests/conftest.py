@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 
@@ -112,12 +113,12 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chro
 
 
 @contextlib.contextmanager
-def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] = (), preexec_fn=None):
-    """`streamlit run` on a free local port with its own models folder (the shipped model copied in),
-    so that models trained through the browser never land in the repository. Yields (url, process)."""
+def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] = (), preexec_fn=None,
+                     python: str = sys.executable):
+    """`streamlit run` (by `python`) on a free local port with its own models folder (the shipped model
+    copied in), so that models trained through the browser never land in the repository. Yields (url, process)."""
     import shutil
     import subprocess
-    import sys
     import time
     import urllib.request
 
@@ -130,7 +131,7 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
     log_path = folder / "streamlit.log"
     log = open(log_path, "w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
+        [python, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"), "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true",
          # No source watcher: it would watch the whole checkout (a CI .venv included) for nothing.
          "--server.fileWatcherType", "none", *(("--", *args) if args else ())],

@@ -1,0 +1,46 @@
+"""Which runtimes this server has. TensorFlow publishes no wheel for every Python Streamlit
+Community Cloud offers (2.21: none for 3.14), so requirements.txt leaves the TensorFlow stack out
+there; everything that does not need it (OpenVINO, the peers on their shipped files) still runs,
+and the app says what is missing and how to fix it."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+from functools import cache
+
+TF_SUPPORTED_PYTHONS = "3.11–3.13"  # TensorFlow 2.21's wheels (cp310–cp313) within what Cloud offers
+
+
+@cache
+def has_tensorflow() -> bool:
+    """TensorFlow and Keras importable (looked up without importing: that takes seconds)."""
+    return all(importlib.util.find_spec(name) is not None for name in ("tensorflow", "keras"))
+
+
+def tensorflow_missing() -> str | None:
+    """Why TensorFlow is missing and the fix, in a sentence a deployer can act on; None when it is there."""
+    if has_tensorflow():
+        return None
+    python = platform.python_version()
+    why = (f"TensorFlow has no release for Python {python} yet (TensorFlow 2.21 supports {TF_SUPPORTED_PYTHONS})"
+           if tuple(map(int, python.split(".")[:2])) >= (3, 14) else "it is not in this Python environment")
+    return (f"TensorFlow is not installed on this server: {why}. OpenVINO, ONNX Runtime and LiteRT run the "
+            "shipped model as usual; training, conversion, tuning and the TensorFlow backend need TensorFlow. "
+            "Fix: on Streamlit Community Cloud, delete the app and deploy it again choosing Python 3.12 or 3.13 under Advanced settings (an app's Python cannot be changed after "
+            "deployment); elsewhere, `pip install -r requirements.txt` on Python 3.11–3.13.")
+
+
+def runnable(variant: str) -> bool:
+    """Whether this server can run `variant` at all (its file aside)."""
+    from core import registry
+
+    return variant != registry.TF_VARIANT or has_tensorflow()
+
+
+def require_tensorflow() -> None:
+    """Raise the user-facing reason before anything that needs TensorFlow starts."""
+    from core.errors import UserError
+
+    if (why := tensorflow_missing()) is not None:
+        raise UserError(why)
