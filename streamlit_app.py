@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.common import access_panel, model_selector
+from app_pages.common import access_panel, model_selector, predict_defaults, start_loading
 from core import paths, registry, workspace
 
 st.set_page_config(page_title="Flowers: TensorFlow vs OpenVINO", page_icon="🌼", layout="wide")
@@ -25,6 +25,12 @@ page = st.navigation(
         st.Page("app_pages/train.py", title="Train & Optimize", icon=":material/model_training:"),
     ]
 )
-model_selector()
+entry = model_selector()
 access_panel()
-page.run()
+try:
+    page.run()
+finally:
+    # Once the page is drawn (a page may end early with st.stop), Predict's models load in the
+    # background: a first visitor reading Home finds them ready.
+    if entry is not None:
+        start_loading(entry, *predict_defaults(entry))

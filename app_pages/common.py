@@ -6,6 +6,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import sys
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -17,7 +18,7 @@ from core import access, availability, paths, registry, workspace
 from core.access import AccessConfig, Role
 from core.errors import UserError
 from core.jobs import RUNNER, Job, JobBusy
-from core.predict import ImageResult, Predictor
+from core.predict import ImageResult, Predictor, variants_with_tuned
 from core.settings import OVSettings
 from core.tune import TUNED_FILE
 
@@ -152,9 +153,14 @@ def _stamp(model_dir: Path) -> float:
     return max(f.stat().st_mtime for f in files if f.exists())
 
 
-@st.cache_resource(max_entries=8, show_spinner="Loading and compiling the model (once per server)...")
-def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, stamp: float) -> Predictor:
-    predictor = Predictor(Path(model_dir), list(variants), settings)
+def _load_predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings) -> Predictor:
+    # Importing TensorFlow makes millions of objects, and the collector's passes meanwhile scanned
+    # the whole heap again and again: paused during the load, it took 0.6 s less (2.0 → 1.4 s).
+    gc.disable()
+    try:
+        predictor = Predictor(Path(model_dir), list(variants), settings)
+    finally:
+        gc.enable()
     # Streamlit runs a full garbage collection after every script run (twice once Keras is
     # imported: its clear_session collects too). With TensorFlow's object graph in the process
     # each took long enough to stall every session; frozen objects are skipped by the collector.
@@ -162,8 +168,36 @@ def _predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings, 
     return predictor
 
 
+# One loader thread per server: models load in the background, one configuration at a time.
+_LOADER = ThreadPoolExecutor(1, thread_name_prefix="predictor-loader")
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _loading(model_dir: str, variants: tuple[str, ...], settings: OVSettings, stamp: float) -> Future[Predictor]:
+    return _LOADER.submit(_load_predictor, model_dir, variants, settings)
+
+
+def start_loading(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> None:
+    """Begin loading and warming these backends in the background (once per server and setting),
+    so that a first visitor's first photo does not wait for TensorFlow's import."""
+    _loading(str(entry.path), tuple(variants), settings, _stamp(entry.path))
+
+
+def predict_defaults(entry: registry.ModelEntry) -> tuple[list[str], OVSettings]:
+    """What the Predict page runs until a visitor changes it: every backend offered, in f32."""
+    return variants_with_tuned(entry.path), OVSettings(precision="f32")
+
+
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
-    return _predictor(str(entry.path), tuple(variants), settings, _stamp(entry.path))
+    """The loaded backends, shared by every session (waiting for the background load if it runs)."""
+    key = (str(entry.path), tuple(variants), settings, _stamp(entry.path))
+    future = _loading(*key)
+    if not future.done():
+        with st.spinner("Loading and compiling the model (once per server)..."):
+            wait([future])
+    if future.exception() is not None:
+        _loading.clear(*key)  # a failed load is not kept: the next run tries again
+    return future.result()
 
 
 _PREDICTIONS_KEY = "predictions"

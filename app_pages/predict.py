@@ -6,9 +6,10 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import active_model, classify_all, predictor, tensorflow_missing_notice
+from app_pages.common import (active_model, classify_all, predict_defaults, predictor, start_loading,
+                              tensorflow_missing_notice)
 from core import charts, images, openset
-from core.predict import REPEATS, TUNED_LATENCY, variants_with_tuned
+from core.predict import REPEATS, TUNED_LATENCY
 from core.settings import PRECISIONS, REMOTE_VARIANT, OVSettings
 
 NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_VARIANT: "OpenVINO (remote server)"}
@@ -21,8 +22,9 @@ if entry is None:
     st.warning("No model available.")
     st.stop()
 
+offered, default_settings = predict_defaults(entry)
+start_loading(entry, offered, default_settings)  # while the page draws, unless already loaded
 with st.sidebar:
-    offered = variants_with_tuned(entry.path)
     variants = st.multiselect("Backends", offered, default=offered,
                               format_func=lambda v: NAMES.get(v, v),
                               help="'Tuned for latency' is the setup `python -m core tune` (or the Benchmark "
@@ -31,7 +33,7 @@ with st.sidebar:
                                    "model on the owner's model server (KServe v2 protocol): its times include the "
                                    "network and serialization, and its precision is the server's.")
     precision = st.selectbox(
-        "OpenVINO precision", PRECISIONS, index=PRECISIONS.index("f32"),
+        "OpenVINO precision", PRECISIONS, index=PRECISIONS.index(default_settings.precision),
         help="f32 matches TensorFlow exactly; 'default' lets the CPU plugin choose (bf16 on CPUs that have it).",
     )
     top_k = st.slider("Top-k", 1, len(entry.card.classes), min(3, len(entry.card.classes)))

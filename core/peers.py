@@ -15,7 +15,7 @@ from typing import Callable
 
 import numpy as np
 
-from core import registry
+from core import availability, registry
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
 

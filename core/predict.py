@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,22 +136,37 @@ class Predictor:
         self.first_inference_ms: dict[str, float] = {}
         self._lock = threading.Lock()
         self._retry_at = time.monotonic() + RETRY_S  # a failure at load was just seen
+        # TensorFlow (seconds to import) loads in a thread of its own while the others load here, one
+        # after another: two first OpenVINO calls at once can deadlock in pybind11's numpy set-up.
+        with ThreadPoolExecutor(1, thread_name_prefix="load-tensorflow") as pool:
+            tf = pool.submit(self._warm, registry.TF_VARIANT) if registry.TF_VARIANT in variants else None
+            outcomes = {v: self._warm(v) for v in variants if v != registry.TF_VARIANT}
+            if tf is not None:
+                outcomes[registry.TF_VARIANT] = tf.result()
         for variant in variants:
-            self._add(variant)
+            self._add(variant, outcomes[variant])
 
-    def _add(self, variant: str) -> None:
-        """Load and warm up one backend; a remote one that fails is noted in `unavailable`."""
+    def _warm(self, variant: str) -> tuple[Backend, float] | str:
+        """Load one backend and make its first call, the one `measure` makes (for TensorFlow that
+        traces the function, hundreds of ms); a remote one that fails: its message."""
         warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
         try:
             backend = self._load(variant)
-            first_s, probs = time_once(lambda: backend.predict(warmup))
+            first_s, (probs, _) = time_once(lambda: backend.infer(warmup))
         except remote.RemoteError as exc:
-            self.unavailable[variant] = str(exc)
-            return
+            return str(exc)
         if probs.shape != (1, len(self.classes)):
             raise registry.ModelError(
                 f"{variant} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
             )
+        return backend, first_s
+
+    def _add(self, variant: str, outcome: tuple[Backend, float] | str) -> None:
+        """Keep a warmed-up backend, or note why a remote one is unavailable."""
+        if isinstance(outcome, str):
+            self.unavailable[variant] = outcome
+            return
+        backend, first_s = outcome
         self.first_inference_ms[variant] = first_s * 1000
         self.backends[variant] = backend
         self.unavailable.pop(variant, None)
@@ -164,7 +180,7 @@ class Predictor:
                 return
             self._retry_at = time.monotonic() + RETRY_S
             for variant in list(self.unavailable):
-                self._add(variant)
+                self._add(variant, self._warm(variant))
 
     def _load(self, variant: str) -> Backend:
         if variant != TUNED_LATENCY:

@@ -71,3 +71,32 @@ def test_predictions_are_kept_until_measured_again(shipped_model, fake_predictor
     assert calls == ["red.png"]  # redrawn, not measured again
     next(b for b in at.button if b.label == "Measure again").click().run()
     assert calls == ["red.png", "red.png"]
+
+
+def test_a_model_loading_in_the_background_is_shared_and_a_failed_load_is_retried(shipped_model, fake_predictor,
+                                                                                  monkeypatch):
+    """Home starts loading Predict's backends after it is drawn; Predict waits for that same load.
+    A load that fails is not kept: the next page run tries again."""
+    import app_pages.common as common
+    from core.registry import ModelEntry, read_card
+
+    entry = ModelEntry(shipped_model.name, shipped_model, read_card(shipped_model))
+    variants, settings = common.predict_defaults(entry)
+    common.start_loading(entry, variants, settings)
+    first = common.predictor(entry, variants, settings)
+    assert common.predictor(entry, variants, settings) is first
+
+    attempts = []
+
+    def flaky(*args):
+        attempts.append(args)
+        if len(attempts) == 1:
+            raise RuntimeError("the disk hiccuped")
+        return fake_predictor(*args)
+
+    monkeypatch.setattr(common, "Predictor", flaky)
+    other = [v for v in variants if v != variants[0]]
+    with pytest.raises(RuntimeError):
+        common.predictor(entry, other, settings)
+    assert common.predictor(entry, other, settings).backends.keys() == set(other)
+    assert len(attempts) == 2
