@@ -214,5 +214,9 @@ d2.download_button("Download JSON", partial(json.dumps, loaded if len(loaded) > 
 chart = d3.selectbox("Chart to download", list(figs))
 d3.download_button("Download chart (HTML)", partial(figs[chart].to_html, include_plotlyjs="cdn"), f"{chart}.html",
                    "text/html")
-d3.download_button("Download chart (PNG)", partial(charts.figure_png, figs[chart]), f"{chart}.png", "image/png",
-                   help="Made with kaleido, which needs Chrome or Chromium on the server; the HTML always works.")
+if charts.png_export_available():
+    d3.download_button("Download chart (PNG)", partial(charts.figure_png, figs[chart]), f"{chart}.png", "image/png",
+                       help="Made with kaleido and the server's Chromium; the HTML works everywhere.")
+else:
+    d3.caption("PNG: this server has no Chrome or Chromium for kaleido; the HTML chart has Plotly's own "
+               "\"Download plot as a png\" button.")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 from dataclasses import dataclass, field
 from enum import Enum
@@ -23,6 +24,9 @@ from core.data import OFFICIAL_URL, allowed_urls
 
 OWNER_ENV = "FLOWERS_OWNER"
 DATA_ROOTS_ENV = "FLOWERS_DATA_ROOTS"  # os.pathsep-separated folders the owner may train from
+
+TOP_LEVEL_KEYS = {"owner_emails", "owner_password", "allowed_urls", "data_roots"}  # read from the top level only
+OIDC_KEYS = ("redirect_uri", "cookie_secret", "client_id", "client_secret", "server_metadata_url")  # st.login's
 
 # The whole app (server plus one job) must stay under Community Cloud's ~2.7 GB; this leaves headroom.
 MEMORY_BUDGET_MB = 2500
@@ -87,11 +91,23 @@ class AccessConfig:
                 resolved_roots.append(path.resolve())
             else:
                 notes.append(f"data root {r!r} is not a folder; ignored")
+        auth = secrets.get("auth") or {}
+        # TOML puts every key after a [table] header into that table: a frequent slip in the secrets box.
+        misplaced = sorted(set(auth) & TOP_LEVEL_KEYS) if isinstance(auth, Mapping) else []
+        if misplaced:
+            notes.append(f"{', '.join(misplaced)} stand under [auth] in the secrets, where they are not read: "
+                         "move them above the first [table] header")
+        oidc = isinstance(auth, Mapping) and all(str(auth.get(k, "")).strip() not in ("", "...") for k in OIDC_KEYS)
+        if auth and not oidc:
+            notes.append("[auth] in the secrets lacks some of " + ", ".join(OIDC_KEYS) + " (or holds a placeholder): "
+                         "OIDC sign-in is off")
+        for note in notes:
+            _warn_once(note)
         return cls(
             owner_everyone=env.get(OWNER_ENV, "").lower() in ("1", "true", "yes") or "--owner" in argv,
             owner_emails=tuple(e.strip().casefold() for e in emails if e.strip()),
             owner_password_sha256=_digest(password) if password else None,
-            oidc_configured="auth" in secrets,
+            oidc_configured=oidc,
             data_roots=tuple(resolved_roots),
             allowed_urls=allowed_urls(tuple(secrets.get("allowed_urls", ())), env),
             notes=tuple(notes),
@@ -113,6 +129,17 @@ class AccessConfig:
     @property
     def can_sign_in(self) -> bool:
         return bool(self.owner_password_sha256) or (self.oidc_configured and bool(self.owner_emails))
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(note: str) -> None:
+    """Configuration problems go to the server log (Cloud's "Manage app" logs), once each: with a
+    misplaced password there is no owner to show them to."""
+    if note not in _warned:
+        _warned.add(note)
+        logging.getLogger(__name__).warning("secrets: %s", note)
 
 
 def _digest(text: str) -> str:

@@ -140,6 +140,16 @@ def benchmark_figures(df: pd.DataFrame, sp: pd.DataFrame | None, baseline_label:
     return figs
 
 
+def png_export_available() -> bool:
+    """kaleido draws PNGs with a Chrome or Chromium it finds on the machine (Community Cloud has
+    none, and one would cost hundreds of MB beside a training job: there, HTML is the export)."""
+    try:
+        from choreographer.browsers.chromium import Chromium
+    except ImportError:
+        return False
+    return Chromium.find_browser(skip_local=False) is not None
+
+
 def figure_png(fig: go.Figure, width: int = 1100, height: int = 500) -> bytes:
     """PNG bytes through kaleido, which needs a Chrome or Chromium on the machine."""
     try:

@@ -120,3 +120,62 @@ class MemoryCgroup:
                 return
             except OSError:
                 time.sleep(0.1)
+
+
+CPU_V1 = Path("/sys/fs/cgroup/cpu")
+PERIOD_US = 100_000
+
+
+class CpuQuota:
+    """A CPU cgroup that gives a process tree `cores` of CPU time (CFS quota per 100 ms period),
+    as Community Cloud gives an app between 0.078 and 2 cores. v1 (`cpu.cfs_quota_us`) or v2 (`cpu.max`)."""
+
+    def __init__(self, path: Path, cores: float) -> None:
+        self.path, self.cores = path, cores
+
+    @classmethod
+    def create(cls, cores: float) -> "CpuQuota | str":
+        name = f"flowers-test-cpu-{uuid.uuid4().hex[:8]}"
+        quota = str(int(cores * PERIOD_US))
+        try:
+            if (CPU_V1 / "cpu.cfs_quota_us").exists():
+                path = CPU_V1 / name
+                path.mkdir()
+                (path / "cpu.cfs_period_us").write_text(str(PERIOD_US))
+                (path / "cpu.cfs_quota_us").write_text(quota)
+            elif (V2 / "cgroup.controllers").exists() and "cpu" in (V2 / "cgroup.controllers").read_text():
+                path = V2 / name
+                path.mkdir()
+                (path / "cpu.max").write_text(f"{quota} {PERIOD_US}")
+            else:
+                return "no cpu cgroup controller is mounted"
+        except OSError as exc:
+            return f"cannot create a cpu cgroup here ({exc}); it needs root and a writable /sys/fs/cgroup"
+        return cls(path, cores)
+
+    def enter(self) -> None:
+        (self.path / "cgroup.procs").write_text(str(os.getpid()))
+
+    @property
+    def throttled_s(self) -> float:
+        """How long the group was held back by its quota."""
+        for line in (self.path / "cpu.stat").read_text().splitlines():
+            key, value = line.split()
+            if key == "throttled_time":  # v1, ns
+                return int(value) / 1e9
+            if key == "throttled_usec":  # v2
+                return int(value) / 1e6
+        return 0.0
+
+    def close(self) -> None:
+        for _ in range(50):
+            for pid in (self.path / "cgroup.procs").read_text().split():
+                try:
+                    os.kill(int(pid), 9)
+                except ProcessLookupError:
+                    pass
+            try:
+                self.path.rmdir()
+                return
+            except OSError:
+                time.sleep(0.1)

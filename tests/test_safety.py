@@ -155,3 +155,24 @@ def test_owner_by_email_password_or_explicit_switch(tmp_path):
     assert cfg.data_roots == (tmp_path.resolve(),) and "missing" in cfg.notes[0]
     assert access.AccessConfig.from_sources({}, env={"FLOWERS_OWNER": "1"}).role_for() is access.Role.OWNER
     assert access.AccessConfig.from_sources({}, env={}, argv=["app.py", "--owner"]).owner_everyone
+
+
+OIDC = {"redirect_uri": "https://flowers.streamlit.app/oauth2callback", "cookie_secret": "k" * 43,
+        "client_id": "id", "client_secret": "secret",
+        "server_metadata_url": "https://accounts.example.com/.well-known/openid-configuration"}
+
+
+def test_secrets_slips_a_newcomer_makes_are_caught():
+    """Keys typed after the [auth] header belong to it in TOML: not read, and said so. An [auth]
+    table with a placeholder left in does not switch OIDC sign-in on."""
+    slipped = access.AccessConfig.from_sources({"auth": {**OIDC, "owner_password": "pw", "owner_emails": ["a@b.c"]}},
+                                               env={})
+    assert slipped.owner_password_sha256 is None and slipped.owner_emails == ()
+    assert any("owner_emails" in note and "owner_password" in note for note in slipped.notes)
+    placeholder = access.AccessConfig.from_sources({"owner_emails": ["a@b.c"], "auth": {**OIDC, "client_id": "..."}},
+                                                   env={})
+    assert not placeholder.oidc_configured and not placeholder.can_sign_in
+    ready = access.AccessConfig.from_sources({"owner_emails": ["a@b.c"], "auth": OIDC}, env={})
+    assert ready.oidc_configured and ready.can_sign_in and not ready.notes
+    password_only = access.AccessConfig.from_sources({"owner_password": "a long passphrase"}, env={})
+    assert password_only.can_sign_in and not password_only.oidc_configured and not password_only.notes
