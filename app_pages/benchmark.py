@@ -171,7 +171,7 @@ if not runs:
     if not (benchmark.EXAMPLE_RUN / "run.json").exists():
         st.info("No saved runs yet: start a sweep above, or run `python -m core benchmark`.")
         st.stop()
-    st.info("No saved runs yet. Shown meanwhile: the README's reference run, an example measured on another "
+    st.info("No saved runs yet. Shown meanwhile: the reference run of docs/benchmarking.md, an example measured on another "
             "machine (named below); start a sweep above to measure this server.")
     runs = {benchmark.EXAMPLE_RUN.name: benchmark.EXAMPLE_RUN.parent}
 ordered = sorted(runs, reverse=True)

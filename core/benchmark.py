@@ -34,7 +34,7 @@ from core.settings import (BACKENDS, BASELINE, PEER_VARIANTS, REMOTE_VARIANT, RE
                            OVSettings, Plan, SweepConfig)
 from core.system import library_versions, machine_summary
 
-EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the README's reference run, shown until one's own
+EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
 
 

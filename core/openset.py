@@ -31,7 +31,7 @@ from core.progress import Event, ProgressFn, ignore
 
 KEEP = 0.95  # share of correctly classified validation flowers the threshold keeps
 MSP, MAHALANOBIS = "msp", "mahalanobis"
-SUBSPACE = 128  # of 1280 feature directions; measured against all of them on every calibration (README)
+SUBSPACE = 128  # of 1280 feature directions; measured against all of them on every calibration (docs/model.md)
 SCORE_NAMES = {MSP: "maximum softmax probability after temperature scaling",
                "energy": "energy of the logits (log-sum-exp)",
                MAHALANOBIS: f"Mahalanobis distance to the nearest class, penultimate features, {SUBSPACE} least-varying "

@@ -91,7 +91,7 @@ class Recipe:
 _MOBILENET = dict(arch="mobilenet_v2", alpha=0.5, learning_rate=1e-3,
                   fine_tune_learning_rate=1e-4, label_smoothing=0.1, dropout=0.3, val_fraction=0.1, test_fraction=0.1)
 # The Train page's choices and the CLI's --recipe; the first is the default. Memory figures are
-# `training.estimate_peak_mb` on the full flower_photos, measured as the README's "Cloud memory" says.
+# `training.estimate_peak_mb` on the full flower_photos, measured as docs/safety.md ("Memory") says.
 RECIPES: dict[str, Recipe] = {
     "Recommended": Recipe(
         "MobileNetV2 α0.5 at 224 px, 3 head + 8 epochs fine-tuning the top 100 layers (cosine), cutmix, "
@@ -258,7 +258,7 @@ class SweepConfig:
 # (`python -m core benchmark --backends tf-function,ov-fp32,ov-int8 --sizes 10,50 --batches 1,8`).
 SWEEP_PRESETS: dict[str, SweepConfig] = {
     "Quick (about 35 s)": SweepConfig(backends=["tf-function", "ov-fp32", "ov-int8"], sizes=[10, 50], batches=[1, 8]),
-    "Full (the README's study)": SweepConfig(),
+    "Full (the documented study)": SweepConfig(),
 }
 
 

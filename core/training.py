@@ -34,7 +34,7 @@ class WeightsUnavailable(UserError):
 # training job) while a MobileNetV2 job fine-tunes: a fixed part, the decoded training photos
 # (a file-backed array, counted while mapped), and activations that grow with batch x pixels and
 # with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers).
-# Fitted on the 2700 MB cgroup run in the README ("Cloud memory") and on per-recipe peaks of the
+# Fitted on the 2700 MB cgroup runs in docs/safety.md ("Memory") and on per-recipe peaks of the
 # training process measured with /usr/bin/time.
 _APP_BASE_MB = 1870.0
 _MB_PER_BATCH_PIXEL = {"mobilenet_v2": 3.9e-4, "tutorial_cnn": 1.0e-4}

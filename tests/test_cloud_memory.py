@@ -6,8 +6,8 @@ Both first predict real photos and one 12-megapixel phone JPEG. The fast version
 recipe on it at 112 px (Keras takes the 224 px ImageNet weights; a quarter of the pixels keeps
 it short), watching the epoch counter advance, finds the finished model in the page's list
 and the sidebar, and sweeps the INT8 backend. The full check, `python -m pytest -m cloud_full`,
-predicts 20 photos (and the phone JPEG), fetches all 2934 photos, trains the page's default recipe and runs the "Full" sweep preset (the README's study);
-the README quotes its figures. Each run writes its measurements to `cloud-memory.json` in the
+predicts 20 photos (and the phone JPEG), fetches all 2934 photos, trains the page's default recipe and runs the "Full" sweep preset (the documented study, docs/benchmarking.md);
+docs/safety.md quotes its figures. Each run writes its measurements to `cloud-memory.json` in the
 test's temporary folder and prints them.
 """
 
@@ -207,7 +207,7 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: str | tu
             choose(page, "Model", "flowers-mobilenetv2")
             sizes = page.get_by_role("textbox", name="Test sizes (images)")
             sizes.wait_for(timeout=120_000)
-            if isinstance(sweep, str):  # a preset: the full check runs the README's study, as its figures say
+            if isinstance(sweep, str):  # a preset: the full check runs the documented study, as its figures say
                 choose(page, "Sweep preset", sweep)
             else:
                 backends, sweep_sizes = sweep
