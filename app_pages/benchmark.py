@@ -7,10 +7,11 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (active_model, current_workspace, is_owner, limits, my_job, rerun_when_finished,
+from app_pages.common import (active_model, current_workspace, my_job, policy, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
 from core import benchmark, charts, images, settings, tune
+from core.access import Action
 from core.errors import UserError
 from core.jobs import RUNNER
 
@@ -26,11 +27,12 @@ if entry is None:
     st.stop()
 no_tensorflow = tensorflow_missing_notice()
 ws = current_workspace()
-caps = limits()
+rules = policy()
+caps = rules.limits
 
 labels = {k: f"{k} — {spec.label}" for k, spec in settings.BACKENDS.items()}
 # A sweep makes missing peer files inside the model's folder: a visitor may do so only in their own.
-available = benchmark.available_backends(entry.path, make_peers=is_owner() or entry.private)
+available = benchmark.available_backends(entry.path, make_peers=rules.may_write(entry.private))
 with st.container(border=True):
     st.subheader(f"New sweep on `{entry.name}`")
     preset = st.selectbox("Sweep preset", list(settings.SWEEP_PRESETS), key="preset",
@@ -49,7 +51,7 @@ with st.container(border=True):
     batches = c2.multiselect("Batch sizes", settings.BATCH_CHOICES, default=defaults.batches, key=f"batches-{preset}")
     repeats = c3.number_input("Repeats", 1, caps.bench_max_repeats or 20, defaults.repeats, key=f"repeats-{preset}")
     warmup = c4.number_input("Warm-up runs", 0, 5, defaults.warmup, key=f"warmup-{preset}")
-    if not is_owner():
+    if not rules.allows(Action.UNCAPPED_JOBS):
         st.caption(f"Visitor limits: up to {caps.bench_max_images} photos per test size, {caps.bench_max_repeats} "
                    f"repeats, {caps.bench_max_seconds:.0f} s per sweep.")
     source = st.radio("Photos", ["The model's validation photos", "Upload photos"], horizontal=True)
@@ -72,7 +74,7 @@ if submitted:
                 image_dir = ws.store_upload(f.name, f.getvalue()).parent
         cfg = settings.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
                                     str(image_dir) if image_dir else None)
-        out_root = results_roots()[0] if is_owner() else ws.results
+        out_root = rules.output_root(results_roots()[0], ws.results)
         RUNNER.start("benchmark", f"benchmark of {entry.name}", "core.benchmark:sweep_job",
                      {"config": asdict(cfg), "out_root": str(out_root)}, owner=ws.key,
                      time_limit_s=caps.bench_max_seconds, on_end=ws.clear_data)
@@ -117,11 +119,11 @@ st.caption(
     f"{tune.MIN_AGREEMENT:.0%} of the photos. The winners are saved with the model; the Predict page offers "
     "the latency winner."
 )
-may_tune = (is_owner() or entry.private) and not no_tensorflow  # the accuracy guard runs TensorFlow
+may_tune = rules.may_write(entry.private) and not no_tensorflow  # the accuracy guard runs TensorFlow
 with st.container(border=True):
     t1, t2, t3 = st.columns(3)
     objective = t1.selectbox("Objective", ["both", "latency", "throughput"])
-    budget = t2.number_input("Time budget (s)", 30, int(caps.bench_max_seconds or 600), 300 if is_owner() else 240,
+    budget = t2.number_input("Time budget (s)", 30, int(caps.bench_max_seconds or 600), 300 if rules.allows(Action.UNCAPPED_JOBS) else 240,
                              step=30)
     p99 = t3.number_input("p99 limit (ms; 0: none)", 0.0, 10_000.0, 0.0)
     if no_tensorflow:

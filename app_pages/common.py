@@ -53,12 +53,9 @@ def role() -> Role:
     return cfg.role_for(_signed_in_email(cfg), bool(st.session_state.get(_OWNER_PASSWORD_KEY)))
 
 
-def is_owner() -> bool:
-    return role() is Role.OWNER
-
-
-def limits() -> access.Limits:
-    return access.limits_for(role())
+def policy() -> access.Policy:
+    """What this session may do (core.access): pages ask it before offering an action."""
+    return access.Policy(role())
 
 
 def current_workspace() -> workspace.Workspace:

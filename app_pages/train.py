@@ -10,10 +10,11 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from app_pages.common import (MODEL_KEY, access_config, current_workspace, is_owner, limits, my_job,
+from app_pages.common import (MODEL_KEY, access_config, current_workspace, my_job, policy,
                               rerun_when_finished, serving_download, show_busy_elsewhere, show_job_failure,
                               show_quality, show_refusal, starting_job, tensorflow_missing_notice)
 from core import data, paths, registry, settings, training, workspace
+from core.access import Action
 from core.errors import UserError
 from core.images import ImageError, for_display, open_image
 from core.jobs import RUNNER
@@ -29,15 +30,15 @@ def sample_photo(path: str, mtime_ns: int) -> Image.Image:
 st.title(":material/model_training: Train & Optimize")
 if tensorflow_missing_notice():
     st.stop()
-owner = is_owner()
+rules = policy()
 cfg_access = access_config()
 ws = current_workspace()
-caps = limits()
+caps = rules.limits
 
 # ---------------------------------------------------------------- data source
-kinds = ["Official flower_photos", "Upload an archive of class folders"]
-if owner:
-    kinds += ["Archive URL (allow-listed)", "Folder on the server (data roots)"]
+kinds = (["Official flower_photos", "Upload an archive of class folders"]
+         + ["Archive URL (allow-listed)"] * rules.allows(Action.TRAIN_FROM_URL)
+         + ["Folder on the server (data roots)"] * rules.allows(Action.TRAIN_FROM_DATA_ROOTS))
 kind = st.radio("Data", kinds, key="data_kind", horizontal=True)
 source: str | None = None
 cache = None  # None: the shared cache (public data); a workspace for a visitor's own photos
@@ -171,7 +172,7 @@ if arch == "mobilenet_v2" and not training.weights_available_offline(alpha, int(
 
 if start and info is not None and cfg is not None:
     with starting_job("training"):
-        target = paths.models_dir() if owner else ws.models
+        target = rules.output_root(paths.models_dir(), ws.models)
         registry.check_name(name)
         if (target / name).exists() or (paths.models_dir() / name).exists():
             raise registry.ModelError(f"a model named {name!r} already exists; choose another name")
@@ -244,7 +245,7 @@ st.subheader("Your models")
 mine = registry.list_models(ws.models, private=True)
 if not mine:
     st.caption("Models you train appear here, private to this browser, with a download and a delete button"
-               + ("." if owner else f"; they are deleted after {workspace.MAX_AGE_S // 3600} h."))
+               + ("." if rules.allows(Action.PUBLISH) else f"; they are deleted after {workspace.MAX_AGE_S // 3600} h."))
 for e in mine:
     c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
     c1.markdown(model_line(e))
@@ -255,14 +256,14 @@ for e in mine:
         registry.delete_model(e.name, ws.models)
         forget_selection(e)
         st.rerun()
-    if owner and c4.button("Publish", key=f"pub-{e.name}", help="Copy it to the shared models, for everyone"):
+    if rules.allows(Action.PUBLISH) and c4.button("Publish", key=f"pub-{e.name}", help="Copy it to the shared models, for everyone"):
         try:
             registry.publish_copy(e.path)
             st.rerun()
         except UserError as exc:
             st.error(str(exc))
 
-if owner:
+if rules.allows(Action.PUBLISH):
     st.subheader("Shared models")
     default = registry.default_model_name()
     for e in registry.list_models():

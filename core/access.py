@@ -51,13 +51,41 @@ class Limits:
 VISITOR_LIMITS = Limits()
 OWNER_LIMITS = Limits(None, None, None, None, None)
 
-# Shown to visitors, so they know what the deployment could do and why they cannot.
-OWNER_ONLY = (
-    "train from folders on the server (inside the configured data roots)",
-    "download datasets from other allowed URLs",
-    "publish a model for everyone, delete shared models, choose the default model",
-    "run jobs beyond the visitor caps (benchmark photos, repeats and time; training time and memory)",
-)
+class Action(str, Enum):
+    """What only the owner may do; the value is what visitors are shown, so they know what the
+    deployment could do and why they cannot."""
+
+    TRAIN_FROM_DATA_ROOTS = "train from folders on the server (inside the configured data roots)"
+    TRAIN_FROM_URL = "download datasets from other allowed URLs"
+    PUBLISH = "publish a model for everyone, delete shared models, choose the default model"
+    WRITE_SHARED_MODEL = "tune a shared model or make its peers' files (both write into its folder)"
+    UNCAPPED_JOBS = "run jobs beyond the visitor caps (benchmark photos, repeats and time; training time and memory)"
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one session may do. Every page asks this before it offers an action; pages only
+    draw what it allows."""
+
+    role: Role
+
+    @property
+    def limits(self) -> Limits:
+        return OWNER_LIMITS if self.role is Role.OWNER else VISITOR_LIMITS
+
+    def allows(self, action: Action) -> bool:
+        return self.role is Role.OWNER
+
+    def may_write(self, private_model: bool) -> bool:
+        """Write into a model's folder (tuning, peers' files): one's own, or a shared one as the owner."""
+        return private_model or self.allows(Action.WRITE_SHARED_MODEL)
+
+    def output_root(self, shared: Path, own: Path) -> Path:
+        """Where this session's models and runs go: shared for the owner, the workspace otherwise."""
+        return shared if self.allows(Action.PUBLISH) else own
+
+
+OWNER_ONLY = tuple(action.value for action in Action)
 
 
 @dataclass(frozen=True)
@@ -147,4 +175,4 @@ def _digest(text: str) -> str:
 
 
 def limits_for(role: Role) -> Limits:
-    return OWNER_LIMITS if role is Role.OWNER else VISITOR_LIMITS
+    return Policy(role).limits

@@ -3,6 +3,7 @@
 import io
 import os
 import tarfile
+from pathlib import Path
 
 import pytest
 from netutil import local_server, tls  # noqa: F401  (tls is a fixture)
@@ -176,3 +177,15 @@ def test_secrets_slips_a_newcomer_makes_are_caught():
     assert ready.oidc_configured and ready.can_sign_in and not ready.notes
     password_only = access.AccessConfig.from_sources({"owner_password": "a long passphrase"}, env={})
     assert password_only.can_sign_in and not password_only.oidc_configured and not password_only.notes
+
+
+def test_the_policy_gives_visitors_none_of_the_owner_actions():
+    visitor, owner = access.Policy(access.Role.VISITOR), access.Policy(access.Role.OWNER)
+    assert not any(visitor.allows(action) for action in access.Action)
+    assert all(owner.allows(action) for action in access.Action)
+    assert visitor.may_write(private_model=True) and not visitor.may_write(private_model=False)
+    assert owner.may_write(private_model=False)
+    shared, own = Path("/shared"), Path("/workspace")
+    assert visitor.output_root(shared, own) == own and owner.output_root(shared, own) == shared
+    assert visitor.limits.bench_max_seconds and owner.limits.bench_max_seconds is None
+    assert len(access.OWNER_ONLY) == len(access.Action)  # what visitors are told is what is checked
