@@ -28,6 +28,24 @@ os.environ["FLOWERS_CACHE_DIR"] = str(_session_tmp / "cache")
 os.environ["FLOWERS_RESULTS_DIR"] = str(_session_tmp / "results")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# The shipped models as the repository holds them, copied, so that nothing a user left in models/
+# (a tuning's tuned.json, the owner's default choice, a trained model) changes a test's outcome.
+MODELS = _session_tmp / "models"
+
+
+def _repository_models() -> Path:
+    import shutil
+
+    if not MODELS.exists():
+        shutil.copytree(ROOT / "models", MODELS,
+                        ignore=shutil.ignore_patterns("tuned.json", ".default-model", ".tmp-*", ".old-*"))
+        for extra in set(os.listdir(MODELS)) - {"flowers-mobilenetv2"}:
+            shutil.rmtree(MODELS / extra)
+    return MODELS
+
+
+os.environ["FLOWERS_MODELS_DIR"] = str(_repository_models())
+
 needs_mini = pytest.mark.skipif(not MINI_ARCHIVE.exists(), reason=f"{MINI_ARCHIVE} not present (CI has it)")
 needs_weights = pytest.mark.skipif(not any(WEIGHTS.glob("*.h5")), reason=f"no ImageNet weights in {WEIGHTS}")
 
@@ -93,7 +111,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
 def shipped_model() -> Path:
     from core import registry
 
-    path = ROOT / "models" / registry.DEFAULT_MODEL
+    path = MODELS / registry.DEFAULT_MODEL
     if not (path / registry.METADATA_FILE).exists():
         pytest.fail(f"the shipped model {path} is missing")
     return path
@@ -126,7 +144,7 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
 
     folder = _session_tmp / name
     models = folder / "models"
-    shutil.copytree(ROOT / "models", models, dirs_exist_ok=True)
+    shutil.copytree(MODELS, models, dirs_exist_ok=True)
     port = serving.free_port()
     log_path = folder / "streamlit.log"
     log = open(log_path, "w")

@@ -8,7 +8,7 @@ import subprocess
 
 import pytest
 
-from conftest import ROOT, mini_photo, needs_chromium, needs_mini, streamlit_server
+from conftest import MODELS, ROOT, mini_photo, needs_chromium, needs_mini, streamlit_server
 
 NO_TF_PYTHON = ROOT / ".venv-notf" / "bin" / "python"
 NOTICE = ".st-key-tensorflow-missing"  # app_pages.common.TF_MISSING_KEY
@@ -34,7 +34,7 @@ def test_cli_sweeps_openvino_and_the_peers_without_tensorflow(tmp_path):
     photos.mkdir()
     for i in range(3):
         (photos / f"daisy{i}.jpg").write_bytes(mini_photo("daisy", i))
-    sweep = run("-m", "core", "benchmark", "--model-dir", str(ROOT / "models" / "flowers-mobilenetv2"),
+    sweep = run("-m", "core", "benchmark", "--model-dir", str(MODELS / "flowers-mobilenetv2"),
                 "--backends", "ov-fp32,ov-int8,onnxruntime,litert", "--sizes", "3", "--batches", "1",
                 "--repeats", "1", "--images", str(photos), "--out", str(tmp_path / "out"))
     assert sweep.returncode == 0, sweep.stderr[-2000:]
