@@ -10,7 +10,7 @@ import streamlit as st
 from app_pages.common import (active_model, current_workspace, my_job, policy, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
-from core import benchmark, charts, images, settings, tune
+from core import benchmark, charts, images, settings, system, tune
 from core.access import Action
 from core.errors import UserError
 from core.jobs import RUNNER
@@ -199,7 +199,7 @@ for run in loaded:
     with st.container(border=True):
         st.markdown(f"**{run['id']}** — model `{run['model']['name']}`, {run['images']['unique_images']} distinct "
                     f"photos from {run['images']['origin']}, {run['config']['repeats']} repeats after "
-                    f"{run['config']['warmup']} warm-up; {run['machine']['cpu']}, {run['machine']['cores']} cores")
+                    f"{run['config']['warmup']} warm-up; {system.describe_cpu(run['machine'])}")
         for line in benchmark.summary(run):
             st.markdown(f"- {line}")
         if run.get("benchmark_app"):

@@ -31,13 +31,6 @@ def tensorflow_missing() -> str | None:
             "deployment); elsewhere, `pip install -r requirements.txt` on Python 3.11–3.13.")
 
 
-def runnable(variant: str) -> bool:
-    """Whether this server can run `variant` at all (its file aside)."""
-    from core import registry
-
-    return variant != registry.TF_VARIANT or has_tensorflow()
-
-
 def require_tensorflow() -> None:
     """Raise the user-facing reason before anything that needs TensorFlow starts."""
     from core.errors import UserError

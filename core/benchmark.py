@@ -63,6 +63,7 @@ class CellSettings:
     library_version: str
     cpu: str
     cores: int
+    cpu_quota_cores: float | None = None  # a cgroup's CPU cap (Community Cloud: 0.078–2 cores); None: the whole machine
 
 
 @dataclass(frozen=True)
@@ -282,6 +283,7 @@ def _cell(key: str, spec: BackendSpec, plan: Plan, measured: dict[str, Any], loa
         shape=str(measured["shape"]), mode=s.get("mode", "async" if spec.async_queue else "sync"),
         batch=int(measured["batch"]), size=int(measured["size"]), repeats=plan.repeats, warmup=plan.warmup,
         library_version=versions.get(s["runtime"], "?"), cpu=machine["cpu"], cores=int(machine["cores"]),
+        cpu_quota_cores=machine.get("cpu_quota_cores"),
     )
     load = LoadResult(**{k: loaded[k] for k in LOAD_COLUMNS})
     return Cell(settings, load, CellResult(**{k: measured[k] for k in RESULT_COLUMNS}))

@@ -65,7 +65,8 @@ def variant_path(model_dir: Path, variant: str) -> Path:
 
 def available_variants(model_dir: Path) -> list[str]:
     """The variants this server can run: its file is there, and so is its runtime."""
-    return [v for v in VARIANTS if variant_path(model_dir, v).exists() and availability.runnable(v)]
+    return [v for v in VARIANTS
+            if variant_path(model_dir, v).exists() and (v != TF_VARIANT or availability.has_tensorflow())]
 
 
 def variant_size_bytes(model_dir: Path, variant: str) -> int:

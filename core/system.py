@@ -37,7 +37,55 @@ def machine_summary() -> dict[str, Any]:
                 break
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "system": platform.platform()}
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_quota_cores": cpu_quota_cores(), "system": platform.platform()}
+
+
+def describe_cpu(machine: dict[str, Any]) -> str:
+    """"AMD EPYC, 2 cores" or, under a quota, "AMD EPYC, 2 cores, capped at 0.5 core": the same words
+    wherever a result names its machine."""
+    quota = machine.get("cpu_quota_cores")
+    return f"{machine['cpu']}, {machine['cores']} cores" + (f", capped at {quota:g} core(s)" if quota else "")
+
+
+def cpu_quota_cores(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The CPU time this process may use, in cores, where a cgroup quota caps it (Community Cloud
+    gives an app 0.078 to 2 cores; `os.cpu_count()` still says how many the machine has); None
+    when nothing caps it. The tightest quota on the way from the process's group to the root."""
+    try:
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, group = line.split(":", 2)
+        if controllers == "":  # cgroup v2: cpu.max holds "quota period" or "max period"
+            base, name = root, "cpu.max"
+        elif "cpu" in controllers.split(","):
+            base, name = root / controllers, "cpu.cfs_quota_us"
+            if not base.exists():
+                base = root / "cpu"
+        else:
+            continue
+        folder = base / group.lstrip("/")
+        while True:
+            limits.append(_quota(folder, name))
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    found = [q for q in limits if q is not None]
+    return round(min(found), 3) if found else None
+
+
+def _quota(folder: Path, name: str) -> float | None:
+    try:
+        if name == "cpu.max":
+            quota, period = (folder / name).read_text().split()
+        else:
+            quota, period = (folder / name).read_text(), (folder / "cpu.cfs_period_us").read_text()
+    except (OSError, ValueError):
+        return None
+    quota = quota.strip()
+    return None if quota in ("max", "-1") else int(quota) / int(period)
 
 
 def exit_with_parent(kill_group: bool = False) -> None:

@@ -1,0 +1,29 @@
+"""Facts recorded beside every result: a CPU quota is named, not hidden behind os.cpu_count()."""
+
+from core import system
+
+
+def test_cpu_quota_is_read_from_the_process_cgroup_v1_and_v2(tmp_path):
+    v1 = tmp_path / "v1"
+    app = v1 / "cpu" / "cloud" / "app"
+    app.mkdir(parents=True)
+    (v1 / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")
+    (v1 / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    (v1 / "cpu" / "cloud" / "cpu.cfs_quota_us").write_text("200000\n")  # the parent caps at 2 cores
+    (v1 / "cpu" / "cloud" / "cpu.cfs_period_us").write_text("100000\n")
+    (app / "cpu.cfs_quota_us").write_text("50000\n")
+    (app / "cpu.cfs_period_us").write_text("100000\n")
+    proc = tmp_path / "cgroup-v1"
+    proc.write_text("4:memory:/cloud/app\n1:cpu:/cloud/app\n")
+    assert system.cpu_quota_cores(proc, v1) == 0.5
+
+    v2 = tmp_path / "v2"
+    (v2 / "app").mkdir(parents=True)
+    (v2 / "cpu.max").write_text("max 100000\n")
+    (v2 / "app" / "cpu.max").write_text("7800 100000\n")
+    proc.write_text("0::/app\n")
+    assert system.cpu_quota_cores(proc, v2) == 0.078
+
+    (v2 / "app" / "cpu.max").write_text("max 100000\n")
+    assert system.cpu_quota_cores(proc, v2) is None
+    assert system.cpu_quota_cores(tmp_path / "absent", v2) is None
