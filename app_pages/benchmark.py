@@ -10,7 +10,7 @@ import streamlit as st
 from app_pages.common import (active_model, current_workspace, my_job, policy, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
-from core import benchmark, charts, images, settings, system, tune
+from core import benchmark, charts, images, settings, system, tune, variants
 from core.access import Action
 from core.errors import UserError
 from core.jobs import RUNNER
@@ -40,7 +40,7 @@ with st.container(border=True):
     defaults = settings.SWEEP_PRESETS[preset]
     chosen = st.multiselect("Backends", available, default=[k for k in defaults.backends if k in available],
                             format_func=labels.get, key=f"backends-{preset}")
-    if settings.REMOTE_VARIANT in chosen:
+    if variants.REMOTE_SETUP in chosen:
         st.caption("The remote server's times are what a client sees: the network, serialization and the "
                    "server's queue are in them, its memory is the server's own and not in this sweep's, and its "
                    "batches larger than the server's static batch go as several requests.")

@@ -18,7 +18,7 @@ from core import access, availability, paths, registry, workspace
 from core.access import AccessConfig, Role
 from core.errors import UserError
 from core.jobs import RUNNER, Job, JobBusy
-from core.predict import ImageResult, Predictor, variants_with_tuned
+from core.predict import ImageResult, Predictor, offered_setups
 from core.settings import OVSettings
 from core.tune import TUNED_FILE
 
@@ -182,7 +182,7 @@ def start_loading(entry: registry.ModelEntry, variants: list[str], settings: OVS
 
 def predict_defaults(entry: registry.ModelEntry) -> tuple[list[str], OVSettings]:
     """What the Predict page runs until a visitor changes it: every backend offered, in f32."""
-    return variants_with_tuned(entry.path), OVSettings(precision="f32")
+    return offered_setups(entry.path), OVSettings(precision="f32")
 
 
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:

@@ -10,9 +10,10 @@ from app_pages.common import (active_model, classify_all, predict_defaults, pred
                               tensorflow_missing_notice)
 from core import charts, images, openset
 from core.predict import REPEATS, TUNED_LATENCY
-from core.settings import PRECISIONS, REMOTE_VARIANT, OVSettings
+from core.settings import PRECISIONS, OVSettings
+from core.variants import REMOTE_SETUP
 
-NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_VARIANT: "OpenVINO (remote server)"}
+NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_SETUP: "OpenVINO (remote server)"}
 
 
 st.title(":material/image_search: Predict")

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from core import availability, peers, registry
-from core.settings import LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_VARIANT, TF_MODES, OVSettings
+from core.settings import TF_MODES, OVSettings
+from core.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
 
 
 class Backend:
@@ -226,7 +227,7 @@ class OnnxRuntimeBackend(Backend):
     def settings(self) -> dict[str, Any]:
         import onnxruntime as ort
 
-        return {"runtime": "onnxruntime", "precision": peers.PEERS[self.variant].precision,
+        return {"runtime": "onnxruntime", "precision": CATALOGUE[self.variant].precision,
                 "threads": self.threads or "auto", "providers": ",".join(self.session.get_providers()),
                 "shape": "dynamic batch", "version": ort.__version__}
 
@@ -263,7 +264,7 @@ class LiteRTBackend(Backend):
     def settings(self) -> dict[str, Any]:
         from importlib.metadata import version
 
-        return {"runtime": "litert", "precision": peers.PEERS[self.variant].precision,
+        return {"runtime": "litert", "precision": CATALOGUE[self.variant].precision,
                 "threads": self.threads or "auto", "delegate": "XNNPACK (default)", "shape": "dynamic batch",
                 "version": version("ai-edge-litert")}
 
@@ -277,7 +278,7 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
         return OnnxRuntimeBackend(model_dir, variant, threads)
     if variant in LITERT_VARIANTS:
         return LiteRTBackend(model_dir, variant, threads)
-    if variant == REMOTE_VARIANT:
+    if variant == REMOTE_SETUP:
         from core.remote import RemoteBackend  # imports this module
 
         return RemoteBackend.for_model(model_dir)

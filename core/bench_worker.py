@@ -22,14 +22,13 @@ import numpy as np
 import psutil
 
 from core.backends import Backend, load_backend
-from core.peers import PEERS
-from core.settings import REMOTE_VARIANT, BackendSpec
+from core.settings import BackendSpec
 from core.system import exit_with_parent
 from core.timing import time_calls, time_once
+from core.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
 
-# The runtime each variant imports (timed); every other variant: openvino.
-RUNTIME_MODULES = ({"tensorflow": "tensorflow", REMOTE_VARIANT: "urllib3"}
-                   | {variant: peer.module for variant, peer in PEERS.items()})
+# The module each backend imports (and times) to start its runtime.
+RUNTIME_MODULES = {name: v.runtime.module for name, v in CATALOGUE.items()} | {REMOTE_SETUP: REMOTE_MODULE}
 
 _PROC = psutil.Process()
 
@@ -158,7 +157,7 @@ def main() -> int:
     spec, plan = BackendSpec.from_dict(job["spec"]), job["plan"]
     rss_start = rss_mb()
     # Timed: the runtime's import is part of what a deployment pays. Only this one is imported.
-    import_s, _ = time_once(lambda: importlib.import_module(RUNTIME_MODULES.get(spec.variant, "openvino")))
+    import_s, _ = time_once(lambda: importlib.import_module(RUNTIME_MODULES[spec.variant]))
     rss_import = rss_mb()
     images = np.load(job["images"])
     load_s, loaded = time_once(lambda: load(spec, job["model_dir"], plan["batches"][0]))

@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -29,10 +28,10 @@ from core.errors import UserError
 from core.evaluate import Guard
 from core.images import IMAGE_SUFFIXES
 from core.model_card import ModelCard
-from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import (BACKENDS, BASELINE, PEER_VARIANTS, REMOTE_VARIANT, RENAMED_BACKENDS, BackendSpec,
-                           OVSettings, Plan, SweepConfig)
+from core.progress import Event, ProgressFn, ignore
+from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan, SweepConfig
 from core.system import library_versions, machine_summary
+from core.variants import PEER_VARIANTS, REMOTE_SETUP, TF_VARIANT, ir_variant
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
@@ -127,7 +126,7 @@ def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
     (into the model's folder) from the Keras model."""
     variants = set(registry.available_variants(Path(model_dir))) | set(peers.present(Path(model_dir)))
     if remote.serves(Path(model_dir)):
-        variants.add(REMOTE_VARIANT)
+        variants.add(REMOTE_SETUP)
     return [k for k, spec in BACKENDS.items()
             if spec.variant in variants or (make_peers and spec.variant in PEER_VARIANTS
                                             and registry.TF_VARIANT in variants)]
@@ -161,8 +160,7 @@ def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.
 
 
 def measure_backend(key: str, spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path,
-                    on_cell: Callable[[Cell], None], cancel: CancelToken | None = None,
-                    progress: ProgressFn = ignore) -> dict[str, Any]:
+                    on_cell: Callable[[Cell], None], progress: ProgressFn = ignore) -> dict[str, Any]:
     """One backend's worker over the sizes and batches of `plan`, on the decoded photos in
     `images_path`: each measured cell goes to `on_cell`; returns what the worker reported when it
     had loaded (pid, import and load times, settings), with an `error` if it failed."""
@@ -176,13 +174,13 @@ def measure_backend(key: str, spec: BackendSpec, model_dir: str, plan: Plan, ima
         else:
             on_cell(_cell(key, spec, plan, msg, loaded, machine, versions))
 
-    error = _run_backend(spec, model_dir, plan, images_path, cancel, on_line)
+    error = _run_backend(spec, model_dir, plan, images_path, on_line)
     if error:
         loaded["error"] = error
     return loaded
 
 
-def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path, cancel: CancelToken | None,
+def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path,
                  on_line: Callable[[dict[str, Any]], None]) -> str | None:
     """Run one backend's worker; returns an error message, or None on success."""
     job = {"spec": asdict(spec), "model_dir": model_dir, "images": str(images_path), "plan": asdict(plan)}
@@ -192,22 +190,9 @@ def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Pat
                             cwd=paths.PROJECT_ROOT)
     proc.stdin.write(json.dumps(job))
     proc.stdin.close()
-    if cancel is not None:
-        # A cell can run for minutes: kill the worker as soon as the user cancels, not after it.
-        def watch() -> None:
-            while proc.poll() is None:
-                if cancel.cancelled:
-                    proc.kill()
-                    return
-                time.sleep(0.2)
-
-        threading.Thread(target=watch, daemon=True).start()
     for line in proc.stdout:
         if line.startswith("{"):
             on_line(json.loads(line))
-    if cancel is not None:
-        proc.wait()
-        cancel.check()
     stderr = proc.stderr.read()
     if proc.wait() != 0:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
@@ -215,7 +200,7 @@ def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Pat
     return None
 
 
-def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelToken | None = None,
+def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
               on_cell: Callable[[dict[str, Any]], None] | None = None, out_root: Path | None = None) -> Path:
     """Run the sweep and save it under the results folder; returns the run's folder."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
@@ -240,7 +225,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore, cancel: CancelTok
                 if on_cell:
                     on_cell(cell.row())
 
-            backends[key] = measure_backend(key, spec, str(cfg.model_dir), cfg.plan, images_path, on_measured, cancel,
+            backends[key] = measure_backend(key, spec, str(cfg.model_dir), cfg.plan, images_path, on_measured,
                                             lambda ev: progress(Event("benchmark", len(cells), n_cells, ev.message)))
             if "error" in backends[key]:
                 progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {backends[key]['error']}"))
@@ -403,8 +388,8 @@ def over_best_peer(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
 
 # ---------------------------------------------------------------- the Predict page's figures against isolated runs
 
-PREDICT_PEERS = {"tensorflow": "tf-function", "openvino-fp32": "ov-fp32", "openvino-fp16": "ov-fp16",
-                 "openvino-int8": "ov-int8"}  # the backend a sweep runs for each of the Predict page's variants
+# The backend a sweep runs for each of the Predict page's variants.
+PREDICT_PEERS = {TF_VARIANT: "tf-function"} | {ir_variant(p): f"ov-{p}" for p in ("fp32", "fp16", "int8")}
 
 
 def predict_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: int = 5,

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 
 from core import benchmark
 from core.settings import BACKENDS, BASELINE
+from core.variants import RUNTIMES
 
 if TYPE_CHECKING:
     from core.predict import VariantResult
@@ -48,8 +49,8 @@ def _hover(df: pd.DataFrame) -> dict:
 
 
 # One hue family per runtime, so that every OpenVINO setup reads as OpenVINO at a glance.
-FAMILIES = {"tensorflow": px.colors.sequential.Oranges, "openvino": px.colors.sequential.Blues,
-            "onnxruntime": px.colors.sequential.Greens, "litert": px.colors.sequential.Purples}
+# Each runtime in its own hue (core.variants), its backends in shades of it.
+FAMILIES = {name: getattr(px.colors.sequential, runtime.hue) for name, runtime in RUNTIMES.items()}
 
 
 def family_colours(df: pd.DataFrame) -> dict[str, str]:

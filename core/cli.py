@@ -18,7 +18,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core import settings
+from core import settings, variants
 from core.progress import Event
 
 
@@ -383,7 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                                "ineligible")
     tu.add_argument("--variants", default=None, help="comma-separated IR variants to search (default: all)")
     tu.add_argument("--peers", default=None, help="comma-separated peers to search beside them, from: "
-                                                  f"{', '.join(settings.PEER_VARIANTS)} (default: all; '' for none)")
+                                                  f"{', '.join(variants.PEER_VARIANTS)} (default: all; '' for none)")
     tu.add_argument("--benchmark-app", type=int, default=0, metavar="SECONDS",
                     help="then run benchmark_app -hint latency / -hint throughput this long on the winners' IR")
     tu.add_argument("--json", action="store_true")

@@ -18,6 +18,7 @@ from core import data, registry
 from core.errors import UserError
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE
+from core.variants import ir_variant
 
 
 def calibration_images(split: data.Split, image_size: int, n: int, seed: int,
@@ -100,7 +101,7 @@ def convert(
             model_dir, precision,
             lambda tmp, m=model, p=precision: ov.save_model(m, tmp / "model.xml", compress_to_fp16=(p == "fp16")),
         )
-        variant = f"openvino-{precision}"
+        variant = ir_variant(precision)
         record[precision] = {
             "seconds": round(time.perf_counter() - t0, 2),
             "size_bytes": registry.variant_size_bytes(model_dir, variant),

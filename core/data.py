@@ -28,7 +28,7 @@ import numpy as np
 from core import atomic, paths
 from core.errors import UserError
 from core.images import IMAGE_SUFFIXES, ImageError, load_for_model
-from core.progress import CancelToken, Event, ProgressFn, ignore
+from core.progress import Event, ProgressFn, ignore
 
 OFFICIAL_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"
 ARCHIVE_SUFFIXES = (".tgz", ".tar.gz", ".tar", ".zip")
@@ -418,7 +418,6 @@ def load_arrays(
     size: int,
     progress: ProgressFn = ignore,
     stage: str = "load",
-    cancel: CancelToken | None = None,
     backing: Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Decode images to a uint8 (N, size, size, 3) array; unreadable files are reported, not fatal.
@@ -432,8 +431,6 @@ def load_arrays(
     bad: list[str] = []
     n = 0
     for i, (path, label) in enumerate(items):
-        if cancel is not None:
-            cancel.check()
         try:
             images[n] = load_for_model(path, size)
             labels[n] = label

@@ -9,7 +9,6 @@ speed-up can be stated against the best peer within the same accuracy budget.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,17 +16,9 @@ import numpy as np
 
 from core import availability, registry
 from core.progress import Event, ProgressFn, ignore
-from core.settings import CALIBRATION_SIZE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
-
-
-@dataclass(frozen=True)
-class Peer:
-    runtime: str  # its family in tables and charts
-    module: str  # what its benchmark worker imports (and times)
-    folder: str  # inside the model folder
-    filename: str
-    precision: str  # what its settings report
-    make: Callable[[Path, Path, ProgressFn], None]  # (model_dir, tmp folder to write `filename` in, progress)
+from core.settings import CALIBRATION_SIZE
+from core.variants import (CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT,
+                           PEER_VARIANTS)
 
 
 def _calibration(model_dir: Path, progress: ProgressFn) -> np.ndarray:
@@ -45,7 +36,7 @@ def _make_onnx(model_dir: Path, tmp: Path, progress: ProgressFn) -> None:
     size = registry.read_card(model_dir).image_size
     spec = (tf.TensorSpec([None, size, size, 3], tf.float32, name="image"),)
     tf2onnx.convert.from_keras(registry.load_keras(model_dir), input_signature=spec, opset=17,
-                               output_path=str(tmp / PEERS[ONNX_VARIANT].filename))
+                               output_path=str(tmp / _filename(ONNX_VARIANT)))
 
 
 def _make_onnx_int8(model_dir: Path, tmp: Path, progress: ProgressFn) -> None:
@@ -65,7 +56,7 @@ def _make_onnx_int8(model_dir: Path, tmp: Path, progress: ProgressFn) -> None:
             batch = next(self._batches, None)
             return None if batch is None else {input_name: batch}
 
-    quantize_static(str(source), str(tmp / PEERS[ONNX_INT8_VARIANT].filename), Photos(),
+    quantize_static(str(source), str(tmp / _filename(ONNX_INT8_VARIANT)), Photos(),
                     quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
                     activation_type=QuantType.QUInt8)
 
@@ -82,26 +73,29 @@ def _make_litert(model_dir: Path, tmp: Path, progress: ProgressFn, int8: bool = 
         # Every op in int8; the float input and output stay, so every runtime gets the same pixels.
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     variant = LITERT_INT8_VARIANT if int8 else LITERT_VARIANT
-    (tmp / PEERS[variant].filename).write_bytes(converter.convert())
+    (tmp / _filename(variant)).write_bytes(converter.convert())
 
 
-PEERS: dict[str, Peer] = {
-    ONNX_VARIANT: Peer("onnxruntime", "onnxruntime", "onnx", "model.onnx", "f32", _make_onnx),
-    ONNX_INT8_VARIANT: Peer("onnxruntime", "onnxruntime", "onnx-int8", "model.onnx", "int8 (QDQ)", _make_onnx_int8),
-    LITERT_VARIANT: Peer("litert", "ai_edge_litert.interpreter", "litert", "model.tflite", "f32", _make_litert),
-    LITERT_INT8_VARIANT: Peer("litert", "ai_edge_litert.interpreter", "litert-int8", "model.tflite",
-                              "int8 (full integer)", lambda m, t, p: _make_litert(m, t, p, int8=True)),
+# How each peer's file is made: (model_dir, a temporary folder to write the file in, progress).
+MAKERS: dict[str, Callable[[Path, Path, ProgressFn], None]] = {
+    ONNX_VARIANT: _make_onnx,
+    ONNX_INT8_VARIANT: _make_onnx_int8,
+    LITERT_VARIANT: _make_litert,
+    LITERT_INT8_VARIANT: lambda m, t, p: _make_litert(m, t, p, int8=True),
 }
 
 
+def _filename(variant: str) -> str:
+    return Path(CATALOGUE[variant].file).name
+
+
 def path(model_dir: Path, variant: str) -> Path:
-    peer = PEERS[variant]
-    return Path(model_dir) / peer.folder / peer.filename
+    return Path(model_dir) / CATALOGUE[variant].file
 
 
 def present(model_dir: Path) -> list[str]:
     """The peers whose files have been made for this model."""
-    return [variant for variant in PEERS if path(model_dir, variant).exists()]
+    return [variant for variant in PEER_VARIANTS if path(model_dir, variant).exists()]
 
 
 def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
@@ -111,7 +105,7 @@ def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path
         return target
     availability.require_tensorflow()
     progress(Event("peers", 0, None, f"making the {variant} model from the Keras model (once)"))
-    registry.save_artifact(target.parent, lambda tmp: PEERS[variant].make(Path(model_dir), tmp, progress),
+    registry.save_artifact(target.parent, lambda tmp: MAKERS[variant](Path(model_dir), tmp, progress),
                            target.name)
     from core import evaluate
 

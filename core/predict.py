@@ -24,15 +24,16 @@ RETRY_S = 30  # between attempts to reach a remote server that did not answer
 TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
 
 
-def variants_with_tuned(model_dir: Path) -> list[str]:
-    """The model's variants, the tuned latency setup when the model has one, and the remote
-    server when the owner configured one for this model."""
+def offered_setups(model_dir: Path) -> list[str]:
+    """What Predict offers, by name: each variant (a model file) this server can run, and two named
+    setups: the tuned latency setup when the model has one, and the remote server when the owner
+    configured one for this model."""
     winner = (load_tuned(model_dir) or {}).get("objectives", {}).get("latency")
     # A tuning is machine-specific: offer it only where its precision runs natively (a bf16 setup
     # tuned on a CPU with BF16 is not offered on one without).
     usable = winner is not None and winner["setup"]["precision"] in native_precisions(device_info()["capabilities"])
     return (registry.available_variants(model_dir) + ([TUNED_LATENCY] if usable else [])
-            + ([remote.REMOTE_VARIANT] if remote.serves(model_dir) else []))
+            + ([remote.REMOTE_SETUP] if remote.serves(model_dir) else []))
 
 
 @dataclass

@@ -1,8 +1,8 @@
-"""The progress and cancellation interface shared by the CLI, the UI and job runners."""
+"""The progress interface shared by the CLI, the UI and job runners. (Cancelling is killing:
+a job runs in its own process group, which core.jobs ends; the CLI stops on Ctrl-C.)"""
 
 from __future__ import annotations
 
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -29,25 +29,3 @@ ProgressFn = Callable[[Event], None]
 
 def ignore(_: Event) -> None:
     """A progress sink that drops every event."""
-
-
-class Cancelled(Exception):
-    """Raised inside a job when its cancel token was set."""
-
-
-class CancelToken:
-    """A thread-safe flag a job polls between steps."""
-
-    def __init__(self) -> None:
-        self._event = threading.Event()
-
-    def cancel(self) -> None:
-        self._event.set()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._event.is_set()
-
-    def check(self) -> None:
-        if self._event.is_set():
-            raise Cancelled("cancelled by user")

@@ -21,17 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic, availability, paths
+from core.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, TF_VARIANT
 from core.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-mobilenetv2"
-KERAS_FILE = "model.keras"
+KERAS_FILE = CATALOGUE[TF_VARIANT].file
 METADATA_FILE = "metadata.json"
-TF_VARIANT = "tensorflow"
-IR_PRECISIONS = ("fp32", "fp16", "int8")
-VARIANTS = (TF_VARIANT,) + tuple(f"openvino-{p}" for p in IR_PRECISIONS)
+VARIANTS = MODEL_VARIANTS  # the Keras model and its IRs; the peers' files are core.peers'
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
-__all__ = ["ModelCard", "ModelError"]
+__all__ = ["IR_PRECISIONS", "TF_VARIANT", "ModelCard", "ModelError"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +54,9 @@ def check_name(name: str) -> str:
 
 
 def variant_path(model_dir: Path, variant: str) -> Path:
-    if variant == TF_VARIANT:
-        return Path(model_dir) / KERAS_FILE
-    precision = variant.removeprefix("openvino-")
     if variant not in VARIANTS:
         raise ModelError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
-    return Path(model_dir) / "openvino" / precision / "model.xml"
+    return Path(model_dir) / CATALOGUE[variant].file
 
 
 def available_variants(model_dir: Path) -> list[str]:

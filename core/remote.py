@@ -26,7 +26,7 @@ import urllib3
 from core import paths, registry
 from core.backends import Backend
 from core.errors import UserError
-from core.settings import REMOTE_VARIANT
+from core.variants import REMOTE_SETUP
 
 URL_ENV, MODEL_ENV, TOKEN_ENV, TIMEOUT_ENV = ("FLOWERS_REMOTE_URL", "FLOWERS_REMOTE_MODEL", "FLOWERS_REMOTE_TOKEN",
                                               "FLOWERS_REMOTE_TIMEOUT")
@@ -70,7 +70,7 @@ class RemoteBackend(Backend):
     """Classifies over HTTP, in requests of the server's static batch where it has one (see `_run`).
     Safe to share between threads (urllib3's pool is)."""
 
-    variant = REMOTE_VARIANT
+    variant = REMOTE_SETUP
 
     def __init__(self, config: RemoteConfig, image_size: int, n_classes: int, pool_size: int = 8) -> None:
         self.config = config

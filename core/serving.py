@@ -37,6 +37,7 @@ from typing import Any, Iterator
 
 from core import atomic, openset, paths, registry, tune
 from core.errors import UserError
+from core.variants import ir_variant
 
 SERVE_VARIANTS = ("tuned", "int8", "fp32", "fp16")
 MODEL_VERSION = "1"
@@ -83,7 +84,7 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
              else tune.load_tuned(model_dir))
     if tuned is not None:
         pool = [c for c in tuned.get("candidates", []) if c.get("runtime", "openvino") == "openvino"
-                and (variant == "tuned" or c["setup"]["variant"] == f"openvino-{variant}")
+                and (variant == "tuned" or c["setup"]["variant"] == ir_variant(variant))
                 and (batch is None or c["setup"]["batch"] == batch)]
         winner = tune.best(pool, "throughput")
         if winner is not None:
@@ -91,7 +92,7 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
     if variant == "tuned":
         raise ServingError(f"{Path(model_dir).name} has no tuning; run `python -m core tune` or choose a variant "
                            "(int8, fp32, fp16)")
-    return ServingSetup(f"openvino-{variant}", {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"},
+    return ServingSetup(ir_variant(variant), {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"},
                         nireq=2, batch=None, source="defaults (no tuning found): f32, THROUGHPUT hint")
 
 
@@ -156,7 +157,7 @@ def default_variant(model_dir: Path, tuned_path: Path | None = None) -> str | No
     the first IR the model has; None if it has none."""
     if tuned_path is not None or tune.load_tuned(model_dir) is not None:
         return "tuned"
-    return next((v for v in ("int8", "fp32", "fp16") if registry.variant_path(model_dir, f"openvino-{v}").exists()),
+    return next((v for v in ("int8", "fp32", "fp16") if registry.variant_path(model_dir, ir_variant(v)).exists()),
                 None)
 
 

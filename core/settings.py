@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import UserError
+from core.variants import (LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT, REMOTE_SETUP,
+                           ir_variant)
 
 ARCHS = ("tutorial_cnn", "mobilenet_v2")
 MOBILENET_ALPHAS = (0.35, 0.5)
@@ -154,14 +156,6 @@ class OVSettings:
 
 # ---------------------------------------------------------------- benchmark sweeps
 
-ONNX_VARIANT = "onnxruntime"
-ONNX_INT8_VARIANT = "onnxruntime-int8"  # static QDQ quantization, calibrated on the same photos as NNCF's INT8
-ONNX_VARIANTS = (ONNX_VARIANT, ONNX_INT8_VARIANT)
-LITERT_VARIANT = "litert"
-LITERT_INT8_VARIANT = "litert-int8"  # the TFLite converter's full-integer quantization, same calibration photos
-LITERT_VARIANTS = (LITERT_VARIANT, LITERT_INT8_VARIANT)
-PEER_VARIANTS = ONNX_VARIANTS + LITERT_VARIANTS  # made on demand from the Keras model (core.peers)
-REMOTE_VARIANT = "kserve-v2"  # the model on an owner-configured Open Inference Protocol server (core.remote)
 
 
 @dataclass(frozen=True)
@@ -184,19 +178,19 @@ class BackendSpec:
 BACKENDS: dict[str, BackendSpec] = {
     "tf-predict": BackendSpec("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
     "tf-function": BackendSpec("TensorFlow compiled tf.function", "tensorflow"),
-    "ov-fp32": BackendSpec("OpenVINO FP32 IR, f32", "openvino-fp32", ov=OVSettings("f32")),
-    "ov-fp32-default": BackendSpec("OpenVINO FP32 IR, plugin default precision", "openvino-fp32",
+    "ov-fp32": BackendSpec("OpenVINO FP32 IR, f32", ir_variant("fp32"), ov=OVSettings("f32")),
+    "ov-fp32-default": BackendSpec("OpenVINO FP32 IR, plugin default precision", ir_variant("fp32"),
                                    ov=OVSettings("default")),
-    "ov-fp32-pinned": BackendSpec("OpenVINO FP32 IR, f32, CPU pinning on", "openvino-fp32",
+    "ov-fp32-pinned": BackendSpec("OpenVINO FP32 IR, f32, CPU pinning on", ir_variant("fp32"),
                                   ov=OVSettings("f32", pinning=True)),
-    "ov-fp16": BackendSpec("OpenVINO FP16 IR, f32 compute", "openvino-fp16", ov=OVSettings("f32")),
-    "ov-int8": BackendSpec("OpenVINO INT8 IR", "openvino-int8", ov=OVSettings("f32")),
-    "ov-fp32-tput": BackendSpec("OpenVINO FP32 IR, THROUGHPUT hint, async queue", "openvino-fp32",
+    "ov-fp16": BackendSpec("OpenVINO FP16 IR, f32 compute", ir_variant("fp16"), ov=OVSettings("f32")),
+    "ov-int8": BackendSpec("OpenVINO INT8 IR", ir_variant("int8"), ov=OVSettings("f32")),
+    "ov-fp32-tput": BackendSpec("OpenVINO FP32 IR, THROUGHPUT hint, async queue", ir_variant("fp32"),
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", "openvino-int8",
+    "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", ir_variant("int8"),
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
     "ov-int8-tput-static": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
-                                       "openvino-int8", ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
+                                       ir_variant("int8"), ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
                                        static=True),
     "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
     "onnxruntime-int8": BackendSpec("ONNX Runtime INT8 (static QDQ, same calibration photos)", ONNX_INT8_VARIANT),
@@ -205,8 +199,8 @@ BACKENDS: dict[str, BackendSpec] = {
     "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos), a thread per core",
                                LITERT_INT8_VARIANT, threads=os.cpu_count() or 1),
     # Offered only where the owner configured a server for the model (core.remote.serves).
-    REMOTE_VARIANT: BackendSpec("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
-                                "serialization and the server's queue)", REMOTE_VARIANT),
+    REMOTE_SETUP: BackendSpec("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
+                                "serialization and the server's queue)", REMOTE_SETUP),
 }
 BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
 RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names

@@ -1,4 +1,4 @@
-"""Training the two architectures behind one API, with progress and cancellation.
+"""Training the two architectures behind one API, with progress.
 
 `tutorial_cnn` is the original study's network; `mobilenet_v2` is ImageNet transfer
 learning: a frozen-backbone phase, then fine-tuning the top of the backbone.
@@ -21,7 +21,7 @@ import numpy as np
 from core import availability, data, registry
 from core.errors import UserError
 from core.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
-from core.progress import CancelToken, Event, ProgressFn, ignore
+from core.progress import Event, ProgressFn, ignore
 from core.settings import RECIPES, TrainConfig
 from core.system import library_versions, machine_summary
 
@@ -121,16 +121,13 @@ def _backbone(model):
     return next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
 
 
-def _keras_callback(progress: ProgressFn, cancel: CancelToken | None, total_epochs: int, phase: str,
+def _keras_callback(progress: ProgressFn, total_epochs: int, phase: str,
                     history: list[dict[str, Any]]):
-    """Adapts Keras's callback hooks to our progress events and cancellation."""
+    """Adapts Keras's callback hooks to our progress events."""
     import keras
 
     class ProgressCallback(keras.callbacks.Callback):
         def on_train_batch_end(self, batch, logs=None):
-            if cancel is not None and cancel.cancelled:
-                self.model.stop_training = True
-                return
             progress(Event("batch", batch + 1, self.params.get("steps"), phase, dict(logs or {})))
 
         def on_epoch_end(self, epoch, logs=None):
@@ -154,8 +151,7 @@ class Prepared:
     unreadable: list[str]
 
 
-def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress: ProgressFn = ignore,
-                   cancel: CancelToken | None = None) -> Prepared:
+def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress: ProgressFn = ignore) -> Prepared:
     """Phase 1: find the photos, split them with the seed, decode train and val once (with
     `fit_on_val`, the validation photos are training photos too and nothing is kept apart).
 
@@ -165,12 +161,12 @@ def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress
     info = data.scan(data.resolve(source, progress=progress))
     split = data.split(info, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     fitted = split.train + split.val if cfg.fit_on_val else split.train
-    x_train, y_train, bad_train = data.load_arrays(fitted, cfg.image_size, progress, "load train", cancel,
+    x_train, y_train, bad_train = data.load_arrays(fitted, cfg.image_size, progress, "load train",
                                                    backing=scratch / "train.npy")
     if cfg.fit_on_val:
         x_val, y_val, bad_val = np.empty((0, cfg.image_size, cfg.image_size, 3), np.uint8), np.empty(0, np.int32), []
     else:
-        x_val, y_val, bad_val = data.load_arrays(split.val, cfg.image_size, progress, "load val", cancel)
+        x_val, y_val, bad_val = data.load_arrays(split.val, cfg.image_size, progress, "load val")
     return Prepared(info, split, x_train, y_train, x_val, y_val, bad_train + bad_val)
 
 
@@ -216,8 +212,7 @@ def learning_rate(lr: float, schedule: str, epochs: int, steps_per_epoch: int):
 
 
 def _fit(model, train_ds, val_ds, loss, cfg: TrainConfig, epochs: int, lr: float, phase: str,
-         history: list[dict[str, Any]], progress: ProgressFn, cancel: CancelToken | None,
-         schedule: str = "constant") -> None:
+         history: list[dict[str, Any]], progress: ProgressFn, schedule: str = "constant") -> None:
     """Compile and fit for `epochs` more epochs, keeping the best validation epoch (without
     validation photos, a final fit: every epoch runs and the last one is kept)."""
     import keras
@@ -227,7 +222,7 @@ def _fit(model, train_ds, val_ds, loss, cfg: TrainConfig, epochs: int, lr: float
     initial = len(history)
     total = initial + epochs
     progress(Event("fit", initial, total, phase))
-    callbacks = [_keras_callback(progress, cancel, total, phase, history)]
+    callbacks = [_keras_callback(progress, total, phase, history)]
     if val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience,
                                                        restore_best_weights=True))
@@ -236,8 +231,6 @@ def _fit(model, train_ds, val_ds, loss, cfg: TrainConfig, epochs: int, lr: float
         shuffle=False,  # the tf.data pipeline shuffles each epoch itself
         callbacks=callbacks,
     )
-    if cancel is not None:
-        cancel.check()
 
 
 def unfreeze_top(model, n_layers: int) -> None:
@@ -274,7 +267,6 @@ def train(
     name: str,
     models_root: Path | None = None,
     progress: ProgressFn = ignore,
-    cancel: CancelToken | None = None,
     overwrite: bool = False,
     command: str | None = None,
 ) -> Path:
@@ -286,7 +278,7 @@ def train(
     started = time.time()
     with registry.scratch_dir(models_root) as scratch:
         # Phase 1: load and split.
-        prepared = load_and_split(source, cfg, scratch, progress, cancel)
+        prepared = load_and_split(source, cfg, scratch, progress)
         train_ds, val_ds, loss = _datasets(prepared, cfg)
         # Phase 2: build.
         keras.utils.set_random_seed(cfg.training_seed)
@@ -294,12 +286,12 @@ def train(
         history: list[dict[str, Any]] = []
         # Phase 3: fit the new head on a frozen backbone (or the whole tutorial CNN).
         _fit(model, train_ds, val_ds, loss, cfg, cfg.epochs, cfg.learning_rate,
-             "train" if cfg.arch == "tutorial_cnn" else "head", history, progress, cancel)
+             "train" if cfg.arch == "tutorial_cnn" else "head", history, progress)
         # Phase 4: fine-tune the top of the backbone at a lower learning rate.
         if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
             unfreeze_top(model, cfg.fine_tune_layers)
             _fit(model, train_ds, val_ds, loss, cfg, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, "fine-tune",
-                 history, progress, cancel, cfg.schedule)
+                 history, progress, cfg.schedule)
         val_acc = None  # a final fit has trained on the validation photos: no honest score there
         if not cfg.fit_on_val:
             progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
@@ -310,8 +302,6 @@ def train(
     card = record(name, cfg, source, prepared, history, val_acc, time.time() - started,
                   command or " ".join(shlex.quote(a) for a in sys.argv))
     inference_model = keras.Model(model.input, model.output, name=model.name)
-    if cancel is not None:
-        cancel.check()
 
     def fill(tmp: Path) -> None:
         inference_model.save(tmp / registry.KERAS_FILE)

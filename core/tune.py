@@ -30,8 +30,9 @@ from core import atomic, benchmark, data, evaluate, peers, registry
 from core.backends import device_info
 from core.errors import UserError
 from core.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
-from core.progress import CancelToken, Event, ProgressFn, ignore
-from core.settings import PEER_VARIANTS, BackendSpec, OVSettings, Plan, SweepConfig
+from core.progress import Event, ProgressFn, ignore
+from core.settings import BackendSpec, OVSettings, Plan, SweepConfig
+from core.variants import CATALOGUE, IR_VARIANTS, PEER_VARIANTS, ir_variant
 from core.system import machine_summary
 
 TUNED_FILE = "tuned.json"
@@ -55,7 +56,7 @@ class Setup:
 
     @property
     def runtime(self) -> str:
-        return peers.PEERS[self.variant].runtime if self.variant in peers.PEERS else "openvino"
+        return CATALOGUE[self.variant].runtime.name
 
     def spec(self) -> BackendSpec:
         if self.runtime != "openvino":
@@ -91,7 +92,7 @@ def search_space(variants: list[str], precisions: list[str], peer_variants: list
     for variant in peer_variants:
         for threads in dict.fromkeys((None, 1, os.cpu_count() or 1)):
             for objective in OBJECTIVES:
-                setups.append(Setup(objective, variant, peers.PEERS[variant].precision, "", None, False, False, threads))
+                setups.append(Setup(objective, variant, CATALOGUE[variant].precision, "", None, False, False, threads))
     return setups
 
 
@@ -113,7 +114,7 @@ def accuracy_guards(model_dir: Path, variants: list[str], precisions: list[str],
         progress(Event("tune", 0, None, f"accuracy guard: every variant in {precision} on {len(images)} photos"))
         scores = evaluate.score_variants(model_dir, images, labels, scored, OVSettings(precision))
         for variant in scored:
-            key = (variant, peers.PEERS[variant].precision if variant in peers.PEERS else precision)
+            key = (variant, CATALOGUE[variant].precision if CATALOGUE[variant].peer else precision)
             guards[key] = Guard(scores.accuracy[variant], scores.agreement_with_tf[variant],
                                 scores.accuracy[registry.TF_VARIANT], scores.n_images)
     return guards
@@ -125,12 +126,11 @@ class SetupFailed(Exception):
     """A setup's worker failed (some setups crash on some CPUs); the search goes on without it."""
 
 
-def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int,
-            cancel: CancelToken | None) -> list[dict[str, Any]]:
+def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int) -> list[dict[str, Any]]:
     """One benchmark-worker run of `setup` over its batch sizes; one row (a benchmark cell) per batch."""
     plan = Plan((photos,), setup.batches(), repeats)
     cells: list[benchmark.Cell] = []
-    loaded = benchmark.measure_backend("tune", setup.spec(), str(model_dir), plan, images_path, cells.append, cancel)
+    loaded = benchmark.measure_backend("tune", setup.spec(), str(model_dir), plan, images_path, cells.append)
     if "error" in loaded:
         raise SetupFailed(loaded["error"])
     return [c.row() for c in cells]
@@ -174,7 +174,7 @@ class Candidate:
 
 
 def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms: float | None = None,
-         progress: ProgressFn = ignore, cancel: CancelToken | None = None,
+         progress: ProgressFn = ignore,
          variants: list[str] | None = None, peer_variants: list[str] | None = None,
          on_candidate: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Search, guard and measure (over `variants`, default every IR variant, and `peer_variants`,
@@ -185,7 +185,7 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     started = time.monotonic()
     model_dir = Path(model_dir)
     info = device_info()
-    available = [v for v in registry.available_variants(model_dir) if v.startswith("openvino-")]
+    available = [v for v in registry.available_variants(model_dir) if v in IR_VARIANTS]
     variants = [v for v in (variants or available) if v in available]
     if not variants:
         raise UserError(f"{model_dir.name} has no OpenVINO IR; convert it first")
@@ -206,7 +206,7 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
 
         def run(setup: Setup, photos: int, repeats: int) -> None:
             try:
-                rows = measure(model_dir, setup, images_path, photos, repeats, cancel)
+                rows = measure(model_dir, setup, images_path, photos, repeats)
             except SetupFailed as e:
                 # Dropped from the race: _halve and _leaders rank only what was measured.
                 failed[setup] = str(e)
@@ -386,7 +386,7 @@ def recommendation(result: dict[str, Any]) -> list[str]:
         measured = runs[0] + " each" if runs[0] == runs[1] else f"{runs[0]} vs {runs[1]}"
         lines.append(f"For {objective}, OpenVINO's winner is {faster} the best peer within the same accuracy budget, "
                      f"{peer['label']} ({figure}; {measured}, in this tuning).")
-    int8 = [c for c in result["candidates"] if c["setup"]["variant"] == "openvino-int8"]
+    int8 = [c for c in result["candidates"] if c["setup"]["variant"] == ir_variant("int8")]
     if int8:
         c = max(int8, key=lambda c: c["accuracy"])
         cost = (c["tf_accuracy"] - c["accuracy"]) * 100

@@ -10,7 +10,7 @@ import numpy as np
 
 from core import convert, evaluate, openset, paths, registry, training
 from core.backends import load_backend
-from core.progress import CancelToken, Event, ProgressFn, ignore
+from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE, TrainConfig
 from core.timing import time_calls
 
@@ -27,26 +27,21 @@ def single_image_latency(model_dir: Path, repeats: int = 20) -> dict[str, float]
 
 
 def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
-                       models_root: Path | None = None, progress: ProgressFn = ignore,
-                       cancel: CancelToken | None = None) -> Path:
+                       models_root: Path | None = None, progress: ProgressFn = ignore) -> Path:
     """The whole path to a deployable model; returns its folder.
 
     The model is built in a hidden staging folder and published only when every variant
-    exists and is validated, so a cancel, a crash or a kill never lists a half-made model.
+    exists and is validated, so a crash or a kill (a cancelled job is killed) never lists a half-made model.
     """
     registry.check_name(name)
     if (Path(models_root or paths.models_dir()) / name).exists():
         raise registry.ModelError(f"a model named {name!r} already exists")
     staging = registry.staging_dir(models_root)
     try:
-        built = training.train(source, cfg, name, staging, progress, cancel, command=f"Train page: {cfg}")
+        built = training.train(source, cfg, name, staging, progress, command=f"Train page: {cfg}")
         split = registry.read_card(built).rebuild_split(progress=progress)  # the split training used
         calibration = convert.calibration_images(split, cfg.image_size, CALIBRATION_SIZE, cfg.seed, progress)
-        if cancel is not None:
-            cancel.check()
         convert.convert(built, calibration, progress=progress)
-        if cancel is not None:
-            cancel.check()
         evaluate.validate_and_record(built, split, progress)
         openset.calibrate(built, progress)
         progress(Event("latency", 0, 1, "measuring single-image latency"))

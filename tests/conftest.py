@@ -86,7 +86,8 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     import shutil
 
     from core import convert, data, evaluate, peers, training
-    from core.settings import PEER_VARIANTS, TrainConfig
+    from core.settings import TrainConfig
+    from core.variants import PEER_VARIANTS
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, for every worker

@@ -126,3 +126,18 @@ def test_delete_and_zip(tmp_path):
     assert registry.list_models(tmp_path) == []
     with pytest.raises(ModelError, match="no model named"):
         registry.delete_model("m", tmp_path)
+
+
+def test_the_catalogue_is_the_one_list_of_variants_and_runtimes():
+    """Every variant's file, runtime and precision come from core.variants; each peer has a maker,
+    each runtime a module a benchmark worker imports, and every variant a backend in the sweeps."""
+    from core import bench_worker, peers, settings, variants
+
+    assert set(peers.MAKERS) == set(variants.PEER_VARIANTS)
+    assert registry.VARIANTS == variants.MODEL_VARIANTS
+    assert {spec.variant for spec in settings.BACKENDS.values()} == set(variants.CATALOGUE) | {variants.REMOTE_SETUP}
+    assert set(bench_worker.RUNTIME_MODULES) == set(variants.CATALOGUE) | {variants.REMOTE_SETUP}
+    for name, variant in variants.CATALOGUE.items():
+        assert variant.runtime in variants.RUNTIMES.values()
+        if not variant.peer:
+            assert registry.variant_path(Path("m"), name) == Path("m") / variant.file

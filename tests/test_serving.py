@@ -2,7 +2,6 @@
 backend against that server (Predict and the benchmark's worker), and a bounded load test."""
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -162,31 +161,31 @@ def test_predict_and_benchmark_use_the_configured_server(tiny_model, tiny_datase
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv(remote.URL_ENV, server)
     monkeypatch.setenv(remote.MODEL_ENV, "tiny")
-    assert remote.REMOTE_VARIANT in predict.variants_with_tuned(tiny_model)
-    assert remote.REMOTE_VARIANT in benchmark.available_backends(tiny_model, make_peers=False)
+    assert remote.REMOTE_SETUP in predict.offered_setups(tiny_model)
+    assert remote.REMOTE_SETUP in benchmark.available_backends(tiny_model, make_peers=False)
     # Only for the shared model of that name: a visitor's own copy elsewhere is never sent to the server.
     assert not remote.serves(tmp_path / "tiny")
 
-    model = predict.Predictor(tiny_model, ["openvino-fp32", remote.REMOTE_VARIANT])
+    model = predict.Predictor(tiny_model, ["openvino-fp32", remote.REMOTE_SETUP])
     photo = next(iter(data.scan(tiny_dataset).files.values()))[0]
     result = model.classify(photo.name, photo)
-    assert set(result.results) == {"openvino-fp32", remote.REMOTE_VARIANT} and result.agree and not result.failed
+    assert set(result.results) == {"openvino-fp32", remote.REMOTE_SETUP} and result.agree and not result.failed
 
     cells = []
-    cfg = SweepConfig(str(tiny_model), [remote.REMOTE_VARIANT], sizes=[4], batches=[1, 4], repeats=1,
+    cfg = SweepConfig(str(tiny_model), [remote.REMOTE_SETUP], sizes=[4], batches=[1, 4], repeats=1,
                       images=str(tiny_dataset))
     run_dir = benchmark.run_sweep(cfg, on_cell=cells.append, out_root=tmp_path / "results")
     run = json.loads((run_dir / "run.json").read_text())
-    assert len(cells) == 2 and "error" not in run["backends"][remote.REMOTE_VARIANT]
-    assert run["backends"][remote.REMOTE_VARIANT]["settings"]["runtime"] == "kserve-v2 (remote)"
+    assert len(cells) == 2 and "error" not in run["backends"][remote.REMOTE_SETUP]
+    assert run["backends"][remote.REMOTE_SETUP]["settings"]["runtime"] == "kserve-v2 (remote)"
 
 
 def test_predict_goes_on_without_an_unreachable_server(tiny_model, tiny_dataset, monkeypatch):
     monkeypatch.setenv(remote.URL_ENV, f"http://127.0.0.1:{serving.free_port()}")
     monkeypatch.setenv(remote.MODEL_ENV, "tiny")
-    model = predict.Predictor(tiny_model, ["openvino-fp32", remote.REMOTE_VARIANT])
+    model = predict.Predictor(tiny_model, ["openvino-fp32", remote.REMOTE_SETUP])
     assert list(model.backends) == ["openvino-fp32"]
-    assert "cannot reach the model server" in model.unavailable[remote.REMOTE_VARIANT]
+    assert "cannot reach the model server" in model.unavailable[remote.REMOTE_SETUP]
     photo = next(iter(data.scan(tiny_dataset).files.values()))[0]
     assert model.classify(photo.name, photo).results["openvino-fp32"].top_class
 
@@ -238,7 +237,7 @@ def test_predict_page_shows_the_remote_server_beside_the_local_runtimes(tiny_mod
     monkeypatch.setenv(remote.MODEL_ENV, "tiny")
     at = app_test("app_pages/predict.py", timeout=300)
     backends = at.sidebar.multiselect[0]
-    assert remote.REMOTE_VARIANT in backends.value and "OpenVINO (remote server)" in backends.options
+    assert remote.REMOTE_SETUP in backends.value and "OpenVINO (remote server)" in backends.options
     photo = next(iter(data.scan(tiny_dataset).files.values()))[0]
     at.file_uploader[0].set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
     at.run()

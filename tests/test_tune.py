@@ -96,17 +96,17 @@ def tuned_file(model, precision: str) -> None:
 
 
 def test_predict_offers_the_tuned_setup_only_where_its_precision_is_native(tuned_model, tmp_path):
-    from core.predict import TUNED_LATENCY, Predictor, variants_with_tuned
+    from core.predict import TUNED_LATENCY, Predictor, offered_setups
 
     model = tmp_path / "tiny"
     shutil.copytree(tuned_model, model)
     tuned_file(model, "f32")
-    assert variants_with_tuned(model)[-1] == TUNED_LATENCY
+    assert offered_setups(model)[-1] == TUNED_LATENCY
     predictor = Predictor(model, ["openvino-fp32", TUNED_LATENCY])
     assert predictor.backends[TUNED_LATENCY].settings()["hint"] == "LATENCY"
     if "BF16" not in device_info()["capabilities"]:
         tuned_file(model, "bf16")
-        assert TUNED_LATENCY not in variants_with_tuned(model)
+        assert TUNED_LATENCY not in offered_setups(model)
 
 
 def test_benchmark_page_shows_the_tuning_and_only_the_owner_tunes_shared_models(tuned_model, tmp_path, monkeypatch):
