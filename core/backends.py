@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core import availability, peers, registry
+from core import availability, registry
 from core.settings import TF_MODES, OVSettings
 from core.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
 
@@ -196,7 +196,7 @@ class OpenVINOBackend(Backend):
 
 
 def _peer_file(model_dir: Path, variant: str) -> Path:
-    path = peers.path(model_dir, variant)
+    path = Path(model_dir) / CATALOGUE[variant].file
     if not path.exists():
         raise registry.ModelError(f"{path} is missing; it is made by core.peers.ensure")
     return path

@@ -31,7 +31,7 @@ from core.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan, SweepConfig
 from core.system import library_versions, machine_summary
-from core.variants import PEER_VARIANTS, REMOTE_SETUP, TF_VARIANT, ir_variant
+from core.variants import PEER_VARIANTS, REMOTE_SETUP
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
@@ -124,7 +124,7 @@ SUMMARY_COLUMNS = ["backend", "precision", "hint", "batch", "size", "total_s_med
 def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
     """Backends whose model file exists; with `make_peers`, also the peers, whose files a sweep makes
     (into the model's folder) from the Keras model."""
-    variants = set(registry.available_variants(Path(model_dir))) | set(peers.present(Path(model_dir)))
+    variants = set(registry.available_variants(Path(model_dir))) | set(registry.present_peers(Path(model_dir)))
     if remote.serves(Path(model_dir)):
         variants.add(REMOTE_SETUP)
     return [k for k, spec in BACKENDS.items()
@@ -384,40 +384,6 @@ def over_best_peer(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
         if left_out:
             lines.append("Not compared, outside the accuracy budget or not scored as run: " + "; ".join(left_out) + ".")
     return lines
-
-
-# ---------------------------------------------------------------- the Predict page's figures against isolated runs
-
-# The backend a sweep runs for each of the Predict page's variants.
-PREDICT_PEERS = {TF_VARIANT: "tf-function"} | {ir_variant(p): f"ov-{p}" for p in ("fp32", "fp16", "int8")}
-
-
-def predict_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: int = 5,
-                        progress: ProgressFn = ignore) -> pd.DataFrame:
-    """Each variant's per-photo latency as the Predict page measures it (every backend loaded in
-    one process, as in the server; per photo the median of warm calls; then the median over the
-    photos) beside its batch-1 p50 from a sweep in the same sitting, each backend in its own process."""
-    from core.predict import Predictor
-
-    variants = [v for v in registry.available_variants(Path(model_dir)) if v in PREDICT_PEERS]
-    cfg = SweepConfig(str(model_dir), [PREDICT_PEERS[v] for v in variants], sizes=[n], batches=[1],
-                      repeats=repeats, images=images)
-    run = load_run((run_dir := run_sweep(cfg, progress, out_root=Path(tempfile.mkdtemp(prefix="latency-")))).name,
-                   run_dir.parent)
-    isolated = frame(run).set_index("backend")["batch_latency_ms_p50"]
-    shutil.rmtree(run_dir.parent, ignore_errors=True)
-    photos, _ = prepare_images(cfg, progress)
-    progress(Event("latency", 0, n, "loading every backend in this process, as the app's server does"))
-    predictor = Predictor(Path(model_dir), variants)
-    per_photo = [predictor.measure(photos[i : i + 1]) for i in range(n)]
-    rows = []
-    for v in variants:
-        page_ms = float(np.median([r[v].latency_ms for r in per_photo]))
-        rows.append({"variant": v, "backend in the sweep": PREDICT_PEERS[v], "predict_page_ms": page_ms,
-                     "first_call_ms_median": float(np.median([r[v].first_call_ms for r in per_photo])),
-                     "isolated_p50_ms": float(isolated[PREDICT_PEERS[v]]),
-                     "ratio": page_ms / float(isolated[PREDICT_PEERS[v]])})
-    return pd.DataFrame(rows)
 
 
 # ---------------------------------------------------------------- OpenVINO's benchmark_app as a cross-check

@@ -178,11 +178,11 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from core import benchmark
+    from core import predict
     from core.system import machine_summary
 
-    table = benchmark.predict_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
-                                          _print_progress)
+    table = predict.page_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
+                                     _print_progress)
     if args.json:
         print(json.dumps({"machine": machine_summary(), "photos": args.photos, "rows": table.to_dict("records")}))
     else:

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import data, peers, registry
+from core import data, registry
 from core.backends import Backend, load_backend
 from core.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
@@ -128,7 +128,7 @@ def validate_and_record(model_dir: Path, split: data.Split | None = None, progre
     OpenVINO settings they ran with)."""
     card = registry.read_card(model_dir)
     split = split or card.rebuild_split(progress=progress)
-    scored = variants or registry.available_variants(model_dir) + peers.present(model_dir)
+    scored = variants or registry.available_variants(model_dir) + registry.present_peers(model_dir)
     scores = {}
     # A final fit trained on the validation photos: scores there would measure memory, not accuracy.
     subsets = ("test",) if card.config is not None and card.config.fit_on_val else ("val", "test")

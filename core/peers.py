@@ -17,8 +17,7 @@ import numpy as np
 from core import availability, registry
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE
-from core.variants import (CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT,
-                           PEER_VARIANTS)
+from core.variants import CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
 
 
 def _calibration(model_dir: Path, progress: ProgressFn) -> np.ndarray:
@@ -91,11 +90,6 @@ def _filename(variant: str) -> str:
 
 def path(model_dir: Path, variant: str) -> Path:
     return Path(model_dir) / CATALOGUE[variant].file
-
-
-def present(model_dir: Path) -> list[str]:
-    """The peers whose files have been made for this model."""
-    return [variant for variant in PEER_VARIANTS if path(model_dir, variant).exists()]
 
 
 def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic, availability, paths
-from core.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, TF_VARIANT
+from core.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT
 from core.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-mobilenetv2"
@@ -63,6 +63,11 @@ def available_variants(model_dir: Path) -> list[str]:
     """The variants this server can run: its file is there, and so is its runtime."""
     return [v for v in VARIANTS
             if variant_path(model_dir, v).exists() and (v != TF_VARIANT or availability.has_tensorflow())]
+
+
+def present_peers(model_dir: Path) -> list[str]:
+    """The peers (core.peers) whose files have been made for this model."""
+    return [v for v in PEER_VARIANTS if (Path(model_dir) / CATALOGUE[v].file).exists()]
 
 
 def variant_size_bytes(model_dir: Path, variant: str) -> int:

@@ -128,13 +128,14 @@ def test_the_card_reports_intervals_per_class_accuracy_and_wrong_answers(tiny_mo
 def test_validating_again_keeps_the_peers_scores(tiny_model, tmp_path):
     import shutil
 
-    from core import evaluate, peers
+    from core import evaluate
+    from core.variants import PEER_VARIANTS
 
     model = tmp_path / "tiny"
     shutil.copytree(tiny_model, model)
     evaluate.validate_and_record(model)
     val = registry.read_card(model).scores["val"]
-    assert peers.present(model) == list(peers.PEERS) and set(peers.PEERS) <= set(val.accuracy)
+    assert registry.present_peers(model) == list(PEER_VARIANTS) and set(PEER_VARIANTS) <= set(val.accuracy)
 
 
 def test_wilson_interval_matches_the_textbook_values():
