@@ -5,7 +5,9 @@ from pathlib import Path
 import streamlit as st
 
 from app_pages.common import access_panel, model_selector, predict_defaults, start_loading
-from core import paths, registry, workspace
+from core import paths
+from core.app import workspace
+from core.model import registry
 
 st.set_page_config(page_title="Flowers: TensorFlow vs OpenVINO", page_icon="🌼", layout="wide")
 

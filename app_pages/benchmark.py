@@ -10,10 +10,12 @@ import streamlit as st
 from app_pages.common import (active_model, current_workspace, my_job, policy, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
-from core import benchmark, charts, images, settings, system, tune, variants
-from core.access import Action
+from core import settings, system
+from core.measure import benchmark, charts, tune
+from core.model import images, variants
+from core.app.access import Action
 from core.errors import UserError
-from core.jobs import RUNNER
+from core.app.jobs import RUNNER
 
 st.title(":material/speed: Benchmark")
 st.caption(
@@ -75,7 +77,7 @@ if submitted:
         cfg = settings.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
                                     str(image_dir) if image_dir else None)
         out_root = rules.output_root(results_roots()[0], ws.results)
-        RUNNER.start("benchmark", f"benchmark of {entry.name}", "core.benchmark:sweep_job",
+        RUNNER.start("benchmark", f"benchmark of {entry.name}", "core.measure.benchmark:sweep_job",
                      {"config": asdict(cfg), "out_root": str(out_root)}, owner=ws.key,
                      time_limit_s=caps.bench_max_seconds, on_end=ws.clear_data)
         st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1
@@ -133,7 +135,7 @@ with st.container(border=True):
                    "your own on the Train page to tune it.")
     if st.button("Find the best setup", disabled=not may_tune):
         with starting_job("tune"):
-            RUNNER.start("tune", f"tuning {entry.name}", "core.tune:tune_job",
+            RUNNER.start("tune", f"tuning {entry.name}", "core.measure.tune:tune_job",
                          {"model_dir": str(entry.path), "objective": objective, "budget_s": float(budget),
                           "p99_ms": float(p99) or None},
                          # the budget bounds the search; the accuracy guard and start-up come on top

@@ -14,13 +14,16 @@ from typing import Iterator
 import pandas as pd
 import streamlit as st
 
-from core import access, availability, paths, registry, workspace
-from core.access import AccessConfig, Role
+from core import paths
+from core.app import access, workspace
+from core.model import registry
+from core.runtimes import availability
+from core.app.access import AccessConfig, Role
 from core.errors import UserError
-from core.jobs import RUNNER, Job, JobBusy
-from core.predict import ImageResult, Predictor, offered_setups
+from core.app.jobs import RUNNER, Job, JobBusy
+from core.runtimes.predict import ImageResult, Predictor, offered_setups
 from core.settings import OVSettings
-from core.tune import TUNED_FILE
+from core.measure.tune import TUNED_FILE
 
 MODEL_KEY = "model_path"
 _OWNER_PASSWORD_KEY = "owner-password-ok"
@@ -297,7 +300,7 @@ def serving_download(entry: registry.ModelEntry, key: str) -> None:
     """The model as an OpenVINO Model Server repository (zipped only when clicked)."""
     from functools import partial
 
-    from core import serving
+    from core.serve import serving
 
     variant = serving.default_variant(entry.path)
     if variant is None:
@@ -312,7 +315,7 @@ def serving_download(entry: registry.ModelEntry, key: str) -> None:
 def show_quality(entry: registry.ModelEntry, variant: str = registry.TF_VARIANT) -> None:
     """Per-class accuracy and the confusion matrix on the held-out split (else validation), with
     the interval, and a few of TensorFlow's wrong answers where the server still has the photos."""
-    from core import charts
+    from core.measure import charts
 
     card = entry.card
     subset = "test" if "test" in card.scores else "val" if "val" in card.scores else None

@@ -4,8 +4,9 @@ import pandas as pd
 import streamlit as st
 
 from app_pages.common import active_model, predictor, serving_download, show_quality, tensorflow_missing_notice
-from core import charts, evaluate, openset
-from core.backends import device_info
+from core.measure import charts
+from core.model import evaluate, openset
+from core.runtimes.backends import device_info
 from core.settings import OVSettings
 
 st.title(":material/local_florist: Flower classifier: TensorFlow → OpenVINO")

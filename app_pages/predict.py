@@ -8,10 +8,11 @@ import streamlit as st
 
 from app_pages.common import (active_model, classify_all, predict_defaults, predictor, start_loading,
                               tensorflow_missing_notice)
-from core import charts, images, openset
-from core.predict import REPEATS, TUNED_LATENCY
+from core.measure import charts
+from core.model import images, openset
+from core.runtimes.predict import REPEATS, TUNED_LATENCY
 from core.settings import PRECISIONS, OVSettings
-from core.variants import REMOTE_SETUP
+from core.model.variants import REMOTE_SETUP
 
 NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_SETUP: "OpenVINO (remote server)"}
 

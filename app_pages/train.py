@@ -13,11 +13,13 @@ from PIL import Image
 from app_pages.common import (MODEL_KEY, access_config, current_workspace, my_job, policy,
                               rerun_when_finished, serving_download, show_busy_elsewhere, show_job_failure,
                               show_quality, show_refusal, starting_job, tensorflow_missing_notice)
-from core import data, paths, registry, settings, training, workspace
-from core.access import Action
+from core import paths, settings
+from core.app import workspace
+from core.model import data, registry, training
+from core.app.access import Action
 from core.errors import UserError
-from core.images import ImageError, for_display, open_image
-from core.jobs import RUNNER
+from core.model.images import ImageError, for_display, open_image
+from core.app.jobs import RUNNER
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -176,7 +178,7 @@ if start and info is not None and cfg is not None:
         registry.check_name(name)
         if (target / name).exists() or (paths.models_dir() / name).exists():
             raise registry.ModelError(f"a model named {name!r} already exists; choose another name")
-        RUNNER.start("training", f"training {name}", "core.workflow:train_job",
+        RUNNER.start("training", f"training {name}", "core.app.workflow:train_job",
                      {"source": str(info.root), "config": asdict(cfg), "name": name, "models_root": str(target)},
                      owner=ws.key, time_limit_s=caps.train_max_seconds, on_end=ws.clear_data)
         st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1

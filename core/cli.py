@@ -18,7 +18,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from core import settings, variants
+from core import settings
+from core.model import variants
 from core.progress import Event
 
 
@@ -82,13 +83,13 @@ def config_from(cls: type, args: argparse.Namespace, base: dict[str, Any] | None
 # ---------------------------------------------------------------- commands
 
 def _model_dir(value: str | None) -> Path:
-    from core import registry
+    from core.model import registry
 
     return registry.resolve_model_dir(value or None)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from core import data, training
+    from core.model import data, training
 
     # A named recipe (the Train page's) is the starting point; flags given on top override it.
     base = asdict(settings.RECIPES[args.recipe].config) if args.recipe else {}
@@ -102,7 +103,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from core import convert, evaluate, registry
+    from core.model import convert, evaluate, registry
 
     model_dir = _model_dir(args.model_dir)
     card = registry.read_card(model_dir)
@@ -122,7 +123,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core import evaluate
+    from core.model import evaluate
 
     variants = args.variants.split(",") if args.variants else None
     scores, unreadable = evaluate.evaluate_dataset(_model_dir(args.model_dir), args.data, variants,
@@ -142,7 +143,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from core.predict import Predictor
+    from core.runtimes.predict import Predictor
 
     variants = args.variants.split(",") if args.variants else None
     predictor = Predictor(_model_dir(args.model_dir), variants, config_from(settings.OVSettings, args))
@@ -162,7 +163,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from core import benchmark
+    from core.measure import benchmark
 
     cfg = config_from(settings.SweepConfig, args, model_dir=str(_model_dir(args.model_dir)))
     run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
@@ -178,7 +179,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from core import predict
+    from core.runtimes import predict
     from core.system import machine_summary
 
     table = predict.page_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
@@ -191,7 +192,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from core import tune
+    from core.measure import tune
 
     model_dir = _model_dir(args.model_dir)
     result = tune.tune(model_dir, args.objective, args.budget_s, args.p99_ms, _print_progress,
@@ -222,7 +223,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from core import openset
+    from core.model import openset
 
     calibration = openset.calibrate(_model_dir(args.model_dir), _print_progress)
     if args.json:
@@ -245,7 +246,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_charts(args: argparse.Namespace) -> int:
     import re
 
-    from core import benchmark, charts
+    from core.measure import benchmark, charts
 
     run_dir = Path(args.run)
     run = benchmark.load_run(run_dir.name, run_dir.parent)
@@ -261,7 +262,7 @@ def cmd_charts(args: argparse.Namespace) -> int:
 
 
 def cmd_export_serving(args: argparse.Namespace) -> int:
-    from core import serving
+    from core.serve import serving
 
     model_dir = _model_dir(args.model_dir)
     out = serving.export(model_dir, Path(args.out), args.variant or serving.default_variant(model_dir, _tuned(args)),
@@ -278,7 +279,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import subprocess
     import tempfile
 
-    from core import serving
+    from core.serve import serving
 
     with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
         if args.repository:
@@ -301,7 +302,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:
-    from core import atomic, benchmark, loadtest, serving
+    from core import atomic
+    from core.measure import benchmark
+    from core.serve import loadtest, serving
 
     model_dir = _model_dir(args.model_dir)
     photos, origin = benchmark.prepare_images(settings.SweepConfig(model_dir=str(model_dir), sizes=[args.photos],

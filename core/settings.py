@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import UserError
-from core.variants import (LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT, REMOTE_SETUP,
-                           ir_variant)
+from core.model.variants import (LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT, REMOTE_SETUP, ir_variant)
 
 ARCHS = ("tutorial_cnn", "mobilenet_v2")
 MOBILENET_ALPHAS = (0.35, 0.5)

@@ -85,9 +85,9 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     import fcntl
     import shutil
 
-    from core import convert, data, evaluate, peers, training
+    from core.model import convert, data, evaluate, peers, training
     from core.settings import TrainConfig
-    from core.variants import PEER_VARIANTS
+    from core.model.variants import PEER_VARIANTS
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, for every worker
@@ -110,7 +110,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def shipped_model() -> Path:
-    from core import registry
+    from core.model import registry
 
     path = MODELS / registry.DEFAULT_MODEL
     if not (path / registry.METADATA_FILE).exists():
@@ -141,7 +141,7 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
     import time
     import urllib.request
 
-    from core import serving
+    from core.serve import serving
 
     folder = _session_tmp / name
     models = folder / "models"

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import registry
-from core.backends import Backend
-from core.predict import Predictor
+from core.model import registry
+from core.runtimes.backends import Backend
+from core.runtimes.predict import Predictor
 from core.settings import OVSettings
 
 

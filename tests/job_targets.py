@@ -4,7 +4,7 @@ import os
 import time
 from pathlib import Path
 
-from core.data import DatasetError
+from core.model.data import DatasetError
 from core.progress import Event
 
 

@@ -78,7 +78,7 @@ def test_a_model_loading_in_the_background_is_shared_and_a_failed_load_is_retrie
     """Home starts loading Predict's backends after it is drawn; Predict waits for that same load.
     A load that fails is not kept: the next page run tries again."""
     import app_pages.common as common
-    from core.registry import ModelEntry, read_card
+    from core.model.registry import ModelEntry, read_card
 
     entry = ModelEntry(shipped_model.name, shipped_model, read_card(shipped_model))
     variants, settings = common.predict_defaults(entry)

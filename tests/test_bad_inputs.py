@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 from conftest import app_test
-from core import data
-from core.data import DatasetError
-from core.predict import Predictor
+from core.model import data
+from core.model.data import DatasetError
+from core.runtimes.predict import Predictor
 from corpus import image_corpus, zip_corpus
 from fakes import fake_predictor  # noqa: F401  (a fixture)
 

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_SIZE, app_test
-from core import bench_worker, benchmark, registry
+from core.measure import bench_worker, benchmark
+from core.model import registry
 from core.settings import BACKENDS, SweepConfig
 
 
@@ -156,8 +157,8 @@ def test_page_renders_every_chart_of_a_saved_run(sweep, monkeypatch):
 
 def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_path, monkeypatch):
     """A visitor's sweep runs in a child process and its run is listed for that visitor only."""
-    from core import workspace
-    from core.jobs import RUNNER
+    from core.app import workspace
+    from core.app.jobs import RUNNER
 
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path / "shared"))
@@ -181,7 +182,7 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
 
 
 def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, monkeypatch):
-    from core.jobs import RUNNER
+    from core.app.jobs import RUNNER
 
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
@@ -209,7 +210,7 @@ def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, mon
 def test_charts_name_backends_in_words_and_colour_them_by_runtime():
     import plotly.express as px
 
-    from core import charts
+    from core.measure import charts
 
     run = benchmark.load_run(benchmark.EXAMPLE_RUN.name, benchmark.EXAMPLE_RUN.parent)  # a version-1 run
     df = benchmark.frame(run)
@@ -232,7 +233,7 @@ def test_benchmark_app_is_fed_the_same_real_photos(tiny_model):
 def test_a_visitor_cannot_make_peer_files_in_a_shared_model(tiny_model, tmp_path):
     import shutil
 
-    from core import peers
+    from core.model import peers
 
     model = tmp_path / "shared"
     shutil.copytree(tiny_model, model)

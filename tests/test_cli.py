@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import MINI_ARCHIVE, ROOT, make_dataset, mini_photo, needs_mini
-from core import registry
+from core.model import registry
 
 
 def cli_here(capsys, *args) -> tuple[int, str]:
@@ -92,8 +92,8 @@ def test_core_imports_no_streamlit_and_no_runtime():
     """Importing every core module in a fresh interpreter loads neither Streamlit (core is UI-free)
     nor TensorFlow, OpenVINO or ONNX Runtime (they are imported only by the code that runs them)."""
     code = ("import importlib, pkgutil, sys, core\n"
-            "names = [m.name for m in pkgutil.iter_modules(core.__path__) if m.name != '__main__']\n"
-            "for n in names: importlib.import_module('core.' + n)\n"
+            "names = [m.name for m in pkgutil.walk_packages(core.__path__, 'core.') if not m.name.endswith('__main__')]\n"
+            "for n in names: importlib.import_module(n)\n"
             "print(len(names), sorted({k.split('.')[0] for k in sys.modules}"
             " & {'streamlit', 'tensorflow', 'keras', 'openvino', 'onnxruntime'}))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)

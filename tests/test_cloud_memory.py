@@ -22,7 +22,7 @@ from PIL import Image
 from cgroup import CpuQuota, MemoryCgroup
 from conftest import MINI_ARCHIVE, SHARED, choose, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server
 
-from core import access
+from core.app import access
 
 LIMIT_MB = 2700
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]

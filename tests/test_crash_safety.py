@@ -11,7 +11,8 @@ import time
 import pytest
 
 from conftest import ROOT, app_test
-from core import benchmark, registry
+from core.measure import benchmark
+from core.model import registry
 
 
 def start_cli(*args):
@@ -59,7 +60,7 @@ def test_kill_during_conversion(tiny_model, tmp_path, monkeypatch):
     """Three conversions at once, each killed at another point (in parallel to keep the suite short)."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from core.backends import load_backend
+    from core.runtimes.backends import load_backend
 
     roots = [tmp_path / f"models-{i}" for i in range(len(MARKERS))]
     procs = []

@@ -5,8 +5,8 @@ import zipfile
 import pytest
 
 from conftest import MINI_ARCHIVE, make_dataset, needs_mini
-from core import data
-from core.data import DatasetError
+from core.model import data
+from core.model.data import DatasetError
 
 
 def test_scan_lists_classes_and_skips_non_images(tmp_path):

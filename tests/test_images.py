@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core.images import MAX_PIXELS, ImageError, load_for_model, open_image
+from core.model.images import MAX_PIXELS, ImageError, load_for_model, open_image
 
 
 def encode(img: Image.Image, fmt: str, **kw) -> bytes:
@@ -90,7 +90,7 @@ def test_a_12_megapixel_phone_jpeg_is_decoded_at_a_reduced_scale():
     import numpy as np
     from PIL import Image
 
-    from core.images import DECODE_SIDE, open_image, to_model_input
+    from core.model.images import DECODE_SIDE, open_image, to_model_input
 
     y, x = np.mgrid[0:3000, 0:4000]
     photo = np.stack([(x // 16) % 256, (y // 12) % 256, ((x + y) // 20) % 256], -1).astype(np.uint8)

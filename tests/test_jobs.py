@@ -7,7 +7,7 @@ import time
 import psutil
 import pytest
 
-from core.jobs import JobBusy, JobRunner
+from core.app.jobs import JobBusy, JobRunner
 
 TARGETS = "tests.job_targets"
 

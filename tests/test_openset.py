@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from conftest import app_test
 
-from core import openset, registry
+from core.model import openset, registry
 
 
 def test_temperature_scaling_works_on_probabilities_as_on_logits():
@@ -91,7 +91,7 @@ def test_the_distance_knows_the_classes_and_not_what_is_far_from_them(tmp_path):
 def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_computes_it(tiny_model, tmp_path):
     import shutil
 
-    from core import predict
+    from core.runtimes import predict
 
     model = tmp_path / "tiny"
     shutil.copytree(tiny_model, model)

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from conftest import TINY_SIZE, make_dataset
-from core import registry, training
-from core.backends import device_info, load_backend
-from core.model_card import wilson_interval
+from core.model import registry, training
+from core.runtimes.backends import device_info, load_backend
+from core.model.model_card import wilson_interval
 from core.errors import UserError
 from core.settings import OVSettings, TrainConfig
 
@@ -35,7 +35,7 @@ def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
 
 
 def test_a_final_fit_trains_on_validation_photos_too_and_claims_no_validation_score(tiny_dataset, tmp_path):
-    from core import evaluate
+    from core.model import evaluate
 
     cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=3, patience=1, batch_size=8, val_fraction=0.25,
                       test_fraction=0.25, fit_on_val=True)
@@ -128,8 +128,8 @@ def test_the_card_reports_intervals_per_class_accuracy_and_wrong_answers(tiny_mo
 def test_validating_again_keeps_the_peers_scores(tiny_model, tmp_path):
     import shutil
 
-    from core import evaluate
-    from core.variants import PEER_VARIANTS
+    from core.model import evaluate
+    from core.model.variants import PEER_VARIANTS
 
     model = tmp_path / "tiny"
     shutil.copytree(tiny_model, model)
@@ -198,7 +198,7 @@ def test_keras_models_load_in_safe_mode(tiny_model, tmp_path, monkeypatch):
 
 
 def test_too_few_images_per_class_is_refused(tmp_path):
-    from core.data import DatasetError
+    from core.model.data import DatasetError
 
     make_dataset(tmp_path / "ds", per_class=1)
     with pytest.raises(DatasetError, match="at least 2 images"):
@@ -208,7 +208,8 @@ def test_too_few_images_per_class_is_refused(tmp_path):
 def test_a_failed_build_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
     """The Train page's job: a crash in conversion leaves no model (a kill, which is how a job is
     cancelled, at every stage is test_crash_safety's)."""
-    from core import convert, workflow
+    from core.app import workflow
+    from core.model import convert
 
     root = tmp_path / "models"
     cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=1, batch_size=8)
@@ -223,8 +224,8 @@ def test_a_failed_build_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
 
 
 def test_evaluating_a_dataset_matches_class_folders_by_name(tiny_model, tiny_dataset, tmp_path):
-    from core import evaluate
-    from core.data import DatasetError
+    from core.model import evaluate
+    from core.model.data import DatasetError
 
     scores, unreadable = evaluate.evaluate_dataset(tiny_model, tiny_dataset)
     assert scores.n_images == 36 and unreadable == []

@@ -15,7 +15,7 @@ import pytest
 from conftest import choose, make_dataset, needs_chromium, streamlit_server
 from netutil import local_server, tls  # noqa: F401  (tls is a fixture)
 
-from core import workspace
+from core.app import workspace
 
 pytestmark = [needs_chromium]
 

@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core import atomic, registry
-from core.model_card import CARD_VERSION, ModelCard, Scores
-from core.registry import ModelError
+from core import atomic
+from core.model import registry
+from core.model.model_card import CARD_VERSION, ModelCard, Scores
+from core.model.registry import ModelError
 
 V1_CARD = Path(__file__).parent / "data" / "metadata_v1.json"  # the shipped model's card before version 2
 
@@ -131,7 +132,9 @@ def test_delete_and_zip(tmp_path):
 def test_the_catalogue_is_the_one_list_of_variants_and_runtimes():
     """Every variant's file, runtime and precision come from core.variants; each peer has a maker,
     each runtime a module a benchmark worker imports, and every variant a backend in the sweeps."""
-    from core import bench_worker, peers, settings, variants
+    from core import settings
+    from core.measure import bench_worker
+    from core.model import peers, variants
 
     assert set(peers.MAKERS) == set(variants.PEER_VARIANTS)
     assert registry.VARIANTS == variants.MODEL_VARIANTS

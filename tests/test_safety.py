@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 from netutil import local_server, tls  # noqa: F401  (tls is a fixture)
 
-from core import access, data, workspace
-from core.data import DownloadPolicy, UnsafeSource
+from core.app import access, workspace
+from core.model import data
+from core.model.data import DownloadPolicy, UnsafeSource
 
 
 def tiny_archive() -> bytes:

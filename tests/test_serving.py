@@ -13,9 +13,12 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_SIZE
-from core import benchmark, data, loadtest, predict, registry, remote, serving
-from core.backends import load_backend
-from core.remote import RemoteBackend, RemoteConfig, RemoteError
+from core.measure import benchmark
+from core.model import data, registry
+from core.runtimes import predict, remote
+from core.serve import loadtest, serving
+from core.runtimes.backends import load_backend
+from core.runtimes.remote import RemoteBackend, RemoteConfig, RemoteError
 from core.settings import OVSettings, SweepConfig
 
 

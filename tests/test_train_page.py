@@ -3,8 +3,8 @@
 import zipfile
 
 from conftest import app_test, make_dataset
-from core import registry
-from core.jobs import RUNNER
+from core.model import registry
+from core.app.jobs import RUNNER
 
 
 def open_train_page(monkeypatch, models, owner_roots=None):

@@ -6,8 +6,9 @@ import shutil
 import pytest
 
 from conftest import app_test
-from core import evaluate, registry, tune
-from core.backends import device_info
+from core.measure import tune
+from core.model import evaluate, registry
+from core.runtimes.backends import device_info
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +97,7 @@ def tuned_file(model, precision: str) -> None:
 
 
 def test_predict_offers_the_tuned_setup_only_where_its_precision_is_native(tuned_model, tmp_path):
-    from core.predict import TUNED_LATENCY, Predictor, offered_setups
+    from core.runtimes.predict import TUNED_LATENCY, Predictor, offered_setups
 
     model = tmp_path / "tiny"
     shutil.copytree(tuned_model, model)
@@ -124,9 +125,9 @@ def test_benchmark_page_shows_the_tuning_and_only_the_owner_tunes_shared_models(
 
 
 def test_tuning_runs_as_a_job_with_each_setup_as_a_row(tuned_model):
-    from core.jobs import RUNNER
+    from core.app.jobs import RUNNER
 
-    RUNNER.start("tune", "tuning tiny", "core.tune:tune_job",
+    RUNNER.start("tune", "tuning tiny", "core.measure.tune:tune_job",
                  {"model_dir": str(tuned_model), "objective": "latency", "budget_s": 7.0, "p99_ms": None})
     job = RUNNER.wait(300)
     assert job.status == "done", job.error

@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from core import atomic, data, registry
-from core.images import to_model_input
+from core import atomic, paths
+from core.model import data, registry
+from core.model.images import to_model_input
 from core.progress import Event, ProgressFn, ignore
 
 KEEP = 0.95  # share of correctly classified validation flowers the threshold keeps
@@ -194,7 +195,7 @@ def non_flowers(image_size: int) -> tuple[np.ndarray, list[str]]:
         pictures.append((f"flat {colour}", Image.new("RGB", (image_size, image_size), colour)))
     ramp = np.linspace(0, 255, image_size, dtype=np.uint8)
     pictures.append(("gradient", Image.fromarray(np.stack([np.tile(ramp, (image_size, 1))] * 3, -1))))
-    for png in sorted((Path(__file__).resolve().parent.parent / "docs").rglob("*.png")):
+    for png in sorted((paths.PROJECT_ROOT / "docs" / "benchmark").glob("*.png")):  # the study's charts
         pictures.append((f"chart {png.name}", Image.open(png).convert("RGB")))
     images = np.stack([to_model_input(img, image_size) for _, img in pictures])
     return images, [name for name, _ in pictures]
@@ -234,7 +235,7 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     """Fit the temperature, the distance (on the training split) and the threshold (on the
     validation split) with TensorFlow; compare the candidate scores; measure the chosen one on the
     held-out split and the non-flower pictures with every variant; store them with the model."""
-    from core.backends import load_backend
+    from core.runtimes.backends import load_backend
 
     card = registry.read_card(model_dir)
     split = card.rebuild_split(progress=progress)

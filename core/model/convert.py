@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from core import data, registry
+from core.model import data, registry
 from core.errors import UserError
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE
-from core.variants import ir_variant
+from core.model.variants import ir_variant
 
 
 def calibration_images(split: data.Split, image_size: int, n: int, seed: int,

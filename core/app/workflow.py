@@ -8,11 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from core import convert, evaluate, openset, paths, registry, training
-from core.backends import load_backend
+from core import paths
+from core.model import convert, evaluate, openset, registry, training
+from core.runtimes.backends import load_backend
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE, TrainConfig
-from core.timing import time_calls
+from core.measure.timing import time_calls
 
 
 def single_image_latency(model_dir: Path, repeats: int = 20) -> dict[str, float]:

@@ -113,7 +113,7 @@ class JobRunner:
         status, error = "failed", None
         try:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "core.job_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                [sys.executable, "-m", "core.app.job_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 stderr=log, text=True, cwd=paths.PROJECT_ROOT, start_new_session=True,
                 # glibc's default of 8 malloc arenas per core lets TensorFlow's many threads hold
                 # freed memory apart; two keep the job's resident peak lower under Cloud's limit.

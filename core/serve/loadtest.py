@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 import psutil
 
-from core import registry, serving
+from core.model import registry
+from core.serve import serving
 from core.progress import Event, ProgressFn, ignore
-from core.remote import RemoteBackend, RemoteConfig, RemoteError
+from core.runtimes.remote import RemoteBackend, RemoteConfig, RemoteError
 from core.system import library_versions, machine_summary
 
 CONCURRENCY = (1, 2, 4, 8)
@@ -53,7 +54,7 @@ def in_process(repository: Path, photos: np.ndarray, requests: int) -> dict[str,
     batch-1 latency (sync, one request) and throughput (AsyncInferQueue with `nireq` requests)."""
     import openvino as ov
 
-    from core.model_server import compile_entry, read_repository
+    from core.serve.model_server import compile_entry, read_repository
 
     config = read_repository(repository)[0]
     compiled = compile_entry(config, ov.Core())

@@ -11,14 +11,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import openset, registry, remote
-from core.backends import Backend, device_info, load_backend
-from core.images import ImageError, open_image, to_model_input
+from core.model import openset, registry
+from core.runtimes import remote
+from core.runtimes.backends import Backend, device_info, load_backend
+from core.model.images import ImageError, open_image, to_model_input
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings, SweepConfig
-from core.timing import Timing, time_calls, time_once
-from core.tune import load_tuned, native_precisions, settings_of
-from core.variants import TF_VARIANT, ir_variant
+from core.measure.timing import Timing, time_calls, time_once
+from core.measure.tune import load_tuned, native_precisions, settings_of
+from core.model.variants import TF_VARIANT, ir_variant
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -252,7 +253,7 @@ def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: 
 
     import pandas as pd
 
-    from core.benchmark import frame, load_run, prepare_images, run_sweep
+    from core.measure.benchmark import frame, load_run, prepare_images, run_sweep
 
     variants = [v for v in registry.available_variants(Path(model_dir)) if v in PREDICT_PEERS]
     cfg = SweepConfig(str(model_dir), [PREDICT_PEERS[v] for v in variants], sizes=[n], batches=[1],

@@ -8,12 +8,12 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from core import benchmark
+from core.measure import benchmark
 from core.settings import BACKENDS, BASELINE
-from core.variants import RUNTIMES
+from core.model.variants import RUNTIMES
 
 if TYPE_CHECKING:
-    from core.predict import VariantResult
+    from core.runtimes.predict import VariantResult
 
 
 def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
@@ -169,7 +169,7 @@ def run_figures(df: pd.DataFrame) -> dict[str, go.Figure]:
 def tune_scatter(result: dict) -> go.Figure:
     """Every measured setup of a tuning: p50 latency vs throughput; the Pareto front of the eligible
     ones as a line; ineligible setups grey, their reason on hover."""
-    from core.tune import pareto
+    from core.measure.tune import pareto
 
     df = pd.DataFrame([c | {"batch": c["setup"]["batch"], "shape": c["setup"]["shape"],
                             "runtime": c.get("runtime", "openvino")} for c in result["candidates"]])

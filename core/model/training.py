@@ -18,9 +18,10 @@ from typing import Any
 
 import numpy as np
 
-from core import availability, data, registry
+from core.model import data, registry
+from core.runtimes import availability
 from core.errors import UserError
-from core.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
+from core.model.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
 from core.progress import Event, ProgressFn, ignore
 from core.settings import RECIPES, TrainConfig
 from core.system import library_versions, machine_summary

@@ -35,9 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core import atomic, openset, paths, registry, tune
+from core import atomic, paths
+from core.measure import tune
+from core.model import openset, registry
 from core.errors import UserError
-from core.variants import ir_variant
+from core.model.variants import ir_variant
 
 SERVE_VARIANTS = ("tuned", "int8", "fp32", "fp16")
 MODEL_VERSION = "1"
@@ -310,7 +312,7 @@ def free_port() -> int:
 
 
 def server_command(repository: Path, port: int, host: str = "127.0.0.1") -> list[str]:
-    return [server_python(), "-m", "core.model_server", "--repository", str(repository), "--host", host,
+    return [server_python(), "-m", "core.serve.model_server", "--repository", str(repository), "--host", host,
             "--port", str(port)]
 
 

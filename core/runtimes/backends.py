@@ -17,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from core import availability, registry
+from core.model import registry
+from core.runtimes import availability
 from core.settings import TF_MODES, OVSettings
-from core.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
+from core.model.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
 
 
 class Backend:
@@ -279,7 +280,7 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
     if variant in LITERT_VARIANTS:
         return LiteRTBackend(model_dir, variant, threads)
     if variant == REMOTE_SETUP:
-        from core.remote import RemoteBackend  # imports this module
+        from core.runtimes.remote import RemoteBackend  # imports this module
 
         return RemoteBackend.for_model(model_dir)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

@@ -27,7 +27,7 @@ import numpy as np
 
 from core import atomic, paths
 from core.errors import UserError
-from core.images import IMAGE_SUFFIXES, ImageError, load_for_model
+from core.model.images import IMAGE_SUFFIXES, ImageError, load_for_model
 from core.progress import Event, ProgressFn, ignore
 
 OFFICIAL_URL = "https://storage.googleapis.com/download.tensorflow.org/example_images/flower_photos.tgz"

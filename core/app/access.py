@@ -20,7 +20,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, Mapping
 
-from core.data import OFFICIAL_URL, allowed_urls
+from core.model.data import OFFICIAL_URL, allowed_urls
 
 OWNER_ENV = "FLOWERS_OWNER"
 DATA_ROOTS_ENV = "FLOWERS_DATA_ROOTS"  # os.pathsep-separated folders the owner may train from

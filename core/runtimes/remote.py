@@ -23,10 +23,11 @@ from urllib.parse import quote
 import numpy as np
 import urllib3
 
-from core import paths, registry
-from core.backends import Backend
+from core import paths
+from core.model import registry
+from core.runtimes.backends import Backend
 from core.errors import UserError
-from core.variants import REMOTE_SETUP
+from core.model.variants import REMOTE_SETUP
 
 URL_ENV, MODEL_ENV, TOKEN_ENV, TIMEOUT_ENV = ("FLOWERS_REMOTE_URL", "FLOWERS_REMOTE_MODEL", "FLOWERS_REMOTE_TOKEN",
                                               "FLOWERS_REMOTE_TIMEOUT")

@@ -26,13 +26,15 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core import atomic, benchmark, data, evaluate, peers, registry
-from core.backends import device_info
+from core import atomic
+from core.measure import benchmark
+from core.model import data, evaluate, peers, registry
+from core.runtimes.backends import device_info
 from core.errors import UserError
-from core.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
+from core.model.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BackendSpec, OVSettings, Plan, SweepConfig
-from core.variants import CATALOGUE, IR_VARIANTS, PEER_VARIANTS, ir_variant
+from core.model.variants import CATALOGUE, IR_VARIANTS, PEER_VARIANTS, ir_variant
 from core.system import machine_summary
 
 TUNED_FILE = "tuned.json"

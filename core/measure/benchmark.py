@@ -23,15 +23,17 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from core import atomic, data, paths, peers, registry, remote
+from core import atomic, paths
+from core.model import data, peers, registry
+from core.runtimes import remote
 from core.errors import UserError
-from core.evaluate import Guard
-from core.images import IMAGE_SUFFIXES
-from core.model_card import ModelCard
+from core.model.evaluate import Guard
+from core.model.images import IMAGE_SUFFIXES
+from core.model.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan, SweepConfig
 from core.system import library_versions, machine_summary
-from core.variants import PEER_VARIANTS, REMOTE_SETUP
+from core.model.variants import PEER_VARIANTS, REMOTE_SETUP
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
@@ -185,7 +187,7 @@ def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Pat
     """Run one backend's worker; returns an error message, or None on success."""
     job = {"spec": asdict(spec), "model_dir": model_dir, "images": str(images_path), "plan": asdict(plan)}
     env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "core.bench_worker"], stdin=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-m", "core.measure.bench_worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=paths.PROJECT_ROOT)
     proc.stdin.write(json.dumps(job))

@@ -21,11 +21,11 @@ from typing import Any, Callable
 import numpy as np
 import psutil
 
-from core.backends import Backend, load_backend
+from core.runtimes.backends import Backend, load_backend
 from core.settings import BackendSpec
 from core.system import exit_with_parent
-from core.timing import time_calls, time_once
-from core.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
+from core.measure.timing import time_calls, time_once
+from core.model.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
 
 # The module each backend imports (and times) to start its runtime.
 RUNTIME_MODULES = {name: v.runtime.module for name, v in CATALOGUE.items()} | {REMOTE_SETUP: REMOTE_MODULE}

@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core import data, paths
+from core import paths
+from core.model import data
 from core.errors import UserError
 from core.progress import ProgressFn, ignore
 from core.settings import TrainConfig

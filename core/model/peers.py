@@ -14,14 +14,15 @@ from typing import Callable
 
 import numpy as np
 
-from core import availability, registry
+from core.model import registry
+from core.runtimes import availability
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE
-from core.variants import CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
+from core.model.variants import CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
 
 
 def _calibration(model_dir: Path, progress: ProgressFn) -> np.ndarray:
-    from core.convert import calibration_images
+    from core.model.convert import calibration_images
 
     card = registry.read_card(model_dir)
     return calibration_images(card.rebuild_split(progress=progress), card.image_size, CALIBRATION_SIZE, card.seed,
@@ -101,7 +102,7 @@ def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path
     progress(Event("peers", 0, None, f"making the {variant} model from the Keras model (once)"))
     registry.save_artifact(target.parent, lambda tmp: MAKERS[variant](Path(model_dir), tmp, progress),
                            target.name)
-    from core import evaluate
+    from core.model import evaluate
 
     evaluate.validate_and_record(Path(model_dir), progress=progress, variants=[variant])
     return target

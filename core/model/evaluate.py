@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core import data, registry
-from core.backends import Backend, load_backend
-from core.model_card import ModelCard, Scores
+from core.model import data, registry
+from core.runtimes.backends import Backend, load_backend
+from core.model.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings
 

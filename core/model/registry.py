@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import atomic, availability, paths
-from core.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT
-from core.model_card import ModelCard, ModelError
+from core import atomic, paths
+from core.runtimes import availability
+from core.model.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT
+from core.model.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-mobilenetv2"
 KERAS_FILE = CATALOGUE[TF_VARIANT].file

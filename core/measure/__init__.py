@@ -1,0 +1,1 @@
+"""Measuring: the one timing primitive, sweeps (a process per backend), tuning, charts."""
