@@ -57,7 +57,7 @@ def role() -> Role:
 
 
 def policy() -> access.Policy:
-    """What this session may do (core.access): pages ask it before offering an action."""
+    """What this session may do (core.app.access): pages ask it before offering an action."""
     return access.Policy(role())
 
 

@@ -1,5 +1,5 @@
 """The progress interface shared by the CLI, the UI and job runners. (Cancelling is killing:
-a job runs in its own process group, which core.jobs ends; the CLI stops on Ctrl-C.)"""
+a job runs in its own process group, which core.app.jobs ends; the CLI stops on Ctrl-C.)"""
 
 from __future__ import annotations
 

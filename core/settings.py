@@ -197,7 +197,7 @@ BACKENDS: dict[str, BackendSpec] = {
     "litert": BackendSpec("LiteRT (XNNPACK), f32, a thread per core", LITERT_VARIANT, threads=os.cpu_count() or 1),
     "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos), a thread per core",
                                LITERT_INT8_VARIANT, threads=os.cpu_count() or 1),
-    # Offered only where the owner configured a server for the model (core.remote.serves).
+    # Offered only where the owner configured a server for the model (core.runtimes.remote.serves).
     REMOTE_SETUP: BackendSpec("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
                                 "serialization and the server's queue)", REMOTE_SETUP),
 }

@@ -152,7 +152,7 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: str | tu
                     path = tmp_path / f"{cls}-{i}.jpg"
                     path.write_bytes(mini_photo(cls, i))
                     photos.append(path)
-            # A 12-megapixel phone photo (a real one, enlarged): decoded at a reduced scale (core.images).
+            # A 12-megapixel phone photo (a real one, enlarged): decoded at a reduced scale (core.model.images).
             phone = tmp_path / "phone-12mp.jpg"
             Image.open(photos[0]).convert("RGB").resize((4000, 3000)).save(phone, quality=90)
             photos.append(phone)

@@ -88,7 +88,7 @@ def test_a_job_does_not_outlive_its_server(tmp_path):
 
     server = subprocess.run([sys.executable, "-c", f"""
 import os, time
-from core.jobs import JobRunner
+from core.app.jobs import JobRunner
 from tests.test_jobs import child_pid
 job = JobRunner().start("demo", "orphan?", "{TARGETS}:wait_for", {{"path": {str(tmp_path / "never")!r}}})
 print(child_pid(job), flush=True)

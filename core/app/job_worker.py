@@ -1,4 +1,4 @@
-"""The child process of a job (see `core.jobs`): reads a spec on stdin, runs it, reports on stdout.
+"""The child process of a job (see `core.app.jobs`): reads a spec on stdin, runs it, reports on stdout.
 
 Lines are JSON: `progress` events, result `row`s, then one `result`, or an `error` whose
 message is meant for the user (a `UserError`-like ValueError). Anything else is a programming

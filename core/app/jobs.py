@@ -1,7 +1,7 @@
 """Long jobs (training, conversion, benchmark sweeps) in a child process, one at a time per server.
 
 The server keeps one runner: a job survives page switches and reloads, and a second job is
-refused. The work itself runs in `python -m core.job_worker`, its own process group, so the
+refused. The work itself runs in `python -m core.app.job_worker`, its own process group, so the
 server stays responsive (the child is also `nice`d), its memory is returned when it exits,
 and cancel, a time limit or the OOM killer end the whole tree without touching the server.
 The child reports progress, result rows and the result as JSON lines on stdout.
@@ -117,8 +117,10 @@ class JobRunner:
                 stderr=log, text=True, cwd=paths.PROJECT_ROOT, start_new_session=True,
                 # glibc's default of 8 malloc arenas per core lets TensorFlow's many threads hold
                 # freed memory apart; two keep the job's resident peak lower under Cloud's limit.
+                # numpy's OpenBLAS (an eigh in calibration, NNCF's statistics) once spun for minutes
+                # in exec_blas beside TensorFlow's threads on a busy machine; it needs no threads here.
                 env=os.environ | {"PYTHONPATH": str(paths.PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-                                  "MALLOC_ARENA_MAX": "2"},
+                                  "MALLOC_ARENA_MAX": "2", "OPENBLAS_NUM_THREADS": "1"},
             )
             proc.stdin.write(spec)
             proc.stdin.close()

@@ -55,7 +55,7 @@ def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
 
 
 def train_job(ctx, source: str, config: dict[str, Any], name: str, models_root: str) -> dict[str, Any]:
-    """`train_and_optimize` as a job of `core.jobs` (run in its child process): epochs become result rows."""
+    """`train_and_optimize` as a job of `core.app.jobs` (run in its child process): epochs become result rows."""
 
     def progress(event: Event) -> None:
         ctx.progress(event)

@@ -1,4 +1,4 @@
-"""One backend's benchmark, run in its own process by `core.benchmark`.
+"""One backend's benchmark, run in its own process by `core.measure.benchmark`.
 
 Reads a job (JSON: the serialized `BackendSpec`, the model, the images file and the plan)
 on stdin and writes one JSON object per line on stdout: `loaded` once, then a `cell` per

@@ -254,7 +254,7 @@ def accuracy_record(card: ModelCard, spec: BackendSpec) -> dict[str, Any]:
 
 
 def sweep_job(ctx, config: dict[str, Any], out_root: str) -> dict[str, Any]:
-    """`run_sweep` as a job of `core.jobs` (run in its child process): measured cells become result rows."""
+    """`run_sweep` as a job of `core.app.jobs` (run in its child process): measured cells become result rows."""
     run_dir = run_sweep(SweepConfig(**config), ctx.progress, on_cell=ctx.add_row, out_root=Path(out_root))
     return {"run_dir": str(run_dir)}
 

@@ -49,7 +49,7 @@ def _hover(df: pd.DataFrame) -> dict:
 
 
 # One hue family per runtime, so that every OpenVINO setup reads as OpenVINO at a glance.
-# Each runtime in its own hue (core.variants), its backends in shades of it.
+# Each runtime in its own hue (core.model.variants), its backends in shades of it.
 FAMILIES = {name: getattr(px.colors.sequential, runtime.hue) for name, runtime in RUNTIMES.items()}
 
 

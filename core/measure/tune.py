@@ -9,7 +9,7 @@
    `MIN_AGREEMENT`.
 3. Successive halving: every setup is measured briefly, the faster half of each objective and
    runtime again on more photos and repeats, and so on, inside the time budget. Every measurement is
-   a benchmark cell (`core.bench_worker` in its own process), so tune and the Benchmark page
+   a benchmark cell (`core.measure.bench_worker` in its own process), so tune and the Benchmark page
    report the same numbers.
 """
 
@@ -341,7 +341,7 @@ def cross_check(model_dir: Path, result: dict[str, Any], seconds: int = 15,
 
 
 def tune_job(ctx, model_dir: str, objective: str, budget_s: float, p99_ms: float | None) -> dict[str, Any]:
-    """`tune` as a job of `core.jobs` (in its child process): each measured setup becomes a row."""
+    """`tune` as a job of `core.app.jobs` (in its child process): each measured setup becomes a row."""
     return tune(Path(model_dir), objective, budget_s, p99_ms, ctx.progress, on_candidate=ctx.add_row)
 
 

@@ -121,7 +121,7 @@ class ModelCard:
     conversion: dict[str, Any] = field(default_factory=dict)  # per IR precision: seconds, size, weights, ...
     evaluated_with: dict[str, Any] = field(default_factory=dict)  # the OpenVINO config the scores ran with
     single_image_latency_ms: dict[str, float] = field(default_factory=dict)
-    openset: dict[str, Any] = field(default_factory=dict)  # core.openset.Calibration: temperature and threshold
+    openset: dict[str, Any] = field(default_factory=dict)  # core.model.openset.Calibration: temperature and threshold
     versions: dict[str, str] = field(default_factory=dict)
     machine: dict[str, Any] = field(default_factory=dict)
     created: str = ""

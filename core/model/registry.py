@@ -1,6 +1,6 @@
 """Models on disk: one folder per model, written atomically (see `core.atomic`).
 
-    models/<name>/metadata.json        the model card (`core.model_card.ModelCard`)
+    models/<name>/metadata.json        the model card (`core.model.model_card.ModelCard`)
     models/<name>/model.keras
     models/<name>/openvino/{fp32,fp16,int8}/model.{xml,bin}
 """
@@ -28,7 +28,7 @@ from core.model.model_card import ModelCard, ModelError
 DEFAULT_MODEL = "flowers-mobilenetv2"
 KERAS_FILE = CATALOGUE[TF_VARIANT].file
 METADATA_FILE = "metadata.json"
-VARIANTS = MODEL_VARIANTS  # the Keras model and its IRs; the peers' files are core.peers'
+VARIANTS = MODEL_VARIANTS  # the Keras model and its IRs; the peers' files are core.model.peers'
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 __all__ = ["IR_PRECISIONS", "TF_VARIANT", "ModelCard", "ModelError"]
@@ -67,7 +67,7 @@ def available_variants(model_dir: Path) -> list[str]:
 
 
 def present_peers(model_dir: Path) -> list[str]:
-    """The peers (core.peers) whose files have been made for this model."""
+    """The peers (core.model.peers) whose files have been made for this model."""
     return [v for v in PEER_VARIANTS if (Path(model_dir) / CATALOGUE[v].file).exists()]
 
 
@@ -115,7 +115,7 @@ def load_keras(model_dir: Path):
         raise ModelError(f"could not load {path}: {exc}") from exc
 
 
-CLASSIFIER_LAYER = "probabilities"  # the final Dense layer of every architecture (core.training.build_model)
+CLASSIFIER_LAYER = "probabilities"  # the final Dense layer of every architecture (core.model.training.build_model)
 
 
 def with_features(model):

@@ -32,7 +32,7 @@ class Variant:
     runtime: Runtime
     file: str  # inside the model folder
     precision: str  # of the file's weights, as tables show it
-    peer: bool = False  # made on first use from the Keras model (core.peers), not by training and conversion
+    peer: bool = False  # made on first use from the Keras model (core.model.peers), not by training and conversion
 
 
 TF_VARIANT = "tensorflow"
@@ -63,6 +63,6 @@ ONNX_VARIANTS = (ONNX_VARIANT, ONNX_INT8_VARIANT)
 LITERT_VARIANTS = (LITERT_VARIANT, LITERT_INT8_VARIANT)
 PEER_VARIANTS = tuple(name for name, v in CATALOGUE.items() if v.peer)
 
-# Not a variant: the model on an owner-configured Open Inference Protocol server (core.remote).
+# Not a variant: the model on an owner-configured Open Inference Protocol server (core.runtimes.remote).
 REMOTE_SETUP = "kserve-v2"
 REMOTE_MODULE = "urllib3"  # its client, what a benchmark worker imports for it

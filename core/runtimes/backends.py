@@ -1,6 +1,6 @@
 """One predict interface over TensorFlow, OpenVINO and the peers (ONNX Runtime, LiteRT).
 
-Every backend takes a uint8 NHWC batch (see `core.images.to_model_input`) and returns
+Every backend takes a uint8 NHWC batch (see `core.model.images.to_model_input`) and returns
 class probabilities; TensorFlow, OpenVINO and the remote server also return the penultimate
 features with them (`infer`), which the open-set score needs. Each runtime is imported only by the backend that needs it, so a
 benchmark subprocess measures one runtime's memory alone.
@@ -199,7 +199,7 @@ class OpenVINOBackend(Backend):
 def _peer_file(model_dir: Path, variant: str) -> Path:
     path = Path(model_dir) / CATALOGUE[variant].file
     if not path.exists():
-        raise registry.ModelError(f"{path} is missing; it is made by core.peers.ensure")
+        raise registry.ModelError(f"{path} is missing; it is made by core.model.peers.ensure")
     return path
 
 

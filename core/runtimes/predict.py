@@ -46,7 +46,7 @@ class VariantResult:
     variant: str
     probabilities: dict[str, float]
     timing: Timing
-    known_score: float | None = None  # the open-set score (core.openset), if the model is calibrated
+    known_score: float | None = None  # the open-set score (core.model.openset), if the model is calibrated
     known: bool | None = None  # the score is at or above the model's threshold
     calibrated: dict[str, float] | None = None  # the probabilities after temperature scaling, if calibrated
 

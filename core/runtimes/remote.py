@@ -99,7 +99,7 @@ class RemoteBackend(Backend):
         if len(inputs) != 1 or len(outputs) < 1:
             raise RemoteError(f"{self.config.model} on the server has {len(inputs)} inputs and {len(outputs)} "
                               "outputs; expected one image input and a probabilities output")
-        given, out = inputs[0], outputs[0]  # the first output is the probabilities (core.convert)
+        given, out = inputs[0], outputs[0]  # the first output is the probabilities (core.model.convert)
         expected = [self.image_size, self.image_size, 3]
         if given.get("datatype") != "UINT8" or list(given.get("shape", []))[1:] != expected:
             raise RemoteError(f"the server's {self.config.model} takes {given.get('datatype')} "

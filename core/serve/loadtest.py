@@ -160,7 +160,7 @@ def load_test(model_dir: Path, photos: np.ndarray, variant: str = "tuned", tuned
         "photos": len(photos), "requests_per_level": requests,
         "in_process": {k: v for k, v in local.items() if k != "probabilities"},
         "levels": [asdict(level) | {"lost": level.lost} for level in levels],
-        "server": "KServe ModelServer (core.model_server) on 127.0.0.1, clients in this process",
+        "server": "KServe ModelServer (core.serve.model_server) on 127.0.0.1, clients in this process",
         "machine": machine_summary(), "versions": library_versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }

@@ -1,10 +1,10 @@
-"""A KServe v2 (Open Inference Protocol) server on an OVMS model repository (`core.serving.export`).
+"""A KServe v2 (Open Inference Protocol) server on an OVMS model repository (`core.serve.serving.export`).
 
 Runs in the model server's own environment (`requirements-serve.txt`: kserve, openvino, numpy),
 so it imports nothing else of the project. It reads the repository as OVMS would: `config.json`'s
 plugin_config, nireq and shape, the newest numeric version folder of each model.
 
-    python -m core.model_server --repository OUT --port 8000 [--host 127.0.0.1]
+    python -m core.serve.model_server --repository OUT --port 8000 [--host 127.0.0.1]
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ Open Inference Protocol (KServe v2) server on it.
       README.md                    the commands and the expected request and response
 
 OVMS cannot be installed here (no container registry), so `serve` runs the same repository in
-KServe's Python model server (`core.model_server`), which speaks the same protocol. It lives in its
+KServe's Python model server (`core.serve.model_server`), which speaks the same protocol. It lives in its
 own environment (`requirements-serve.txt`): kserve pins versions the app's stack does not use.
 """
 
@@ -46,7 +46,7 @@ MODEL_VERSION = "1"
 LABELS_FILE = "labels.txt"
 SERVING_FILE = "serving.json"
 CONFIG_FILE = "config.json"
-INPUT_NAME, OUTPUT_NAME = "image", "probabilities"  # the IR's tensor names (core.convert)
+INPUT_NAME, OUTPUT_NAME = "image", "probabilities"  # the IR's tensor names (core.model.convert)
 OVMS_IMAGE = "openvino/model_server:2026.4"  # matches the `openvino` the IR was written with
 SERVE_PYTHON_ENV = "FLOWERS_SERVE_PYTHON"
 SERVE_REQUIREMENTS = "requirements-serve.txt"
