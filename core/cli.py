@@ -20,6 +20,7 @@ from typing import Any
 
 from core import settings
 from core.model import variants
+from core.system import child_env
 from core.progress import Event
 
 
@@ -168,7 +169,7 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     cfg = config_from(settings.SweepConfig, args, model_dir=str(_model_dir(args.model_dir)))
     run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
     if args.benchmark_app:
-        benchmark.cross_check(run_dir, args.benchmark_app, _print_progress)
+        benchmark.compare_with_benchmark_app(run_dir, args.benchmark_app, _print_progress)
     run = benchmark.load_run(run_dir.name, run_dir.parent)
     df = benchmark.frame(run)
     print(df[benchmark.SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "no results")
@@ -199,7 +200,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
                        variants=args.variants.split(",") if args.variants else None,
                        peer_variants=None if args.peers is None else [p for p in args.peers.split(",") if p])
     if args.benchmark_app:
-        result["benchmark_app"] = tune.cross_check(model_dir, result, args.benchmark_app, _print_progress)
+        result["benchmark_app"] = tune.winners_beside_benchmark_app(model_dir, result, args.benchmark_app, _print_progress)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -292,7 +293,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"serving {repository} on http://{args.host}:{args.port} (KServe v2 REST); Ctrl-C stops it",
               file=sys.stderr)
         proc = subprocess.Popen(serving.server_command(repository, args.port, args.host), start_new_session=True,
-                                env=os.environ | {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)})
+                                env=child_env())
         try:
             return proc.wait()
         except KeyboardInterrupt:

@@ -88,6 +88,14 @@ def _quota(folder: Path, name: str) -> float | None:
     return None if quota in ("max", "-1") else int(quota) / int(period)
 
 
+def child_env(**extra: str) -> dict[str, str]:
+    """The environment of every child process this project starts (a job, a benchmark worker, the
+    model server): this one's, with the project importable and TensorFlow's C++ logging quiet."""
+    from core import paths
+
+    return os.environ | {"PYTHONPATH": str(paths.PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"} | extra
+
+
 def exit_with_parent(kill_group: bool = False) -> None:
     """End this worker process when the process that started it dies (a server stopped or
     killed mid-job), instead of running on as an orphan; with `kill_group`, end its whole

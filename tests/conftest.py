@@ -220,7 +220,8 @@ def app_test(page: str | None = None, timeout: float = 180):
     return at
 
 
-SLOW_FIRST = ("test_cloud_memory.py", "test_cli.py", "test_benchmark.py")
+SLOW_FIRST = ("test_cloud_memory.py", "test_public_safety.py", "test_cloud_cpu.py", "test_no_tensorflow.py", "test_cli.py",
+              "test_benchmark.py")
 
 
 def pytest_collection_modifyitems(items):

@@ -24,6 +24,7 @@ from typing import Any, Callable
 import psutil
 
 from core import paths
+from core.system import child_env
 from core.progress import Event
 
 JOB_NICENESS = 5  # interactive requests of the server go first; an idle server lends the job every core
@@ -119,8 +120,7 @@ class JobRunner:
                 # freed memory apart; two keep the job's resident peak lower under Cloud's limit.
                 # numpy's OpenBLAS (an eigh in calibration, NNCF's statistics) once spun for minutes
                 # in exec_blas beside TensorFlow's threads on a busy machine; it needs no threads here.
-                env=os.environ | {"PYTHONPATH": str(paths.PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2",
-                                  "MALLOC_ARENA_MAX": "2", "OPENBLAS_NUM_THREADS": "1"},
+                env=child_env(MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1"),
             )
             proc.stdin.write(spec)
             proc.stdin.close()

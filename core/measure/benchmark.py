@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -32,7 +31,7 @@ from core.model.images import IMAGE_SUFFIXES
 from core.model.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan, SweepConfig
-from core.system import library_versions, machine_summary
+from core.system import child_env, library_versions, machine_summary
 from core.model.variants import PEER_VARIANTS, REMOTE_SETUP
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
@@ -186,7 +185,7 @@ def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Pat
                  on_line: Callable[[dict[str, Any]], None]) -> str | None:
     """Run one backend's worker; returns an error message, or None on success."""
     job = {"spec": asdict(spec), "model_dir": model_dir, "images": str(images_path), "plan": asdict(plan)}
-    env = os.environ | {"TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(paths.PROJECT_ROOT)}
+    env = child_env(TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen([sys.executable, "-m", "core.measure.bench_worker"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
                             cwd=paths.PROJECT_ROOT)
@@ -351,14 +350,14 @@ def summary(run: dict[str, Any], baseline: str = BASELINE) -> list[str]:
                 f"at {r['throughput_ips']:.0f} images/s, using {r['memory_ratio']:.0%} of its peak memory "
                 f"({r['rss_peak_mb']:.0f} vs {r['base_rss_mb']:.0f} MB)."
             )
-    lines += over_best_peer(run, df)
+    lines += peer_sentences(run, df)
     for key, info in run["backends"].items():
         if "error" in info:
             lines.append(f"{info['label']} failed: {info['error']}")
     return lines
 
 
-def over_best_peer(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
+def peer_sentences(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
     """OpenVINO's fastest setup against the fastest peer (ONNX Runtime, LiteRT), both within the
     accuracy budget, per batch at the largest test size; and what was left out, and why."""
     accuracy = {k: info.get("accuracy", {"unknown": "not recorded (an older run)"})
@@ -436,7 +435,7 @@ def benchmark_app(model_dir: Path, spec: BackendSpec, batch: int, seconds: int =
     return run_benchmark_app(model_dir, spec.variant, spec.ov.hint, batch, seconds, spec.ov)
 
 
-def cross_check(run_dir: Path, seconds: int, progress: ProgressFn = ignore) -> list[dict[str, Any]]:
+def compare_with_benchmark_app(run_dir: Path, seconds: int, progress: ProgressFn = ignore) -> list[dict[str, Any]]:
     """Run benchmark_app on each THROUGHPUT (async) backend of a saved run and each of its batch sizes,
     compare its throughput with ours on the run's longest cell, and store the checks in run.json."""
     run = load_run(run_dir.name, run_dir.parent)

@@ -128,7 +128,7 @@ class SetupFailed(Exception):
     """A setup's worker failed (some setups crash on some CPUs); the search goes on without it."""
 
 
-def measure(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int) -> list[dict[str, Any]]:
+def measure_setup(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int) -> list[dict[str, Any]]:
     """One benchmark-worker run of `setup` over its batch sizes; one row (a benchmark cell) per batch."""
     plan = Plan((photos,), setup.batches(), repeats)
     cells: list[benchmark.Cell] = []
@@ -208,7 +208,7 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
 
         def run(setup: Setup, photos: int, repeats: int) -> None:
             try:
-                rows = measure(model_dir, setup, images_path, photos, repeats)
+                rows = measure_setup(model_dir, setup, images_path, photos, repeats)
             except SetupFailed as e:
                 # Dropped from the race: _halve and _leaders rank only what was measured.
                 failed[setup] = str(e)
@@ -314,7 +314,7 @@ def best(candidates: list[dict[str, Any]], objective: str, among_peers: bool = F
     return min(pool, key=key)
 
 
-def cross_check(model_dir: Path, result: dict[str, Any], seconds: int = 15,
+def winners_beside_benchmark_app(model_dir: Path, result: dict[str, Any], seconds: int = 15,
                 progress: ProgressFn = ignore) -> list[dict[str, Any]]:
     """OpenVINO's benchmark_app with `-hint latency` and `-hint throughput` (its own defaults otherwise)
     on each winner's IR and batch, right after tuning; stored in tuned.json. The tuned latency winner

@@ -210,10 +210,10 @@ class Predictor:
         except ImageError as exc:
             return ImageResult(name, error=str(exc))
         result = ImageResult(name, image=img)
-        result.results = self.measure(to_model_input(img, self.image_size)[None], repeats, result.failed)
+        result.results = self.time_every_backend(to_model_input(img, self.image_size)[None], repeats, result.failed)
         return result
 
-    def measure(self, batch: np.ndarray, repeats: int = REPEATS,
+    def time_every_backend(self, batch: np.ndarray, repeats: int = REPEATS,
                 failed: dict[str, str] | None = None) -> dict[str, VariantResult]:
         """Every backend on one uint8 batch: one first call, then `repeats` timed calls. A remote
         backend that fails is left out, with its message in `failed`."""
@@ -265,7 +265,7 @@ def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: 
     photos, _ = prepare_images(cfg, progress)
     progress(Event("latency", 0, n, "loading every backend in this process, as the app's server does"))
     predictor = Predictor(Path(model_dir), variants)
-    per_photo = [predictor.measure(photos[i : i + 1]) for i in range(n)]
+    per_photo = [predictor.time_every_backend(photos[i : i + 1]) for i in range(n)]
     rows = []
     for v in variants:
         page_ms = float(np.median([r[v].latency_ms for r in per_photo]))

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core import atomic, paths
+from core.system import child_env
 from core.measure import tune
 from core.model import openset, registry
 from core.errors import UserError
@@ -331,7 +332,7 @@ def running_server(repository: Path, timeout_s: float = 120, log: Path | None = 
     log_file = open(log, "w") if log else subprocess.DEVNULL
     proc = subprocess.Popen(server_command(repository, port), cwd=paths.PROJECT_ROOT, stdout=log_file,
                             stderr=subprocess.STDOUT, start_new_session=True,
-                            env=os.environ | {"PYTHONPATH": str(paths.PROJECT_ROOT)})
+                            env=child_env())
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, timeout_s, log)
