@@ -13,7 +13,7 @@ import time
 import pytest
 from conftest import SHARED, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server
 from test_cloud_memory import (HealthProbe, answer, cloud_groups, keep_only, predict_in_another_browser,
-                               run_in_cloud_budget)
+                               run_in_cloud_budget, wait_for_own_sweep)
 
 from core.app import access
 
@@ -56,7 +56,7 @@ def test_a_half_core_server_keeps_answering(browser, tmp_path):
             page.get_by_role("spinbutton", name="Repeats").fill("1")
             page.get_by_role("button", name="Run sweep").click()
             report["predict_during_sweep_s"] = predict_in_another_browser(browser, url, photo)
-            page.get_by_text("distinct photos from").wait_for(timeout=300_000)
+            wait_for_own_sweep(page, 300_000)
             probe.stop()
             report["health_slowest_ms"] = round(probe.slowest_ms, 1)
             assert not probe.failures, probe.failures[:3]
