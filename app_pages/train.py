@@ -13,7 +13,7 @@ from PIL import Image
 from app_pages.common import (MODEL_KEY, access_config, current_workspace, my_job, policy,
                               rerun_when_finished, serving_download, show_busy_elsewhere, show_job_failure,
                               show_quality, show_refusal, starting_job, tensorflow_missing_notice)
-from core import paths, settings
+from core import paths, settings, system
 from core.app import workspace
 from core.model import data, registry, training
 from core.app.access import Action
@@ -166,6 +166,12 @@ with st.container(border=True):
                      f"{budget:.0f} MB budget.")
         else:
             st.caption(text + (f"; the budget is {budget:.0f} MB." if budget else "."))
+    quota = system.cpu_quota_cores()
+    if quota is not None and quota < 1:
+        # Measured (docs/deploying.md): below one core a job's time grows as 1 / cores.
+        st.caption(f"This server may use {quota:g} of a CPU core (its container's quota): expect the job to take "
+                   f"about {1 / quota:.0f}× as long as with a full core"
+                   + (f"; it is stopped after {caps.train_max_seconds / 60:.0f} min." if caps.train_max_seconds else "."))
     start = st.button("Train, convert and validate", type="primary", disabled=info is None or cfg is None or not fits)
 
 if arch == "mobilenet_v2" and not training.weights_available_offline(alpha, int(size)):

@@ -108,18 +108,22 @@ class MemoryCgroup:
     def close(self) -> None:
         self._stop.set()
         self._sampler.join(timeout=5)
-        for _ in range(50):
-            pids = [int(p) for p in (self.path / "cgroup.procs").read_text().split()]
-            for pid in pids:
-                try:
-                    os.kill(pid, 9)
-                except ProcessLookupError:
-                    pass
+        remove_group(self.path)
+
+
+def remove_group(path: Path) -> None:
+    """Kill whatever still runs in a test's cgroup, then remove the group."""
+    for _ in range(50):
+        for pid in (path / "cgroup.procs").read_text().split():
             try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
+                os.kill(int(pid), 9)
+            except ProcessLookupError:
+                pass
+        try:
+            path.rmdir()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 CPU_V1 = Path("/sys/fs/cgroup/cpu")
@@ -168,14 +172,4 @@ class CpuQuota:
         return 0.0
 
     def close(self) -> None:
-        for _ in range(50):
-            for pid in (self.path / "cgroup.procs").read_text().split():
-                try:
-                    os.kill(int(pid), 9)
-                except ProcessLookupError:
-                    pass
-            try:
-                self.path.rmdir()
-                return
-            except OSError:
-                time.sleep(0.1)
+        remove_group(self.path)

@@ -82,3 +82,17 @@ def test_recipe_over_the_memory_budget_is_refused_before_it_starts(tiny_dataset,
     assert "over this deployment's 2500 MB budget" in at.error[0].value and "Choose **Recommended**" in at.error[0].value
     assert at.button[0].disabled
 
+
+
+def test_a_fraction_of_a_core_is_announced_before_training(tmp_path, monkeypatch):
+    """Under a CPU quota below one core (Community Cloud gives as little as 0.078), the page says
+    how much longer a job will take, before it starts; with a whole core it says nothing."""
+    from core import system
+
+    monkeypatch.setattr(system, "cpu_quota_cores", lambda: 0.5)
+    at = open_train_page(monkeypatch, tmp_path / "models")
+    assert not at.exception, at.exception
+    assert any("2×" in c.value for c in at.caption)
+    monkeypatch.setattr(system, "cpu_quota_cores", lambda: None)
+    at.run()
+    assert not any("2×" in c.value for c in at.caption)
