@@ -171,7 +171,8 @@ with st.container(border=True):
         # Measured (docs/deploying.md): below one core a job's time grows as 1 / cores.
         st.caption(f"This server may use {quota:g} of a CPU core (its container's quota): expect the job to take "
                    f"about {1 / quota:.0f}× as long as with a full core"
-                   + (f"; it is stopped after {caps.train_max_seconds / 60:.0f} min." if caps.train_max_seconds else "."))
+                   + (f"; it is stopped after {caps.train_max_seconds / 60:.0f} min."
+                      if caps.train_max_seconds else "."))
     start = st.button("Train, convert and validate", type="primary", disabled=info is None or cfg is None or not fits)
 
 if arch == "mobilenet_v2" and not training.weights_available_offline(alpha, int(size)):

@@ -27,8 +27,9 @@ def tensorflow_missing() -> str | None:
            if tuple(map(int, python.split(".")[:2])) >= (3, 14) else "it is not in this Python environment")
     return (f"TensorFlow is not installed on this server: {why}. OpenVINO, ONNX Runtime and LiteRT run the "
             "shipped model as usual; training, conversion, tuning and the TensorFlow backend need TensorFlow. "
-            "Fix: on Streamlit Community Cloud, delete the app and deploy it again choosing Python 3.12 or 3.13 under Advanced settings (an app's Python cannot be changed after "
-            "deployment); elsewhere, `pip install -r requirements.txt` on Python 3.11–3.13.")
+            "Fix: on Streamlit Community Cloud, delete the app and deploy it again choosing Python 3.12 or 3.13 "
+            "under Advanced settings (an app's Python cannot be changed after deployment); elsewhere, "
+            "`pip install -r requirements.txt` on Python 3.11–3.13.")
 
 
 def require_tensorflow() -> None:
