@@ -70,3 +70,31 @@ def test_a_half_core_server_keeps_answering(browser, tmp_path):
         print("half core:", json.dumps(report))
     assert report["health_slowest_ms"] < 1000, report
     assert report["oom_kills"] == 0
+
+
+def test_the_smallest_cloud_app_serves_home_and_predict(browser, tmp_path):
+    """Cloud's smallest app, 690 MB and half a core: Home, then Predict answers a photo with every
+    default backend (TensorFlow included), and nothing is killed for memory (the kernel reclaims
+    the libraries' file pages before it kills)."""
+    group, quota = cloud_groups(0.5, memory_mb=690)
+    photo = tmp_path / "daisy.jpg"
+    photo.write_bytes(mini_photo("daisy"))
+    report = {"cores": 0.5, "limit_mb": 690}
+    try:
+        with streamlit_server("cloud-smallest", preexec_fn=lambda: (group.enter(), quota.enter())) as (url, server):
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url, timeout=120_000)
+            page.get_by_text("Library versions").wait_for(timeout=180_000)
+            page.goto(f"{url}/predict", timeout=120_000)
+            page.locator("input[type=file]").first.set_input_files(str(photo))
+            answer(page).first.wait_for(timeout=180_000)
+            page.wait_for_timeout(3000)
+            assert server.poll() is None, "the server was killed"
+            assert page.get_by_text("all 4 backends agree").count() == 1
+            page.close()
+    finally:
+        report |= {"peak_rss_mb": round(group.peak_rss_mb), "oom_kills": group.oom_kills}
+        quota.close()
+        group.close()
+        print("smallest app:", json.dumps(report))
+    assert report["oom_kills"] == 0

@@ -124,9 +124,9 @@ def keep_only(page, label: str, keys: list[str]) -> None:
         page.wait_for_timeout(300)
 
 
-def cloud_groups(cores: float | None) -> tuple[MemoryCgroup, CpuQuota | None]:
+def cloud_groups(cores: float | None, memory_mb: int = LIMIT_MB) -> tuple[MemoryCgroup, CpuQuota | None]:
     """The memory cgroup, and a CPU quota of `cores` when given; skips where cgroups cannot be made."""
-    group = MemoryCgroup.create(LIMIT_MB)
+    group = MemoryCgroup.create(memory_mb)
     if isinstance(group, str):
         pytest.skip(group)
     quota = CpuQuota.create(cores) if cores else None
