@@ -1,7 +1,7 @@
 """Print the lines of requirements.txt that install on another Python (Linux x86-64), markers
 evaluated for that version and dropped: `python scripts/requirements_for_python.py 3.14`.
 
-.ci/run installs this set for Python 3.14 into a Python 3.11 environment (.venv-notf), so the
+.ci/run installs this set for Python 3.14 into a Python 3.11 environment (.venv/notf), so the
 tests run the app exactly without what Community Cloud's Python 3.14 would lack (TensorFlow).
 """
 

@@ -1,5 +1,5 @@
 """The app as Community Cloud's Python 3.14 installs it: without the TensorFlow stack (no wheel
-there; requirements.txt's markers leave it out). A second environment, .venv-notf, holds exactly
+there; requirements.txt's markers leave it out). A second environment, .venv/notf, holds exactly
 the packages requirements.txt keeps for Python 3.14 (.ci/run makes it with
 scripts/requirements_for_python.py); the real app runs in it, in Chromium, every page visited."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from conftest import MODELS, ROOT, mini_photo, needs_chromium, needs_mini, streamlit_server
 
-NO_TF_PYTHON = ROOT / ".venv-notf" / "bin" / "python"
+NO_TF_PYTHON = ROOT / ".venv" / "notf" / "bin" / "python"
 NOTICE = ".st-key-tensorflow-missing"  # app_pages.common.TF_MISSING_KEY
 ERRORS = '[data-testid="stException"]'
 needs_env = pytest.mark.skipif(not NO_TF_PYTHON.exists(),
