@@ -15,7 +15,7 @@ from app_pages.common import (MODEL_KEY, access_config, current_workspace, my_jo
                               show_quality, show_refusal, starting_job, tensorflow_missing_notice)
 from core import paths, settings, system
 from core.app import workspace
-from core.model import data, registry, training
+from core.model import architectures, data, registry, training
 from core.app.access import Action
 from core.errors import UserError
 from core.model.images import ImageError, for_display, open_image
@@ -112,13 +112,14 @@ with st.container(border=True):
                                format_func=lambda r: f"{r} — {settings.RECIPES[r].summary}")
     recipe = settings.RECIPES[recipe_name].config
     c1, c2, c3 = st.columns(3)
-    arch = c1.selectbox("Architecture", list(settings.ARCHS), index=settings.ARCHS.index(recipe.arch),
-                        key=f"arch-{recipe_name}",
-                        help="MobileNetV2: ImageNet transfer learning. tutorial_cnn: the original study's network.")
-    alpha = c2.selectbox("MobileNetV2 alpha", list(settings.MOBILENET_ALPHAS),
-                         index=settings.MOBILENET_ALPHAS.index(recipe.alpha), key=f"alpha-{recipe_name}")
+    arch = c1.selectbox("Architecture", list(architectures.ARCHS), index=architectures.ARCHS.index(recipe.arch),
+                        key=f"arch-{recipe_name}", format_func=architectures.describe,
+                        help=" ".join(a.help for a in architectures.ARCHITECTURES.values()))
+    alpha = c2.selectbox("MobileNetV2 alpha", list(architectures.MOBILENET_ALPHAS), disabled=arch != "mobilenet_v2",
+                         index=architectures.MOBILENET_ALPHAS.index(recipe.alpha), key=f"alpha-{recipe_name}")
     size = c3.number_input("Image size (px)", 32, 320, recipe.image_size, step=16, key=f"size-{recipe_name}",
-                           help="MobileNetV2's weights were trained at 224; the tutorial used 180.")
+                           help="The backbones' ImageNet weights were trained at 224 to 260 px; larger photos "
+                                "often help, at a quadratic cost in time and memory. The tutorial used 180.")
     c1, c2, c3, c4 = st.columns(4)
     epochs = c1.number_input("Epochs (head / all for the CNN)", 1, 100, recipe.epochs, key=f"epochs-{recipe_name}")
     ft_epochs = c2.number_input("Fine-tuning epochs", 0, 100, recipe.fine_tune_epochs, key=f"ft-{recipe_name}")
@@ -146,7 +147,7 @@ with st.container(border=True):
     try:
         cfg = settings.TrainConfig(**(asdict(recipe) | dict(
             arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
-            fine_tune_epochs=int(ft_epochs) if arch == "mobilenet_v2" else 0, fine_tune_layers=int(ft_layers),
+            fine_tune_epochs=int(ft_epochs) if architectures.get(arch).transfer else 0, fine_tune_layers=int(ft_layers),
             batch_size=int(batch), augment=augment, strong_augment=augment and strong, mix=mix,
             schedule=schedule, fit_on_val=fit_on_val)))
     except UserError as exc:
@@ -175,9 +176,8 @@ with st.container(border=True):
                       if caps.train_max_seconds else "."))
     start = st.button("Train, convert and validate", type="primary", disabled=info is None or cfg is None or not fits)
 
-if arch == "mobilenet_v2" and not training.weights_available_offline(alpha, int(size)):
-    st.info(f"The ImageNet weights for alpha {alpha} at {int(size)} px are not cached; Keras will download them. "
-            "If this server is offline that fails: choose `tutorial_cnn`, which needs no download.")
+if cfg is not None and (note := architectures.weights_note(cfg)):
+    st.info(note)
 
 if start and info is not None and cfg is not None:
     with starting_job("training"):

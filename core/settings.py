@@ -12,10 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import UserError
+from core.model.architectures import ARCHS, MOBILENET_ALPHAS, get as architecture
 from core.model.variants import (LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT, REMOTE_SETUP, ir_variant)
 
-ARCHS = ("tutorial_cnn", "mobilenet_v2")
-MOBILENET_ALPHAS = (0.35, 0.5)
 CALIBRATION_SIZE = 300  # training photos NNCF calibrates INT8 on
 SCHEDULES = ("constant", "cosine")
 MIXES = ("none", "mixup", "cutmix")
@@ -32,8 +31,9 @@ def _help(text: str, *flags: str) -> dict[str, Any]:
 class TrainConfig:
     arch: str = field(default="mobilenet_v2", metadata=_help(f"one of {', '.join(ARCHS)}"))
     alpha: float = field(default=0.5, metadata=_help("MobileNetV2 width multiplier"))
-    image_size: int | None = field(default=None, metadata=_help("pixels; 224 for MobileNetV2, 180 for the CNN"))
-    epochs: int = field(default=5, metadata=_help("the CNN's epochs, or MobileNetV2's frozen-backbone epochs"))
+    image_size: int | None = field(default=None, metadata=_help("pixels; by default the backbone's own (224 for "
+                                                                "MobileNetV2 and EfficientNet-Lite0), 180 for the CNN"))
+    epochs: int = field(default=5, metadata=_help("the CNN's epochs, or a backbone's frozen-backbone epochs"))
     fine_tune_epochs: int = 0
     fine_tune_layers: int = field(default=30, metadata=_help("backbone layers unfrozen from the top when fine-tuning"))
     batch_size: int = 32
@@ -69,12 +69,11 @@ class TrainConfig:
     def __post_init__(self) -> None:
         if self.weights in ("none", ""):
             object.__setattr__(self, "weights", None)  # frozen: the one normalisation happens here
-        if self.arch not in ARCHS:
-            raise UserError(f"unknown architecture {self.arch!r}; choose one of {', '.join(ARCHS)}")
+        arch = architecture(self.arch)  # raises on an unknown one
         if self.arch == "mobilenet_v2" and self.alpha not in MOBILENET_ALPHAS:
             raise UserError(f"MobileNetV2 alpha must be one of {MOBILENET_ALPHAS}")
         if self.image_size is None:
-            object.__setattr__(self, "image_size", 224 if self.arch == "mobilenet_v2" else 180)
+            object.__setattr__(self, "image_size", arch.default_size)
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}")
         if self.mix not in MIXES:

@@ -17,16 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from core import paths
-from core.model import data
+from core.model import architectures, data
 from core.errors import UserError
 from core.progress import ProgressFn, ignore
 from core.settings import TrainConfig
 
 CARD_VERSION = 2
-PREPROCESSING = {
-    "tutorial_cnn": "RGB, resized (bilinear, stretched) to image_size, pixels/255 inside the model",
-    "mobilenet_v2": "RGB, resized (bilinear, stretched) to image_size, pixels/127.5-1 inside the model",
-}
 
 
 class ModelError(UserError):
@@ -128,11 +124,11 @@ class ModelCard:
 
     @property
     def architecture(self) -> str:
-        return f"MobileNetV2 α{self.alpha}" if self.arch == "mobilenet_v2" else "Tutorial CNN"
+        return architectures.describe(self.arch, self.alpha)
 
     @property
     def preprocessing(self) -> str:
-        return PREPROCESSING.get(self.arch, "")
+        return architectures.ARCHITECTURES[self.arch].preprocessing if self.arch in architectures.ARCHITECTURES else ""
 
     @property
     def seed(self) -> int:

@@ -1,14 +1,13 @@
 """Training the two architectures behind one API, with progress.
 
-`tutorial_cnn` is the original study's network; `mobilenet_v2` is ImageNet transfer
-learning: a frozen-backbone phase, then fine-tuning the top of the backbone.
+`tutorial_cnn` is the original study's network; the others (`core.model.architectures`) are
+ImageNet transfer learning: a frozen-backbone phase, then fine-tuning the top of the backbone.
 Preprocessing (scaling pixels) lives inside the model, so every runtime is fed the same
 uint8-valued images.
 """
 
 from __future__ import annotations
 
-import os
 import shlex
 import sys
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.model import data, registry
+from core.model import architectures, data, registry
 from core.runtimes import availability
 from core.errors import UserError
 from core.model.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
@@ -27,27 +26,22 @@ from core.settings import RECIPES, TrainConfig
 from core.system import library_versions, machine_summary
 
 
-class WeightsUnavailable(UserError):
-    """ImageNet weights could not be found offline nor downloaded."""
-
-
 # Peak resident memory of the whole app (the server with every Predict backend loaded, plus the
-# training job) while a MobileNetV2 job fine-tunes: a fixed part, the decoded training photos
+# training job) while a transfer-learning job fine-tunes: a fixed part, the decoded training photos
 # (a file-backed array, counted while mapped), and activations that grow with batch x pixels and
 # with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers).
 # Fitted on the 2700 MB cgroup runs in docs/safety.md ("Memory") and on per-recipe peaks of the
-# training process measured with /usr/bin/time.
+# training process measured with /usr/bin/time; the per-architecture factor is in `architectures`.
 _APP_BASE_MB = 1870.0
-_MB_PER_BATCH_PIXEL = {"mobilenet_v2": 3.9e-4, "tutorial_cnn": 1.0e-4}
-_MOBILENET_V2_LAYERS = 154
 
 
 def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
     """An estimate of the app's peak memory (server and job) during this training, before it starts."""
-    depth = min(1.0, cfg.fine_tune_layers / _MOBILENET_V2_LAYERS) ** 2 if cfg.arch == "mobilenet_v2" else 1.0
-    if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs == 0:
+    arch = architectures.get(cfg.arch)
+    depth = min(1.0, cfg.fine_tune_layers / arch.backbone_layers) ** 2 if arch.transfer else 1.0
+    if arch.transfer and cfg.fine_tune_epochs == 0:
         depth = 0.1  # the frozen backbone only runs forward
-    activations = _MB_PER_BATCH_PIXEL[cfg.arch] * cfg.batch_size * cfg.image_size**2 * depth
+    activations = arch.mb_per_batch_pixel * cfg.batch_size * cfg.image_size**2 * depth
     photos = n_train * cfg.image_size**2 * 3 / 2**20
     return _APP_BASE_MB + photos + activations
 
@@ -80,46 +74,25 @@ def build_model(cfg: TrainConfig, num_classes: int):
     import keras
     from keras import layers
 
-    size = cfg.image_size
-    inputs = keras.Input((size, size, 3), name="image")
-    if cfg.arch == "tutorial_cnn":
-        x = layers.Rescaling(1.0 / 255)(inputs)
+    arch = architectures.get(cfg.arch)
+    inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
+    x = layers.Rescaling(arch.pixel_scale, offset=arch.pixel_offset)(inputs)
+    if arch.transfer:
+        backbone = architectures.backbone(cfg)
+        backbone.trainable = False
+        # training=False keeps BatchNorm statistics frozen, also while fine-tuning.
+        x = backbone(x, training=False)
+    else:
         for filters in (16, 32, 64):
             x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
             x = layers.MaxPooling2D()(x)
         x = layers.Dropout(cfg.dropout)(x)
         x = layers.Flatten()(x)
         x = layers.Dense(128, activation="relu")(x)
-    else:
-        x = layers.Rescaling(1.0 / 127.5, offset=-1.0)(inputs)
-        backbone = _mobilenet_v2(cfg)
-        backbone.trainable = False
-        # training=False keeps BatchNorm statistics frozen, also while fine-tuning.
-        x = backbone(x, training=False)
+    if arch.transfer:
         x = layers.Dropout(cfg.dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", name="probabilities")(x)
     return keras.Model(inputs, outputs, name=cfg.arch)
-
-
-def _mobilenet_v2(cfg: TrainConfig):
-    import keras
-
-    try:
-        return keras.applications.MobileNetV2(
-            input_shape=(cfg.image_size, cfg.image_size, 3), alpha=cfg.alpha, include_top=False,
-            weights=cfg.weights, pooling="avg",
-        )
-    except Exception as exc:  # Keras raises URLError/OSError/ValueError/Exception depending on the failure
-        if cfg.weights is None:
-            raise
-        raise WeightsUnavailable(
-            f"MobileNetV2 alpha {cfg.alpha} ImageNet weights are not in $KERAS_HOME/models and could not be "
-            f"downloaded ({exc}). Go online, copy the weights file there, or train 'tutorial_cnn'."
-        ) from exc
-
-
-def _backbone(model):
-    return next(layer for layer in model.layers if layer.name.startswith("mobilenetv2"))
 
 
 def _keras_callback(progress: ProgressFn, total_epochs: int, phase: str,
@@ -239,7 +212,7 @@ def unfreeze_top(model, n_layers: int) -> None:
     non-trainable BN runs in inference mode, so small batches cannot wreck the ImageNet statistics."""
     import keras
 
-    backbone = _backbone(model)
+    backbone = architectures.find_backbone(model)
     backbone.trainable = True
     for i, layer in enumerate(backbone.layers):
         layer.trainable = (i >= len(backbone.layers) - n_layers
@@ -287,9 +260,9 @@ def train(
         history: list[dict[str, Any]] = []
         # Phase 3: fit the new head on a frozen backbone (or the whole tutorial CNN).
         _fit(model, train_ds, val_ds, loss, cfg, cfg.epochs, cfg.learning_rate,
-             "train" if cfg.arch == "tutorial_cnn" else "head", history, progress)
+             "head" if architectures.get(cfg.arch).transfer else "train", history, progress)
         # Phase 4: fine-tune the top of the backbone at a lower learning rate.
-        if cfg.arch == "mobilenet_v2" and cfg.fine_tune_epochs > 0:
+        if architectures.get(cfg.arch).transfer and cfg.fine_tune_epochs > 0:
             unfreeze_top(model, cfg.fine_tune_layers)
             _fit(model, train_ds, val_ds, loss, cfg, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, "fine-tune",
                  history, progress, cfg.schedule)
@@ -311,15 +284,3 @@ def train(
     path = registry.save_model(name, fill, models_root, overwrite=overwrite)
     progress(Event("saved", 1, 1, f"saved {path}", {} if val_acc is None else {"val_accuracy": val_acc}))
     return path
-
-
-def weights_file(alpha: float, image_size: int = 224) -> str:
-    """The file Keras looks for in $KERAS_HOME/models for MobileNetV2 'no top' weights: it has
-    weights for 96, 128, 160, 192 and 224 px inputs and uses the 224 ones for any other size."""
-    rows = image_size if image_size in (96, 128, 160, 192, 224) else 224
-    return f"mobilenet_v2_weights_tf_dim_ordering_tf_kernels_{float(alpha)}_{rows}_no_top.h5"
-
-
-def weights_available_offline(alpha: float, image_size: int = 224) -> bool:
-    home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    return (home / "models" / weights_file(alpha, image_size)).exists()
