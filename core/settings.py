@@ -151,6 +151,11 @@ class OVSettings:
             cfg["INFERENCE_NUM_THREADS"] = self.threads
         return cfg
 
+    def config_strings(self) -> dict[str, str]:
+        """The same properties as strings, the one spelling of a config file: OpenVINO Model Server's
+        `plugin_config` and benchmark_app's `-load_config` (booleans as OpenVINO writes them, YES / NO)."""
+        return {k: ("YES" if v else "NO") if isinstance(v, bool) else str(v) for k, v in self.config().items()}
+
 
 # ---------------------------------------------------------------- benchmark sweeps
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_SIZE
-from core.measure import benchmark
+from core.measure import benchmark, tune
 from core.model import data, registry
 from core.runtimes import predict, remote
 from core.serve import loadtest, serving
@@ -81,7 +81,8 @@ def _tuned_json(path):
         return {"objective": "throughput", "runtime": "openvino", "eligible": True, "photos": 64, "repeats": 3,
                 "label": f"{variant} test", "throughput_ips": throughput, "p50_ms": 1.0,
                 "setup": {"variant": variant, "precision": "bf16", "hint": "THROUGHPUT", "streams": "2",
-                          "requests": 4, "batch": 8, "shape": "static", "pinning": False} | setup}
+                          "streams_requested": 2, "requests": 4, "batch": 8, "shape": "static",
+                          "pinning": False} | setup}
 
     path.write_text(json.dumps({"machine": {"cpu": "Test CPU"}, "candidates": [
         candidate("openvino-fp32", 500.0), candidate("openvino-int8", 900.0, precision="f32", shape="dynamic"),
@@ -102,6 +103,9 @@ def test_export_takes_the_tuned_throughput_setup(tiny_model, tmp_path):
     assert fp32.plugin_config == {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2",
                                   "ENABLE_CPU_PINNING": "NO", "INFERENCE_PRECISION_HINT": "bf16"}
     assert fp32.nireq == 4 and fp32.batch == 8
+    # The Predict page compiles the same winner with the very same properties.
+    winner = next(c for c in json.loads(tuned.read_text())["candidates"] if c["throughput_ips"] == 500.0)
+    assert tune.settings_of(winner)[1].config_strings() == fp32.plugin_config
     out = serving.export(tiny_model, tmp_path / "repo", "fp32", tuned, batch=None)
     config = json.loads((out / "config.json").read_text())["model_config_list"][0]["config"]
     assert config["shape"] == {"image": f"(8,{TINY_SIZE},{TINY_SIZE},3)"}

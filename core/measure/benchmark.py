@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core import atomic, paths
-from core.model import data, peers, registry
+from core.model import artifacts, data, registry
 from core.runtimes import remote
 from core.errors import UserError
 from core.model.evaluate import Guard
@@ -206,8 +206,10 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
     """Run the sweep and save it under the results folder; returns the run's folder."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     images, image_info = prepare_images(cfg, progress)
-    for variant in dict.fromkeys(BACKENDS[k].variant for k in cfg.backends if BACKENDS[k].variant in PEER_VARIANTS):
-        peers.ensure(Path(cfg.model_dir), variant, progress)
+    # Made here, once, before the workers start (each would otherwise make its own).
+    for variant in dict.fromkeys(BACKENDS[k].variant for k in cfg.backends):
+        if variant in CATALOGUE and variant != registry.TF_VARIANT:
+            artifacts.ensure(Path(cfg.model_dir), variant, progress)
     card = registry.read_card(Path(cfg.model_dir))
     cells: list[Cell] = []
     backends: dict[str, Any] = {}
@@ -414,8 +416,7 @@ def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seco
         if settings is not None:
             # benchmark_app refuses -pin next to -hint; a config file passes every setting as we compile with.
             config = Path(tmp) / "config.json"
-            config.write_text(json.dumps({settings.device: {k: str(v).upper() if isinstance(v, bool) else str(v)
-                                                            for k, v in settings.config().items()}}))
+            config.write_text(json.dumps({settings.device: settings.config_strings()}))
             cmd += ["-load_config", str(config)]
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 180)
     out = proc.stdout + proc.stderr

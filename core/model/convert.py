@@ -55,6 +55,13 @@ def keras_to_ov(model_dir: Path):
     return ov_model
 
 
+def make_ir(model_dir: Path, tmp: Path, precision: str) -> None:
+    """Write one float IR (fp32, or fp16-compressed weights) into `tmp`: what `convert` writes for it."""
+    import openvino as ov
+
+    ov.save_model(keras_to_ov(model_dir), tmp / "model.xml", compress_to_fp16=precision == "fp16")
+
+
 def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRATION_SIZE):
     """NNCF post-training quantization, calibrated on `calibration` (uint8 NHWC training images)."""
     import nncf

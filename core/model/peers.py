@@ -3,8 +3,8 @@
 ONNX Runtime (tf2onnx export; INT8 by static QDQ) and LiteRT, formerly TensorFlow Lite (XNNPACK;
 INT8 by the TFLite converter's full-integer quantization). Both INT8 peers calibrate on the same
 seeded training photos as NNCF's INT8 IR. Each file is made from the Keras model on first use
-and scored on the model's own validation and held-out photos, like the OpenVINO variants, so a
-speed-up can be stated against the best peer within the same accuracy budget.
+(`core.model.artifacts`) and scored on the model's own validation and held-out photos, like the
+OpenVINO variants, so a speed-up can be stated against the best peer within the same accuracy budget.
 """
 
 from __future__ import annotations
@@ -15,8 +15,7 @@ from typing import Callable
 import numpy as np
 
 from core.model import registry
-from core.runtimes import availability
-from core.progress import Event, ProgressFn, ignore
+from core.progress import ProgressFn
 from core.settings import CALIBRATION_SIZE
 from core.model.variants import CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
 
@@ -44,7 +43,7 @@ def _make_onnx_int8(model_dir: Path, tmp: Path, progress: ProgressFn) -> None:
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
-    source = ensure(model_dir, ONNX_VARIANT, progress)
+    source = Path(model_dir) / CATALOGUE[ONNX_VARIANT].file  # made first (core.model.artifacts.SOURCES)
     calibration = _calibration(model_dir, progress)
     input_name = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).get_inputs()[0].name
 
@@ -87,22 +86,3 @@ MAKERS: dict[str, Callable[[Path, Path, ProgressFn], None]] = {
 
 def _filename(variant: str) -> str:
     return Path(CATALOGUE[variant].file).name
-
-
-def path(model_dir: Path, variant: str) -> Path:
-    return Path(model_dir) / CATALOGUE[variant].file
-
-
-def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
-    """The peer's model file, made (atomically) and scored on the model's card if it is not there yet."""
-    target = path(model_dir, variant)
-    if target.exists():
-        return target
-    availability.require_tensorflow()
-    progress(Event("peers", 0, None, f"making the {variant} model from the Keras model (once)"))
-    registry.save_artifact(target.parent, lambda tmp: MAKERS[variant](Path(model_dir), tmp, progress),
-                           target.name)
-    from core.model import evaluate
-
-    evaluate.validate_and_record(Path(model_dir), progress=progress, variants=[variant])
-    return target

@@ -61,9 +61,11 @@ def variant_path(model_dir: Path, variant: str) -> Path:
 
 
 def available_variants(model_dir: Path) -> list[str]:
-    """The variants this server can run: its file is there, and so is its runtime."""
-    return [v for v in VARIANTS
-            if variant_path(model_dir, v).exists() and (v != TF_VARIANT or availability.has_tensorflow())]
+    """The variants this server can run: its runtime is here, and so is its file, or TensorFlow to
+    rebuild it from model.keras on first use (`core.model.artifacts`)."""
+    tf = availability.has_tensorflow()
+    return [v for v in VARIANTS if (v != TF_VARIANT or tf)
+            and (variant_path(model_dir, v).exists() or (tf and CATALOGUE[v].rebuildable))]
 
 
 def present_peers(model_dir: Path) -> list[str]:

@@ -269,7 +269,7 @@ def train(
         val_acc = None  # a final fit has trained on the validation photos: no honest score there
         if not cfg.fit_on_val:
             progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
-            val_probs = model.predict(prepared.x_val, batch_size=64, verbose=0)
+            val_probs = model.predict(prepared.x_val, batch_size=cfg.batch_size, verbose=0)  # no bigger peak than training
             val_acc = float(np.mean(np.argmax(val_probs, 1) == prepared.y_val))
     # Phase 5: record. A new, uncompiled Model over the same layers is saved without the optimizer's
     # state (5.4 MB of the shipped model's 8.9; keras.models.clone_model compiles its clone again).

@@ -33,6 +33,13 @@ class Variant:
     file: str  # inside the model folder
     precision: str  # of the file's weights, as tables show it
     peer: bool = False  # made on first use from the Keras model (core.model.peers), not by training and conversion
+    calibrated: bool = False  # INT8: made with the training photos, so only where they are
+
+    @property
+    def rebuildable(self) -> bool:
+        """Made from model.keras alone: where TensorFlow is, a missing file is rebuilt on first use
+        (`core.model.artifacts`), so a shipped folder need not carry it."""
+        return self.runtime is not TENSORFLOW and not self.calibrated
 
 
 TF_VARIANT = "tensorflow"
@@ -50,11 +57,12 @@ def ir_variant(precision: str) -> str:
 
 CATALOGUE: dict[str, Variant] = {v.name: v for v in (
     Variant(TF_VARIANT, TENSORFLOW, "model.keras", "fp32"),
-    *(Variant(ir_variant(p), OPENVINO, f"openvino/{p}/model.xml", p) for p in IR_PRECISIONS),
+    *(Variant(ir_variant(p), OPENVINO, f"openvino/{p}/model.xml", p, calibrated=p == "int8") for p in IR_PRECISIONS),
     Variant(ONNX_VARIANT, ONNXRUNTIME, "onnx/model.onnx", "f32", peer=True),
-    Variant(ONNX_INT8_VARIANT, ONNXRUNTIME, "onnx-int8/model.onnx", "int8 (QDQ)", peer=True),
+    Variant(ONNX_INT8_VARIANT, ONNXRUNTIME, "onnx-int8/model.onnx", "int8 (QDQ)", peer=True, calibrated=True),
     Variant(LITERT_VARIANT, LITERT, "litert/model.tflite", "f32", peer=True),
-    Variant(LITERT_INT8_VARIANT, LITERT, "litert-int8/model.tflite", "int8 (full integer)", peer=True),
+    Variant(LITERT_INT8_VARIANT, LITERT, "litert-int8/model.tflite", "int8 (full integer)", peer=True,
+            calibrated=True),
 )}
 
 MODEL_VARIANTS = tuple(name for name, v in CATALOGUE.items() if not v.peer)  # what training and conversion make

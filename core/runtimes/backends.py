@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from core.model import registry
+from core.model import artifacts, registry
 from core.runtimes import availability
 from core.settings import TF_MODES, OVSettings
 from core.model.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
@@ -199,7 +199,7 @@ class OpenVINOBackend(Backend):
 def _peer_file(model_dir: Path, variant: str) -> Path:
     path = Path(model_dir) / CATALOGUE[variant].file
     if not path.exists():
-        raise registry.ModelError(f"{path} is missing; it is made by core.model.peers.ensure")
+        raise registry.ModelError(f"{path} is missing; it is made by core.model.artifacts.ensure")
     return path
 
 
@@ -275,6 +275,8 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
     """The backend of `variant`; `threads` applies to the peers (OpenVINO takes them in `ov_settings`)."""
     if variant == registry.TF_VARIANT:
         return TensorFlowBackend(model_dir, tf_mode)
+    if variant in CATALOGUE:
+        artifacts.ensure(model_dir, variant)  # a shipped folder's FP32 IR is remade here once
     if variant in ONNX_VARIANTS:
         return OnnxRuntimeBackend(model_dir, variant, threads)
     if variant in LITERT_VARIANTS:

@@ -100,15 +100,14 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
 
 
 def _from_winner(winner: dict[str, Any], machine: dict[str, Any]) -> ServingSetup:
+    """The winner as the server runs it: the same properties the tuning compiled with (and the Predict
+    page compiles with: `tune.settings_of`), as many requests as it kept in flight."""
+    variant, settings, static_batch = tune.settings_of(winner)
     s = winner["setup"]
-    config = {"PERFORMANCE_HINT": s["hint"], "NUM_STREAMS": str(s["streams"]),
-              "ENABLE_CPU_PINNING": "YES" if s["pinning"] else "NO"}
-    if s["precision"] != "default":
-        config["INFERENCE_PRECISION_HINT"] = s["precision"]
-    streams = int(s["streams"]) if str(s["streams"]).isdigit() else 1
+    streams = int(s["streams"]) if str(s["streams"]).isdigit() else 1  # what the plugin chose, as measured
     where = machine.get("cpu") or machine.get("processor") or "this machine"
-    return ServingSetup(s["variant"], config, nireq=max(int(s["requests"]), streams),
-                        batch=s["batch"] if s["shape"] == "static" else None,
+    return ServingSetup(variant, settings.config_strings(), nireq=max(int(s["requests"]), streams),
+                        batch=static_batch,
                         source=f"tuned ({winner['label']}, {winner['throughput_ips']:.0f} img/s on {where})")
 
 
