@@ -32,7 +32,7 @@ from core.model.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS, BackendSpec, OVSettings, Plan, SweepConfig
 from core.system import child_env, library_versions, machine_summary
-from core.model.variants import PEER_VARIANTS, REMOTE_SETUP
+from core.model.variants import CATALOGUE, PEER_VARIANTS, REMOTE_SETUP
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
@@ -123,9 +123,11 @@ SUMMARY_COLUMNS = ["backend", "precision", "hint", "batch", "size", "total_s_med
 
 
 def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
-    """Backends whose model file exists; with `make_peers`, also the peers, whose files a sweep makes
-    (into the model's folder) from the Keras model."""
+    """Backends whose model file exists; with `make_peers`, also the files a sweep makes (into the
+    model's folder) from the Keras model: the peers, and what a shipped folder leaves out."""
     variants = set(registry.available_variants(Path(model_dir))) | set(registry.present_peers(Path(model_dir)))
+    if not make_peers:  # nothing is written into the folder: only the files that are there
+        variants = {v for v in variants if v == registry.TF_VARIANT or artifacts.path(Path(model_dir), v).exists()}
     if remote.serves(Path(model_dir)):
         variants.add(REMOTE_SETUP)
     return [k for k, spec in BACKENDS.items()

@@ -33,7 +33,8 @@ def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path
     if target.exists():
         return target
     if variant in IR_VARIANTS and CATALOGUE[variant].calibrated:
-        raise registry.ModelError(f"{model_dir.name} has no INT8 IR; make it with `python -m core convert`")
+        raise registry.ModelError(f"{target} is missing; the INT8 IR is made with the training photos by "
+                                  "`python -m core convert`")
     availability.require_tensorflow()
     if variant in SOURCES:
         ensure(model_dir, SOURCES[variant], progress)

@@ -61,16 +61,28 @@ def variant_path(model_dir: Path, variant: str) -> Path:
 
 
 def available_variants(model_dir: Path) -> list[str]:
-    """The variants this server can run: its runtime is here, and so is its file, or TensorFlow to
-    rebuild it from model.keras on first use (`core.model.artifacts`)."""
-    tf = availability.has_tensorflow()
-    return [v for v in VARIANTS if (v != TF_VARIANT or tf)
-            and (variant_path(model_dir, v).exists() or (tf and CATALOGUE[v].rebuildable))]
+    """The variants this server can run: its runtime is here, and so is its file, or (for a folder
+    shipped without it) TensorFlow to remake it from model.keras on first use."""
+    return [v for v in VARIANTS if (v != TF_VARIANT or availability.has_tensorflow()) and _present(model_dir, v)]
 
 
 def present_peers(model_dir: Path) -> list[str]:
-    """The peers (core.model.peers) whose files have been made for this model."""
-    return [v for v in PEER_VARIANTS if (Path(model_dir) / CATALOGUE[v].file).exists()]
+    """The peers (core.model.peers) whose files have been made for this model (or can be remade)."""
+    return [v for v in PEER_VARIANTS if _present(model_dir, v)]
+
+
+def _present(model_dir: Path, variant: str) -> bool:
+    """Its file is there, or it was made and scored once (the card says so) and can be remade here
+    (`core.model.artifacts.ensure`): a shipped folder leaves out what model.keras remakes."""
+    if (Path(model_dir) / CATALOGUE[variant].file).exists():
+        return True
+    if not (CATALOGUE[variant].rebuildable and availability.has_tensorflow()):
+        return False
+    try:
+        scores = read_card(model_dir).scores
+    except ModelError:
+        return False
+    return any(variant in s.accuracy for s in scores.values())
 
 
 def variant_size_bytes(model_dir: Path, variant: str) -> int:
