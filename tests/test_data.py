@@ -1,6 +1,9 @@
 import io
 import tarfile
 import zipfile
+from pathlib import Path
+
+import numpy as np
 
 import pytest
 
@@ -119,3 +122,18 @@ def test_official_url_uses_the_owners_mirror_without_a_request(tmp_path, monkeyp
     info = data.scan(root)
     assert info.classes == ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
     assert set(info.counts.values()) == {20}
+
+
+def test_training_photos_are_read_back_without_being_mapped(tiny_dataset, tmp_path):
+    """The decoded training set is read a batch at a time from its file (page cache the kernel may
+    drop), not mapped into the job: mapped pages would count as the job's own memory."""
+    from core.model import training
+    from core.settings import TrainConfig
+
+    cfg = TrainConfig(arch="tutorial_cnn", image_size=32, val_fraction=0.25)
+    prepared = training.load_and_split(tiny_dataset, cfg, tmp_path)
+    backing = tmp_path / "train.npy"
+    assert str(backing) not in Path("/proc/self/maps").read_text()
+    rows = np.array([3, 0, len(prepared.y_train) - 1])
+    assert np.array_equal(prepared.x_train[rows], np.load(backing)[rows])
+    assert len(prepared.x_train) == len(prepared.y_train) and prepared.x_train.shape[1:] == (32, 32, 3)

@@ -444,12 +444,46 @@ def load_arrays(
     return images[:n], labels[:n], bad
 
 
-def tf_dataset(images: np.ndarray, labels: np.ndarray, batch_size: int, shuffle: bool,
+class RowFile:
+    """The rows of a uint8 .npy file, read on demand with `pread`: the decoded data set stays in
+    the kernel's page cache, which it drops and re-reads under memory pressure, instead of being
+    mapped into the training process (mapped pages count as the process's resident memory:
+    2346 photos at 224 px are 353 MB). Indexable by an array of row numbers, like the array."""
+
+    def __init__(self, path: Path, rows: int | None = None) -> None:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = read_header(f)
+            self.offset = f.tell()
+        if fortran or dtype != np.uint8:
+            raise ValueError(f"{path} is not a C-ordered uint8 array")
+        self.path, self.shape = Path(path), (shape[0] if rows is None else rows, *shape[1:])
+        self.row_bytes = int(np.prod(self.shape[1:]))
+        self._fd = os.open(path, os.O_RDONLY)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows: np.ndarray) -> np.ndarray:
+        out = np.empty((len(rows), *self.shape[1:]), np.uint8)
+        for i, row in enumerate(np.asarray(rows)):
+            out[i] = np.frombuffer(os.pread(self._fd, self.row_bytes, self.offset + int(row) * self.row_bytes),
+                                   np.uint8).reshape(self.shape[1:])
+        return out
+
+    def __del__(self) -> None:
+        if hasattr(self, "_fd"):
+            os.close(self._fd)
+
+
+def tf_dataset(images: np.ndarray | RowFile, labels: np.ndarray, batch_size: int, shuffle: bool,
                augment=None, seed: int = 123):
     """A batched `tf.data` pipeline over decoded uint8 arrays (augmentation runs in the pipeline).
 
-    It shuffles and batches indices and gathers each batch from the array, so the decoded data
-    set stays in memory once, in uint8: `from_tensor_slices` would copy it into the graph."""
+    It shuffles and batches indices and gathers each batch from the array (or the `RowFile`), so
+    the decoded data set stays in memory once, in uint8: `from_tensor_slices` would copy it into
+    the graph."""
     import tensorflow as tf
 
     def gather(idx):
