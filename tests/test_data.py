@@ -4,7 +4,6 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-
 import pytest
 
 from conftest import MINI_ARCHIVE, make_dataset, needs_mini
