@@ -8,7 +8,7 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 
 def library_versions() -> dict[str, str]:
@@ -51,32 +51,45 @@ def cpu_quota_cores(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = 
     """The CPU time this process may use, in cores, where a cgroup quota caps it (Community Cloud
     gives an app 0.078 to 2 cores; `os.cpu_count()` still says how many the machine has); None
     when nothing caps it. The tightest quota on the way from the process's group to the root."""
+    found = _cgroup_limits(proc_cgroup, root, "cpu", "cpu.cfs_quota_us", "cpu.max", _quota)
+    return round(min(found), 3) if found else None
+
+
+def memory_limit_mb(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> float | None:
+    """The memory this process's cgroup may use, in MB (Community Cloud: 690 MB to 2.7 GB); None
+    when nothing caps it. The tightest limit on the way to the root."""
+    found = _cgroup_limits(proc_cgroup, root, "memory", "memory.limit_in_bytes", "memory.max", _memory)
+    return round(min(found)) if found else None
+
+
+def _cgroup_limits(proc_cgroup: Path, root: Path, controller: str, v1_name: str, v2_name: str,
+                   read: Callable[[Path, str], float | None]) -> list[float]:
     try:
         lines = proc_cgroup.read_text().splitlines()
     except OSError:
-        return None
+        return []
     limits = []
     for line in lines:
         _, controllers, group = line.split(":", 2)
-        if controllers == "":  # cgroup v2: cpu.max holds "quota period" or "max period"
-            base, name = root, "cpu.max"
-        elif "cpu" in controllers.split(","):
-            base, name = root / controllers, "cpu.cfs_quota_us"
+        if controllers == "":  # cgroup v2: one hierarchy
+            base, name = root, v2_name
+        elif controller in controllers.split(","):
+            base, name = root / controllers, v1_name
             if not base.exists():
-                base = root / "cpu"
+                base = root / controller
         else:
             continue
         folder = base / group.lstrip("/")
         while True:
-            limits.append(_quota(folder, name))
+            limits.append(read(folder, name))
             if folder == base or base not in folder.parents:
                 break
             folder = folder.parent
-    found = [q for q in limits if q is not None]
-    return round(min(found), 3) if found else None
+    return [x for x in limits if x is not None]
 
 
 def _quota(folder: Path, name: str) -> float | None:
+    """cpu.max holds "quota period" or "max period"; v1 has the two in two files."""
     try:
         if name == "cpu.max":
             quota, period = (folder / name).read_text().split()
@@ -86,6 +99,16 @@ def _quota(folder: Path, name: str) -> float | None:
         return None
     quota = quota.strip()
     return None if quota in ("max", "-1") else int(quota) / int(period)
+
+
+def _memory(folder: Path, name: str) -> float | None:
+    try:
+        text = (folder / name).read_text().strip()
+    except OSError:
+        return None
+    if text == "max" or not text.isdigit() or int(text) >= 2**62:  # v1 writes "no limit" as ~2^63
+        return None
+    return int(text) / 2**20
 
 
 def child_env(**extra: str) -> dict[str, str]:

@@ -39,7 +39,9 @@ def _repository_models() -> Path:
     if not MODELS.exists():
         shutil.copytree(ROOT / "models", MODELS,
                         ignore=shutil.ignore_patterns("tuned.json", ".default-model", ".tmp-*", ".old-*"))
-        for extra in set(os.listdir(MODELS)) - {"flowers-mobilenetv2"}:
+        from core.model import registry
+
+        for extra in set(os.listdir(MODELS)) - {registry.DEFAULT_MODEL, registry.LIGHT_MODEL}:
             shutil.rmtree(MODELS / extra)
     return MODELS
 

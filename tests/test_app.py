@@ -7,6 +7,8 @@ from PIL import Image
 from conftest import app_test, mini_photo, needs_mini
 from fakes import fake_predictor  # noqa: F401  (a fixture)
 
+from core.model import registry
+
 
 def start(page: str | None = None):
     return app_test(page)
@@ -26,7 +28,7 @@ def test_home_shows_the_model_card(shipped_model):
     # Per class, on the held-out split, with its size and interval; the confusion matrix as a chart.
     assert "on the held-out split, never used for model selection (294 photos; 95% Wilson interval" in text
     assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
-    assert at.sidebar.selectbox[0].value.endswith("/flowers-mobilenetv2")
+    assert at.sidebar.selectbox[0].value.endswith(f"/{registry.DEFAULT_MODEL}")
     assert "Role: **visitor**" in at.sidebar.info[0].value  # nothing configured: safe by default
     assert [b.proto.label for b in at.get("download_button")] == ["Download for OpenVINO Model Server"]
 

@@ -144,3 +144,18 @@ def test_the_catalogue_is_the_one_list_of_variants_and_runtimes():
         assert variant.runtime in variants.RUNTIMES.values()
         if not variant.peer:
             assert registry.variant_path(Path("m"), name) == Path("m") / variant.file
+
+
+def test_the_default_model_is_the_light_one_where_memory_is_small(tmp_path, monkeypatch):
+    from core import system
+
+    for name in (registry.DEFAULT_MODEL, registry.LIGHT_MODEL):
+        (tmp_path / name).mkdir()
+    monkeypatch.setattr(system, "memory_limit_mb", lambda: None)
+    assert registry.default_model_name(tmp_path) == registry.DEFAULT_MODEL
+    monkeypatch.setattr(system, "memory_limit_mb", lambda: 2700)
+    assert registry.default_model_name(tmp_path) == registry.DEFAULT_MODEL
+    monkeypatch.setattr(system, "memory_limit_mb", lambda: 690)
+    assert registry.default_model_name(tmp_path) == registry.LIGHT_MODEL
+    registry.set_default_model(registry.DEFAULT_MODEL, tmp_path)  # the owner's choice wins
+    assert registry.default_model_name(tmp_path) == registry.DEFAULT_MODEL

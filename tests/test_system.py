@@ -27,3 +27,22 @@ def test_cpu_quota_is_read_from_the_process_cgroup_v1_and_v2(tmp_path):
     (v2 / "app" / "cpu.max").write_text("max 100000\n")
     assert system.cpu_quota_cores(proc, v2) is None
     assert system.cpu_quota_cores(tmp_path / "absent", v2) is None
+
+
+def test_memory_limit_is_read_from_the_process_cgroup_v1_and_v2(tmp_path):
+    v1 = tmp_path / "v1"
+    (v1 / "memory" / "cloud" / "app").mkdir(parents=True)
+    (v1 / "memory" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")  # v1's "no limit"
+    (v1 / "memory" / "cloud" / "memory.limit_in_bytes").write_text(f"{2700 * 2**20}\n")
+    (v1 / "memory" / "cloud" / "app" / "memory.limit_in_bytes").write_text(f"{2**63 - 4096}\n")
+    proc = tmp_path / "cgroup"
+    proc.write_text("4:memory:/cloud/app\n1:cpu:/cloud/app\n")
+    assert system.memory_limit_mb(proc, v1) == 2700  # the parent's
+
+    v2 = tmp_path / "v2"
+    (v2 / "app").mkdir(parents=True)
+    (v2 / "app" / "memory.max").write_text(f"{690 * 2**20}\n")
+    proc.write_text("0::/app\n")
+    assert system.memory_limit_mb(proc, v2) == 690
+    (v2 / "app" / "memory.max").write_text("max\n")
+    assert system.memory_limit_mb(proc, v2) is None

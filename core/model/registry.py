@@ -20,12 +20,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from core import atomic, paths
+from core import atomic, paths, system
 from core.runtimes import availability
 from core.model.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT
 from core.model.model_card import ModelCard, ModelError
 
-DEFAULT_MODEL = "flowers-mobilenetv2"
+DEFAULT_MODEL = "flowers-efficientnet-lite0"
+# The previous model, kept for small servers: with every Predict backend loaded it fits Community
+# Cloud's smallest app (690 MB), which the default does not (docs/model.md, "Two shipped models").
+LIGHT_MODEL = "flowers-mobilenetv2"
+LIGHT_BELOW_MB = 1500  # a memory limit under this makes the light model the default
 KERAS_FILE = CATALOGUE[TF_VARIANT].file
 METADATA_FILE = "metadata.json"
 VARIANTS = MODEL_VARIANTS  # the Keras model and its IRs; the peers' files are core.model.peers'
@@ -215,8 +219,15 @@ DEFAULT_FILE = ".default-model"  # the owner's choice of default model, if any
 
 
 def default_model_name(root: Path | None = None) -> str:
-    path = Path(root or paths.models_dir()) / DEFAULT_FILE
-    return path.read_text().strip() if path.exists() else DEFAULT_MODEL
+    """The owner's choice; without one, the shipped default, or the light model where the server's
+    memory limit is too small for the default (and the light model is there)."""
+    root = Path(root or paths.models_dir())
+    if (root / DEFAULT_FILE).exists():
+        return (root / DEFAULT_FILE).read_text().strip()
+    limit = system.memory_limit_mb()
+    if limit is not None and limit < LIGHT_BELOW_MB and (root / LIGHT_MODEL).is_dir():
+        return LIGHT_MODEL
+    return DEFAULT_MODEL
 
 
 def set_default_model(name: str, root: Path | None = None) -> None:
