@@ -21,7 +21,7 @@ from core.runtimes import availability
 from core.app.access import AccessConfig, Role
 from core.errors import UserError
 from core.app.jobs import RUNNER, Job, JobBusy
-from core.runtimes.predict import ImageResult, Predictor, offered_setups
+from core.runtimes.predict import ImageResult, Predictor, default_setups
 from core.settings import OVSettings
 from core.measure.tune import TUNED_FILE
 
@@ -184,8 +184,9 @@ def start_loading(entry: registry.ModelEntry, variants: list[str], settings: OVS
 
 
 def predict_defaults(entry: registry.ModelEntry) -> tuple[list[str], OVSettings]:
-    """What the Predict page runs until a visitor changes it: every backend offered, in f32."""
-    return offered_setups(entry.path), OVSettings(precision="f32")
+    """What the Predict page runs until a visitor changes it: every backend offered whose file is
+    there (`predict.default_setups`), in f32."""
+    return default_setups(entry.path), OVSettings(precision="f32")
 
 
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:

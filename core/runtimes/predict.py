@@ -19,7 +19,7 @@ from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings, SweepConfig
 from core.measure.timing import Timing, time_calls, time_once
 from core.measure.tune import load_tuned, native_precisions, settings_of
-from core.model.variants import TF_VARIANT, ir_variant
+from core.model.variants import CATALOGUE, TF_VARIANT, ir_variant
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -39,6 +39,14 @@ def offered_setups(model_dir: Path) -> list[str]:
     usable = winner is not None and winner["setup"]["precision"] in native_precisions(device_info()["capabilities"])
     return (registry.available_variants(model_dir) + ([TUNED_LATENCY] if usable else [])
             + ([remote.REMOTE_SETUP] if remote.serves(model_dir) else []))
+
+
+def default_setups(model_dir: Path) -> list[str]:
+    """What Predict runs until a visitor chooses: every offered setup whose file is there. A file a
+    shipped folder leaves out (the FP32 IR) is remade from model.keras only when someone picks it,
+    so a cold start does not wait for a conversion."""
+    return [v for v in offered_setups(model_dir)
+            if v not in CATALOGUE or (Path(model_dir) / CATALOGUE[v].file).exists()]
 
 
 @dataclass
