@@ -63,7 +63,11 @@ def make_ir(model_dir: Path, tmp: Path, precision: str) -> None:
 
 
 def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRATION_SIZE):
-    """NNCF post-training quantization, calibrated on `calibration` (uint8 NHWC training images)."""
+    """NNCF post-training quantization, calibrated on `calibration` (uint8 NHWC training images).
+
+    Full bias correction (not NNCF's fast default): on the EfficientNet-Lite0 model it halved the
+    largest probability error against FP32 on the validation photos (0.15 to 0.09) for 10% more
+    time (docs/model.md, "INT8")."""
     import nncf
 
     samples = [calibration[i : i + 1] for i in range(len(calibration))]
@@ -72,6 +76,7 @@ def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRAT
         nncf.Dataset(samples),
         preset=nncf.QuantizationPreset.MIXED,
         subset_size=min(subset_size, len(samples)),
+        fast_bias_correction=False,
     )
 
 
@@ -101,7 +106,8 @@ def convert(
         t0 = time.perf_counter()
         if precision == "int8":
             model = quantize_int8(ov_model, calibration, subset_size)
-            extra = {"calibration_images": min(subset_size, len(calibration)), "preset": "mixed", "tool": "nncf.quantize"}
+            extra = {"calibration_images": min(subset_size, len(calibration)), "preset": "mixed",
+                     "bias_correction": "full", "tool": "nncf.quantize"}
         else:
             model, extra = ov_model, {}
         registry.save_variant(
