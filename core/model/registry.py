@@ -90,9 +90,12 @@ def _present(model_dir: Path, variant: str) -> bool:
 
 
 def variant_size_bytes(model_dir: Path, variant: str) -> int:
+    """Its files' size; for an IR a shipped folder left out, the size conversion recorded."""
     path = variant_path(model_dir, variant)
     if variant == TF_VARIANT:
         return path.stat().st_size
+    if not path.exists():
+        return int(read_card(model_dir).conversion.get(CATALOGUE[variant].precision, {}).get("size_bytes", 0))
     return sum(f.stat().st_size for f in path.parent.iterdir() if f.is_file())
 
 
