@@ -419,29 +419,41 @@ def load_arrays(
     progress: ProgressFn = ignore,
     stage: str = "load",
     backing: Path | None = None,
-) -> tuple[np.ndarray, np.ndarray, list[str]]:
+) -> tuple[np.ndarray | RowFile, np.ndarray, list[str]]:
     """Decode images to a uint8 (N, size, size, 3) array; unreadable files are reported, not fatal.
 
     The array is allocated once and filled in place: no list of copies, no second stacked copy.
-    With `backing`, it is a memory-mapped .npy file there instead of private memory."""
+    With `backing`, the photos are written one by one to a .npy file there and come back as a
+    `RowFile`: they are never in the process's memory all at once, not even mapped."""
     shape = (len(items), size, size, 3)
-    images = (np.lib.format.open_memmap(backing, "w+", np.uint8, shape) if backing is not None
-              else np.empty(shape, np.uint8))
+    out = open(backing, "wb") if backing is not None else None
+    images = np.empty(shape if out is None else (0, size, size, 3), np.uint8)
+    if out is not None:
+        np.lib.format.write_array_header_2_0(out, {"descr": "|u1", "fortran_order": False, "shape": shape})
     labels = np.empty(len(items), np.int32)
     bad: list[str] = []
     n = 0
-    for i, (path, label) in enumerate(items):
-        try:
-            images[n] = load_for_model(path, size)
-            labels[n] = label
-            n += 1
-        except ImageError as exc:
-            bad.append(f"{path.name}: {exc}")
-        if i % 50 == 0 or i == len(items) - 1:
-            progress(Event(stage, i + 1, len(items), f"decoding images ({stage})"))
+    try:
+        for i, (path, label) in enumerate(items):
+            try:
+                photo = load_for_model(path, size)
+            except ImageError as exc:
+                bad.append(f"{path.name}: {exc}")
+            else:
+                if out is None:
+                    images[n] = photo
+                else:
+                    out.write(photo.tobytes())
+                labels[n] = label
+                n += 1
+            if i % 50 == 0 or i == len(items) - 1:
+                progress(Event(stage, i + 1, len(items), f"decoding images ({stage})"))
+    finally:
+        if out is not None:
+            out.close()
     if n == 0:
         raise DatasetError("none of the images could be read")
-    return images[:n], labels[:n], bad
+    return (images[:n] if backing is None else RowFile(backing, rows=n)), labels[:n], bad
 
 
 class RowFile:

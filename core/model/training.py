@@ -135,10 +135,8 @@ def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress
     info = data.scan(data.resolve(source, progress=progress))
     split = data.split(info, cfg.val_fraction, cfg.test_fraction, cfg.seed)
     fitted = split.train + split.val if cfg.fit_on_val else split.train
-    decoded, y_train, bad_train = data.load_arrays(fitted, cfg.image_size, progress, "load train",
+    x_train, y_train, bad_train = data.load_arrays(fitted, cfg.image_size, progress, "load train",
                                                    backing=scratch / "train.npy")
-    del decoded  # unmapped: from here on it is read, not mapped
-    x_train = data.RowFile(scratch / "train.npy", rows=len(y_train))
     if cfg.fit_on_val:
         x_val, y_val, bad_val = np.empty((0, cfg.image_size, cfg.image_size, 3), np.uint8), np.empty(0, np.int32), []
     else:
