@@ -61,7 +61,7 @@ with st.container(border=True):
     if source == "Upload photos":
         uploads = st.file_uploader("Photos to benchmark on", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES],
                                    accept_multiple_files=True, key=f"bench-photos-{st.session_state.get('uploads', 0)}")
-    submitted = st.button("Run sweep", type="primary")
+    submitted = st.button("Run sweep", type="primary", key="run-sweep")
 
 if submitted:
     with starting_job("benchmark"):

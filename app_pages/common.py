@@ -137,7 +137,8 @@ def model_selector() -> registry.ModelEntry | None:
     labels = {str(e.path): e.name + (" (yours)" if e.private else "") for e in entries}
     # A copy of the value under a non-widget key survives page switches (widget state does not).
     choice = st.sidebar.selectbox("Model", keys, index=keys.index(st.session_state[MODEL_KEY]),
-                                  format_func=labels.get, help="The shared models, plus any you trained.")
+                                  format_func=labels.get, help="The shared models, plus any you trained.",
+                                  key="model-selector")
     st.session_state[MODEL_KEY] = choice
     return entries[keys.index(choice)]
 

@@ -28,7 +28,7 @@ offered = offered_setups(entry.path)
 chosen, default_settings = predict_defaults(entry)
 start_loading(entry, chosen, default_settings)  # while the page draws, unless already loaded
 with st.sidebar:
-    variants = st.multiselect("Backends", offered, default=chosen,
+    variants = st.multiselect("Backends", offered, default=chosen, key="backends",
                               format_func=lambda v: NAMES.get(v, v),
                               help="'Tuned for latency' is the setup `python -m core tune` (or the Benchmark "
                                    "page's tuning) found fastest within the accuracy budget; it keeps its own "
@@ -39,10 +39,10 @@ with st.sidebar:
         "OpenVINO precision", PRECISIONS, index=PRECISIONS.index(default_settings.precision),
         help="f32 matches TensorFlow exactly; 'default' lets the CPU plugin choose (bf16 on CPUs that have it).",
     )
-    top_k = st.slider("Top-k", 1, len(entry.card.classes), min(3, len(entry.card.classes)))
+    top_k = st.slider("Top-k", 1, len(entry.card.classes), min(3, len(entry.card.classes)), key="top-k")
 
 uploads = st.file_uploader(
-    "Photos", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES], accept_multiple_files=True,
+    "Photos", key="photos", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES], accept_multiple_files=True,
     help="jpg, png, webp, bmp, gif (first frame). EXIF orientation is honoured.",
 )
 use_camera = st.toggle("Use the camera")

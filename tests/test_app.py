@@ -28,7 +28,7 @@ def test_home_shows_the_model_card(shipped_model):
     # Per class, on the held-out split, with its size and interval; the confusion matrix as a chart.
     assert "on the held-out split, never used for model selection (294 photos; 95% Wilson interval" in text
     assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
-    assert at.sidebar.selectbox[0].value.endswith(f"/{registry.DEFAULT_MODEL}")
+    assert at.selectbox(key="model-selector").value.endswith(f"/{registry.DEFAULT_MODEL}")
     assert "Role: **visitor**" in at.sidebar.info[0].value  # nothing configured: safe by default
     assert [b.proto.label for b in at.get("download_button")] == ["Download for OpenVINO Model Server"]
 
@@ -37,7 +37,7 @@ def test_home_shows_the_model_card(shipped_model):
 @pytest.mark.parametrize("cls", ["daisy", "sunflowers"])
 def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_model, cls):
     at = start("app_pages/predict.py")
-    at.file_uploader[0].set_value([
+    at.file_uploader(key="photos").set_value([
         (f"{cls}.jpg", mini_photo(cls), "image/jpeg"),
         ("broken.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg"),
         ("empty.png", b"", "image/png"),
@@ -69,10 +69,10 @@ def test_predictions_are_kept_until_measured_again(shipped_model, fake_predictor
     at = start("app_pages/predict.py")
     photo = io.BytesIO()
     Image.new("RGB", (64, 48), (200, 40, 40)).save(photo, "PNG")
-    at.file_uploader[0].set_value([("red.png", photo.getvalue(), "image/png")]).run()
+    at.file_uploader(key="photos").set_value([("red.png", photo.getvalue(), "image/png")]).run()
     assert calls == ["red.png"]
     assert any("first call" in c.value for c in at.caption)
-    at.sidebar.slider[0].set_value(1).run()
+    at.slider(key="top-k").set_value(1).run()
     assert calls == ["red.png"]  # redrawn, not measured again
     next(b for b in at.button if b.label == "Measure again").click().run()
     assert calls == ["red.png", "red.png"]

@@ -53,7 +53,7 @@ def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model,
     """Layout and messages: each bad file its own error, each good one an answer (fixed answers)."""
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     at = app_test("app_pages/predict.py", timeout=300)
-    at.file_uploader[0].set_value([(name, payload, "application/octet-stream") for name, (payload, _) in IMAGES.items()])
+    at.file_uploader(key="photos").set_value([(name, payload, "application/octet-stream") for name, (payload, _) in IMAGES.items()])
     at.run()
     assert not at.exception, at.exception
     bad = [n for n, (_, e) in IMAGES.items() if e != "ok"]

@@ -10,7 +10,7 @@ import pytest
 from conftest import TINY_SIZE, app_test
 from core.measure import bench_worker, benchmark
 from core.model import registry
-from core.settings import BACKENDS, SweepConfig
+from core.settings import BACKENDS, SWEEP_PRESETS, SweepConfig
 
 
 @pytest.fixture(scope="module")
@@ -163,10 +163,11 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path / "shared"))
     at = app_test("app_pages/benchmark.py")
-    at.multiselect[0].set_value(["ov-fp32", "ov-int8"])
-    at.text_input[0].set_value("2,4")
-    at.multiselect[1].set_value([1])
-    at.button[0].click().run()
+    preset = next(iter(SWEEP_PRESETS))  # the page's default
+    at.multiselect(key=f"backends-{preset}").set_value(["ov-fp32", "ov-int8"])
+    at.text_input(key=f"sizes-{preset}").set_value("2,4")
+    at.multiselect(key=f"batches-{preset}").set_value([1])
+    at.button(key="run-sweep").click().run()
     assert not at.exception, at.exception
     job = RUNNER.wait(300)
     assert job.kind == "benchmark" and job.status == "done", job.error
@@ -187,16 +188,16 @@ def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, mon
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path))
     at = app_test("app_pages/benchmark.py")
-    at.text_input[0].set_value("10, ten")
-    at.button[0].click().run()
+    at.text_input(key=f"sizes-{next(iter(SWEEP_PRESETS))}").set_value("10, ten")
+    at.button(key="run-sweep").click().run()
     assert [e.value for e in at.error] == ["Not started: test sizes must be whole numbers separated by commas, "
                                            "not '10, ten'"]
     assert RUNNER.current is None or not RUNNER.current.running
 
     release = tmp_path / "release"
     RUNNER.start("benchmark", "a sweep that blocks", "tests.job_targets:wait_for", {"path": str(release)})
-    at.text_input[0].set_value("4")
-    at.button[0].click().run()
+    at.text_input(key=f"sizes-{next(iter(SWEEP_PRESETS))}").set_value("4")
+    at.button(key="run-sweep").click().run()
     assert not at.error
     assert "busy with another benchmark job" in at.warning[0].value
     at.run()  # a later run (or the live fragment's rerun) still answers the click

@@ -50,7 +50,7 @@ def test_the_shipped_model_says_when_a_picture_is_not_a_flower(shipped_model):
     noise = np.random.default_rng(1).integers(0, 256, (300, 300, 3), np.uint8)
     blue = np.full((300, 300, 3), (20, 60, 200), np.uint8)
     at = app_test("app_pages/predict.py")
-    at.file_uploader[0].set_value([("noise.png", photo_bytes(noise), "image/png"),
+    at.file_uploader(key="photos").set_value([("noise.png", photo_bytes(noise), "image/png"),
                                    ("blue.png", photo_bytes(blue), "image/png")]).run()
     assert not at.exception, at.exception
     warnings = [w.value for w in at.warning]

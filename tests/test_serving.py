@@ -243,10 +243,10 @@ def test_predict_page_shows_the_remote_server_beside_the_local_runtimes(tiny_mod
     monkeypatch.setenv(remote.URL_ENV, server)
     monkeypatch.setenv(remote.MODEL_ENV, "tiny")
     at = app_test("app_pages/predict.py", timeout=300)
-    backends = at.sidebar.multiselect[0]
+    backends = at.multiselect(key="backends")
     assert remote.REMOTE_SETUP in backends.value and "OpenVINO (remote server)" in backends.options
     photo = next(iter(data.scan(tiny_dataset).files.values()))[0]
-    at.file_uploader[0].set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
+    at.file_uploader(key="photos").set_value([(photo.name, photo.read_bytes(), "image/jpeg")])
     at.run()
     assert not at.exception, at.exception
     assert f"all {len(backends.value)} backends agree" in at.success[0].value

@@ -26,7 +26,7 @@ def test_owner_trains_tutorial_cnn_from_a_data_root(tiny_dataset, tmp_path, monk
     at.number_input(key="size-Tutorial CNN").set_value(64)
     at.number_input(key="epochs-Tutorial CNN").set_value(1)
     at.text_input(key="name").set_value("page-cnn")
-    at.button[0].click().run()
+    at.button(key="start").click().run()
     assert not at.exception, at.exception
     job = RUNNER.wait(600)
     assert job.kind == "training" and job.status == "done", job.error
@@ -35,7 +35,7 @@ def test_owner_trains_tutorial_cnn_from_a_data_root(tiny_dataset, tmp_path, monk
     table = at.dataframe[0].value
     assert list(table["variant"]) == list(registry.VARIANTS)
     assert {"val accuracy", "single-image latency (ms)", "size (MB)"} <= set(table.columns)
-    assert "page-cnn" in at.sidebar.selectbox[0].options  # the owner's model is shared, not "(yours)"
+    assert "page-cnn" in at.selectbox(key="model-selector").options  # the owner's model is shared, not "(yours)"
     assert (models / "page-cnn" / registry.METADATA_FILE).exists()
     assert len(job.rows) == 1 and "val_accuracy" in job.rows[0]
     # The job also calibrated the model (temperature, "not one of the classes" threshold) ...
@@ -56,7 +56,7 @@ def test_visitor_has_no_server_paths_and_bad_archives_are_refused(tmp_path, monk
         zf.writestr("a/x.jpg", b"x")
         zf.writestr("../../escape.jpg", b"x")
     at.radio(key="data_kind").set_value("Upload an archive of class folders").run()
-    at.file_uploader[0].set_value(("evil.zip", evil.read_bytes(), "application/zip")).run()
+    at.file_uploader(key="archive-0").set_value(("evil.zip", evil.read_bytes(), "application/zip")).run()
     assert not at.exception
     assert "unsafe path" in at.error[0].value
     assert not list(tmp_path.rglob("escape.jpg"))
@@ -66,7 +66,7 @@ def test_visitor_has_no_server_paths_and_bad_archives_are_refused(tmp_path, monk
     with zipfile.ZipFile(single, "w") as zf:
         for f in (tmp_path / "single").rglob("*.jpg"):
             zf.write(f, f"single/{f.relative_to(tmp_path / 'single')}")
-    at.file_uploader[0].set_value(("single.zip", single.read_bytes(), "application/zip")).run()
+    at.file_uploader(key="archive-0").set_value(("single.zip", single.read_bytes(), "application/zip")).run()
     assert "at least 2 class folders" in at.error[0].value
 
 
@@ -77,10 +77,10 @@ def test_recipe_over_the_memory_budget_is_refused_before_it_starts(tiny_dataset,
         for f in tiny_dataset.rglob("*.jpg"):
             zf.write(f, f"colours/{f.relative_to(tiny_dataset)}")
     at.radio(key="data_kind").set_value("Upload an archive of class folders").run()
-    at.file_uploader[0].set_value(("colours.zip", zipped.read_bytes(), "application/zip")).run()
+    at.file_uploader(key="archive-0").set_value(("colours.zip", zipped.read_bytes(), "application/zip")).run()
     at.selectbox(key="recipe").set_value("As shipped").run()
     assert "over this deployment's 2500 MB budget" in at.error[0].value and "Choose **Recommended**" in at.error[0].value
-    assert at.button[0].disabled
+    assert at.button(key="start").disabled
 
 
 

@@ -323,7 +323,9 @@ def _row_v1(row: dict[str, Any]) -> dict[str, Any]:
 
 def frame(run: dict[str, Any]) -> pd.DataFrame:
     """The run's cells as one table with the fixed columns `COLUMNS`."""
-    return pd.DataFrame([r["settings"] | r["load"] | r["result"] for r in run["rows"]], columns=COLUMNS)
+    df = pd.DataFrame([r["settings"] | r["load"] | r["result"] for r in run["rows"]], columns=COLUMNS)
+    # Streams are a count or a word ("-", "auto"); older runs stored counts as numbers.
+    return df.astype({"streams": str})
 
 
 def speedups(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:
