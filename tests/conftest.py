@@ -87,7 +87,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     import fcntl
     import shutil
 
-    from core.model import artifacts, convert, data, evaluate, training
+    from core.model import convert, data, evaluate, training
     from core.settings import TrainConfig
     from core.model.variants import PEER_VARIANTS
 
@@ -105,7 +105,7 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
             convert.convert(path, calibration, subset_size=16)
             evaluate.validate_and_record(path, split)
             for variant in PEER_VARIANTS:  # now, not by whichever test needs it: the model is shared, read-only
-                artifacts.ensure(path, variant)
+                evaluate.ensure_scored(path, variant)
             done.touch()
     return root / "tiny"
 

@@ -77,7 +77,7 @@ def test_lite0_trains_fine_tunes_and_a_missing_fp32_ir_is_remade_from_keras(tiny
     """The whole transfer path with the real ImageNet weights, small (64 px): head, then fine-tuning
     the top of the backbone; then a shipped-like folder without its FP32 IR gets it back on first use,
     agreeing with TensorFlow."""
-    from core.model import architectures, artifacts, registry, training
+    from core.model import architectures, evaluate, registry, training
     from core.runtimes.backends import load_backend
     from core.settings import TrainConfig
 
@@ -91,7 +91,7 @@ def test_lite0_trains_fine_tunes_and_a_missing_fp32_ir_is_remade_from_keras(tiny
     backbone = architectures.find_backbone(model)
     assert backbone.name == "efficientnet_lite0" and len(backbone.layers) == architectures.get(cfg.arch).backbone_layers
     assert "openvino-fp32" not in registry.available_variants(path)  # never made
-    ir = artifacts.ensure(path, "openvino-fp32")  # made and scored on the card, as conversion does
+    ir = evaluate.ensure_scored(path, "openvino-fp32")  # made and scored on the card, as conversion does
     assert "openvino-fp32" in registry.read_card(path).scores["val"].accuracy
     shutil.rmtree(ir.parent)  # a shipped folder leaves it out: model.keras remakes it
     assert "openvino-fp32" in registry.available_variants(path)

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from core import atomic, paths
-from core.model import artifacts, data, registry
+from core.model import artifacts, data, evaluate, registry
 from core.runtimes import remote
 from core.errors import UserError
 from core.model.evaluate import Guard
@@ -211,7 +211,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
     # Made here, once, before the workers start (each would otherwise make its own).
     for variant in dict.fromkeys(BACKENDS[k].variant for k in cfg.backends):
         if variant in CATALOGUE and variant != registry.TF_VARIANT:
-            artifacts.ensure(Path(cfg.model_dir), variant, progress)
+            evaluate.ensure_scored(Path(cfg.model_dir), variant, progress)
     card = registry.read_card(Path(cfg.model_dir))
     cells: list[Cell] = []
     backends: dict[str, Any] = {}

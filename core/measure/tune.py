@@ -28,7 +28,7 @@ import numpy as np
 
 from core import atomic
 from core.measure import benchmark
-from core.model import artifacts, data, evaluate, registry
+from core.model import data, evaluate, registry
 from core.runtimes.backends import device_info
 from core.errors import UserError
 from core.model.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
@@ -193,7 +193,7 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
         raise UserError(f"{model_dir.name} has no OpenVINO IR; convert it first")
     peer_variants = list(PEER_VARIANTS if peer_variants is None else peer_variants)
     for variant in variants + peer_variants:
-        artifacts.ensure(model_dir, variant, progress)
+        evaluate.ensure_scored(model_dir, variant, progress)
     precisions = native_precisions(info["capabilities"])
     guards = accuracy_guards(model_dir, variants, precisions, peer_variants, progress)
     setups = _interleave([s for s in search_space(variants, precisions, peer_variants) if s.objective in objectives])

@@ -51,7 +51,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                                  "$KERAS_HOME/models."),
     **{name: Architecture(name, f"EfficientNet-Lite{name[-1]}", lite.resolution, 1 / efficientnet_lite.PIXEL_SCALE,
                           -efficientnet_lite.PIXEL_OFFSET / efficientnet_lite.PIXEL_SCALE, "(pixels-127)/128", True,
-                          efficientnet_lite.n_layers(lite), 7.8e-4,
+                          efficientnet_lite.n_layers(lite), 6.6e-4,
                           _LITE_HELP.format(n=name[-1], x=(4, 6, 9)[int(name[-1])], req=lite.requirement))
        for name, lite in efficientnet_lite.LITES.items()},
     "tutorial_cnn": Architecture("tutorial_cnn", "Tutorial CNN", 180, 1 / 255, 0.0, "pixels/255", False, 0, 1.0e-4,

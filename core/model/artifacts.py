@@ -25,9 +25,9 @@ def path(model_dir: Path, variant: str) -> Path:
 
 
 def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
-    """The variant's file, made (atomically) if it is not there yet. A file made for the first time
-    is scored on the model's card; a remade one (a shipped folder's) keeps the card's scores, as
-    the same code made the same file from the same model.keras."""
+    """The variant's file, made (atomically) if it is not there yet. A remade file (a shipped
+    folder's) keeps the card's scores, as the same code made it from the same model.keras; a file
+    made for the first time is scored by `evaluate.ensure_scored`."""
     model_dir = Path(model_dir)
     target = path(model_dir, variant)
     if target.exists():
@@ -44,9 +44,4 @@ def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path
                                target.name)
     else:
         registry.save_artifact(target.parent, lambda tmp: peers.MAKERS[variant](model_dir, tmp, progress), target.name)
-    scored = any(variant in s.accuracy for s in registry.read_card(model_dir).scores.values())
-    if not scored:
-        from core.model import evaluate
-
-        evaluate.validate_and_record(model_dir, progress=progress, variants=[variant])
     return target

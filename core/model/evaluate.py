@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.model import data, registry
+from core.model import artifacts, data, registry
 from core.runtimes.backends import Backend, load_backend
 from core.model.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
@@ -119,6 +119,14 @@ def evaluate_dataset(model_dir: Path, source: str | Path, variants: list[str] | 
         items = [(f, card.classes.index(c)) for c in info.classes for f in info.files[c]]
     images, labels, bad = data.load_arrays(items, card.image_size, progress)
     return score_variants(model_dir, images, labels, variants, ov_settings, progress), bad
+
+
+def ensure_scored(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
+    """The variant's file (`artifacts.ensure`), scored on the model's card if it never was."""
+    path = artifacts.ensure(model_dir, variant, progress)
+    if not any(variant in s.accuracy for s in registry.read_card(model_dir).scores.values()):
+        validate_and_record(Path(model_dir), progress=progress, variants=[variant])
+    return path
 
 
 def validate_and_record(model_dir: Path, split: data.Split | None = None, progress: ProgressFn = ignore,

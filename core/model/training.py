@@ -19,20 +19,22 @@ import numpy as np
 
 from core.model import architectures, data, registry
 from core.runtimes import availability
-from core.errors import UserError
 from core.model.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
 from core.progress import Event, ProgressFn, ignore
 from core.settings import RECIPES, TrainConfig
 from core.system import library_versions, machine_summary
 
 
-# Peak resident memory of the whole app (the server with every Predict backend loaded, plus the
-# training job) while a transfer-learning job fine-tunes: a fixed part, the decoded training photos
-# (a file-backed array, counted while mapped), and activations that grow with batch x pixels and
-# with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers).
-# Fitted on the 2700 MB cgroup runs in docs/safety.md ("Memory") and on per-recipe peaks of the
-# training process measured with /usr/bin/time; the per-architecture factor is in `architectures`.
-_APP_BASE_MB = 1870.0
+# Peak resident memory of the whole app while a transfer-learning job fine-tunes: the server with
+# the default model's Predict backends loaded, the job's fixed part (TensorFlow, the model, the
+# pipeline), the validation photos it holds, and activations that grow with batch x pixels and
+# with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers; the
+# per-architecture factor is in `architectures`, fitted on training-process peaks at several batch
+# sizes, input sizes and depths). The training photos are read from a file a batch at a time
+# (`data.RowFile`): page cache, not resident. Fitted on the 2700 MB cgroup runs in docs/safety.md
+# ("Memory"); conservative for MobileNetV2, whose fixed part is about 80 MB smaller.
+_SERVER_MB = 900.0  # placeholder until the cloud runs
+_JOB_BASE_MB = 800.0
 
 
 def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
@@ -42,8 +44,8 @@ def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
     if arch.transfer and cfg.fine_tune_epochs == 0:
         depth = 0.1  # the frozen backbone only runs forward
     activations = arch.mb_per_batch_pixel * cfg.batch_size * cfg.image_size**2 * depth
-    photos = n_train * cfg.image_size**2 * 3 / 2**20
-    return _APP_BASE_MB + photos + activations
+    n_val = 0 if cfg.fit_on_val else n_train * cfg.val_fraction / max(1e-9, 1 - cfg.val_fraction - cfg.test_fraction)
+    return _SERVER_MB + _JOB_BASE_MB + n_val * cfg.image_size**2 * 3 / 2**20 + activations
 
 
 def closest_fitting_recipe(n_train: int, budget_mb: float) -> str | None:

@@ -19,35 +19,10 @@ import numpy as np
 
 from core.model import artifacts, registry
 from core.runtimes import availability
+from core.runtimes.base import Backend
+from core.runtimes.remote import RemoteBackend
 from core.settings import TF_MODES, OVSettings
 from core.model.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
-
-
-class Backend:
-    """Base: `predict(uint8 NHWC) -> probabilities`, plus what it ran with."""
-
-    variant: str
-    image_size: int
-    load_seconds: float = 0.0
-    static_batch: int | None = None  # only OpenVINO compiles for one fixed batch size
-
-    def predict(self, images: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
-
-    def infer(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """(probabilities, penultimate features or None where the runtime's model has no such output)."""
-        return self.predict(images), None
-
-    def settings(self) -> dict[str, Any]:
-        raise NotImplementedError
-
-    def _check(self, images: np.ndarray) -> np.ndarray:
-        if images.ndim == 3:
-            images = images[None]
-        expected = (self.image_size, self.image_size, 3)
-        if images.shape[1:] != expected or images.dtype != np.uint8:
-            raise ValueError(f"expected uint8 images of shape (N, {expected}), got {images.dtype} {images.shape}")
-        return images
 
 
 class TensorFlowBackend(Backend):
@@ -282,7 +257,5 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
     if variant in LITERT_VARIANTS:
         return LiteRTBackend(model_dir, variant, threads)
     if variant == REMOTE_SETUP:
-        from core.runtimes.remote import RemoteBackend  # imports this module
-
         return RemoteBackend.for_model(model_dir)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)

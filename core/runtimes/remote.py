@@ -25,7 +25,7 @@ import urllib3
 
 from core import paths
 from core.model import registry
-from core.runtimes.backends import Backend
+from core.runtimes.base import Backend
 from core.errors import UserError
 from core.model.variants import REMOTE_SETUP
 
