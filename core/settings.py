@@ -29,7 +29,7 @@ def _help(text: str, *flags: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    arch: str = field(default="mobilenet_v2", metadata=_help(f"one of {', '.join(ARCHS)}"))
+    arch: str = field(default="efficientnet_lite0", metadata=_help(f"one of {', '.join(ARCHS)}"))
     alpha: float = field(default=0.5, metadata=_help("MobileNetV2 width multiplier"))
     image_size: int | None = field(default=None, metadata=_help("pixels; by default the backbone's own (224 for "
                                                                 "MobileNetV2 and EfficientNet-Lite0), 180 for the CNN"))

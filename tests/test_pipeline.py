@@ -7,7 +7,7 @@ import h5py
 import numpy as np
 import pytest
 
-from conftest import TINY_SIZE, make_dataset
+from conftest import TINY_SIZE, make_dataset, needs_lite0
 from core.model import registry, training
 from core.runtimes.backends import device_info, load_backend
 from core.model.model_card import wilson_interval
@@ -57,14 +57,52 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert training.learning_rate(1e-4, "constant", 3, 10) == 1e-4
 
 
-def test_mobilenet_fine_tunes_with_cosine_schedule_and_strong_augmentation(tiny_dataset, tmp_path):
-    """The recipe levers end to end, small: random-init MobileNetV2 (no weights download) at 32 px."""
-    cfg = TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=32, epochs=1, fine_tune_epochs=2,
-                      fine_tune_layers=10, batch_size=8, weights="none", schedule="cosine", strong_augment=True,
-                      mix="cutmix", patience=5)
-    card = registry.read_card(training.train(tiny_dataset, cfg, "levers", tmp_path))
+@needs_lite0
+def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remade(tiny_dataset, tmp_path):
+    """The transfer path end to end with the real ImageNet weights, small (32 px): the head, then
+    fine-tuning the top of the backbone with the recipe levers (cosine, strong augmentation,
+    cutmix); then, as in a shipped folder, the FP32 IR left out and remade from model.keras."""
+    import shutil
+
+    from core.model import architectures, evaluate
+
+    cfg = TrainConfig(arch="efficientnet_lite0", image_size=32, epochs=1, fine_tune_epochs=2, fine_tune_layers=20,
+                      batch_size=8, schedule="cosine", strong_augment=True, mix="cutmix", patience=5,
+                      val_fraction=0.25)
+    path = training.train(tiny_dataset, cfg, "levers", tmp_path)
+    card = registry.read_card(path)
     assert [row["phase"] for row in card.training.history] == ["head", "fine-tune", "fine-tune"]
     assert card.config.schedule == "cosine" and card.config.strong_augment and card.config.mix == "cutmix"
+    assert card.architecture == "EfficientNet-Lite0" and "(pixels-127)/128" in card.preprocessing
+    model = registry.load_keras(path)
+    backbone = architectures.find_backbone(model)
+    assert len(backbone.layers) == architectures.get(cfg.arch).backbone_layers
+    assert sum(layer.trainable for layer in backbone.layers if layer.weights) > 0  # fine-tuned, BatchNorm frozen
+    assert not any(layer.trainable for layer in backbone.layers if "_bn" in layer.name)
+
+    assert "openvino-fp32" not in registry.available_variants(path)  # never made
+    ir = evaluate.ensure_scored(path, "openvino-fp32")  # made and scored on the card, as conversion does
+    assert "openvino-fp32" in registry.read_card(path).scores["val"].accuracy
+    shutil.rmtree(ir.parent)  # a shipped folder leaves it out: model.keras remakes it
+    assert "openvino-fp32" in registry.available_variants(path)
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    ov_probs = load_backend(path, "openvino-fp32").predict(images)
+    assert ir.exists()
+    assert np.abs(ov_probs - model.predict(images.astype(np.float32), verbose=0)).max() < 1e-4
+
+
+def test_mobilenet_v2_builds_as_the_light_recipe_does():
+    """MobileNetV2 (the light model's backbone) without a download: random init, found by name, its
+    top layers unfrozen with BatchNorm kept frozen."""
+    from core.model import architectures
+
+    cfg = TrainConfig(arch="mobilenet_v2", alpha=0.35, image_size=32, weights="none", fine_tune_layers=10)
+    model = training.build_model(cfg, 3)
+    training.unfreeze_top(model, cfg.fine_tune_layers)
+    trainable = [layer for layer in architectures.find_backbone(model).layers if layer.trainable and layer.weights]
+    assert trainable and len(trainable) <= 10
+    assert not any("BN" in type(layer).__name__ or "bn" in layer.name.lower() for layer in trainable)
+    assert model.output_shape == (None, 3)
 
 
 @pytest.mark.parametrize("mix", ["mixup", "cutmix"])
