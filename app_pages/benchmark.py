@@ -11,7 +11,7 @@ from app_pages.common import (active_model, current_workspace, my_job, policy, r
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
 from core import settings, system
-from core.measure import benchmark, charts, tune
+from core.measure import benchmark, charts, runs, tune
 from core.model import images, variants
 from core.app.access import Action
 from core.errors import UserError
@@ -102,7 +102,7 @@ def live() -> None:
             # A light table while it runs: this fragment redraws every second, and eight Plotly
             # charts each time kept the server and the browser busy (the charts follow at the end).
             st.caption(f"{len(job.rows)} cells measured so far")
-            st.dataframe(pd.DataFrame(job.rows)[benchmark.SUMMARY_COLUMNS], hide_index=True, width="stretch")
+            st.dataframe(pd.DataFrame(job.rows)[runs.SUMMARY_COLUMNS], hide_index=True, width="stretch")
     show_job_failure(job, "The last sweep")
 
 
@@ -170,24 +170,24 @@ if tuned:
 
 st.divider()
 st.subheader("Saved runs")
-runs = {run_id: root for root in results_roots() for run_id in benchmark.list_runs(root)}
-if not runs:
-    if not (benchmark.EXAMPLE_RUN / "run.json").exists():
+saved = {run_id: root for root in results_roots() for run_id in runs.list_runs(root)}
+if not saved:
+    if not (runs.EXAMPLE_RUN / "run.json").exists():
         st.info("No saved runs yet: start a sweep above, or run `python -m core benchmark`.")
         st.stop()
     st.info("No saved runs yet. Shown meanwhile: the reference run of docs/benchmarking.md, an example measured on another "
             "machine (named below); start a sweep above to measure this server.")
-    runs = {benchmark.EXAMPLE_RUN.name: benchmark.EXAMPLE_RUN.parent}
-ordered = sorted(runs, reverse=True)
+    saved = {runs.EXAMPLE_RUN.name: runs.EXAMPLE_RUN.parent}
+ordered = sorted(saved, reverse=True)
 picked = st.multiselect("Runs (pick one, or two to compare)", ordered, default=ordered[:1], max_selections=2,
-                        format_func=lambda r: r + (" (yours)" if runs[r] == ws.results else
-                                                   " (example)" if runs[r] == benchmark.EXAMPLE_RUN.parent else ""))
+                        format_func=lambda r: r + (" (yours)" if saved[r] == ws.results else
+                                                   " (example)" if saved[r] == runs.EXAMPLE_RUN.parent else ""))
 if not picked:
     st.stop()
-loaded = [benchmark.load_run(r, runs[r]) for r in picked]
+loaded = [runs.load_run(r, saved[r]) for r in picked]
 frames = []
 for run in loaded:
-    df = benchmark.frame(run)
+    df = runs.frame(run)
     if len(loaded) > 1:
         df["backend"] = run["id"][:15] + " · " + df["backend"]
         df["label"] = run["id"][:15] + " · " + df["label"]
@@ -202,7 +202,7 @@ for run in loaded:
         st.markdown(f"**{run['id']}** — model `{run['model']['name']}`, {run['images']['unique_images']} distinct "
                     f"photos from {run['images']['origin']}, {run['config']['repeats']} repeats after "
                     f"{run['config']['warmup']} warm-up; {system.describe_cpu(run['machine'])}")
-        for line in benchmark.summary(run):
+        for line in runs.summary(run):
             st.markdown(f"- {line}")
         if run.get("benchmark_app"):
             st.dataframe(pd.DataFrame(run["benchmark_app"]), hide_index=True)

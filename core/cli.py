@@ -164,16 +164,16 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_benchmark(args: argparse.Namespace) -> int:
-    from core.measure import benchmark
+    from core.measure import benchmark, benchmark_app, runs
 
     cfg = config_from(settings.SweepConfig, args, model_dir=str(_model_dir(args.model_dir)))
     run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
     if args.benchmark_app:
-        benchmark.compare_with_benchmark_app(run_dir, args.benchmark_app, _print_progress)
-    run = benchmark.load_run(run_dir.name, run_dir.parent)
-    df = benchmark.frame(run)
-    print(df[benchmark.SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "no results")
-    for line in benchmark.summary(run):
+        benchmark_app.compare_with_benchmark_app(run_dir, args.benchmark_app, _print_progress)
+    run = runs.load_run(run_dir.name, run_dir.parent)
+    df = runs.frame(run)
+    print(df[runs.SUMMARY_COLUMNS].to_string(index=False, float_format=lambda v: f"{v:.4g}") if not df.empty else "no results")
+    for line in runs.summary(run):
         print(line)
     print(run_dir)
     return 0 if not df.empty else 1
@@ -247,13 +247,13 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_charts(args: argparse.Namespace) -> int:
     import re
 
-    from core.measure import benchmark, charts
+    from core.measure import charts, runs
 
     run_dir = Path(args.run)
-    run = benchmark.load_run(run_dir.name, run_dir.parent)
+    run = runs.load_run(run_dir.name, run_dir.parent)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for title, fig in charts.run_figures(benchmark.frame(run)).items():
+    for title, fig in charts.run_figures(runs.frame(run)).items():
         stem = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
         fig.write_html(out / f"{stem}.html", include_plotlyjs="cdn")
         if args.png:

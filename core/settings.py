@@ -2,7 +2,7 @@
 
 The CLI's flags are made from these dataclasses' fields (their `help` metadata included),
 and the pages take their defaults and choices from here too. What a run *measured* lives
-elsewhere (`model_card`, `benchmark.Cell`); this module holds only what was *asked for*.
+elsewhere (`model_card`, `runs.Cell`); this module holds only what was *asked for*.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.measure import benchmark  # noqa: E402
+from core.measure import benchmark, runs  # noqa: E402
 from core.model import registry  # noqa: E402
 from core.settings import SweepConfig  # noqa: E402
 from core.system import describe_cpu, machine_summary  # noqa: E402
@@ -29,7 +29,7 @@ BACKENDS = {"tf-function": "tensorflow", "ov-fp32": "openvino-fp32", "ov-fp16": 
 def measure(model_dir: Path, photos: int, repeats: int) -> dict[str, dict[tuple[str, int], float]]:
     cfg = SweepConfig(str(model_dir), list(BACKENDS), sizes=[photos], batches=[1, 32], repeats=repeats)
     run_dir = benchmark.run_sweep(cfg, out_root=Path(tempfile.mkdtemp(prefix="compare-")))
-    df = benchmark.frame(benchmark.load_run(run_dir.name, run_dir.parent))
+    df = runs.frame(runs.load_run(run_dir.name, run_dir.parent))
     rows = {(r.backend, int(r.batch)): r for r in df.itertuples()}
     return {"p50": {k: r.batch_latency_ms_p50 for k, r in rows.items()},
             "ips": {k: r.throughput_ips for k, r in rows.items()},

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from conftest import TINY_SIZE, app_test
-from core.measure import bench_worker, benchmark
+from core.measure import bench_worker, benchmark, benchmark_app, runs
 from core.model import registry
 from core.settings import BACKENDS, SWEEP_PRESETS, SweepConfig
 
@@ -51,18 +51,18 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
 
 def _cell(backend: str, batch: int, seconds: float, rss: float, runtime: str | None = None) -> dict:
     """A row of a made-up run: only what `summary` reads is filled in."""
-    settings = dict.fromkeys(benchmark.SETTINGS_COLUMNS) | {
+    settings = dict.fromkeys(runs.SETTINGS_COLUMNS) | {
         "backend": backend, "label": BACKENDS[backend].label, "precision": "f32", "batch": batch, "size": 100,
         "runtime": runtime}
-    result = dict.fromkeys(benchmark.RESULT_COLUMNS) | {
+    result = dict.fromkeys(runs.RESULT_COLUMNS) | {
         "total_s_median": seconds, "throughput_ips": 100 / seconds, "rss_peak_mb": rss}
-    return {"settings": settings, "load": dict.fromkeys(benchmark.LOAD_COLUMNS), "result": result}
+    return {"settings": settings, "load": dict.fromkeys(runs.LOAD_COLUMNS), "result": result}
 
 
 def test_summary_states_ratios_over_the_baseline_in_the_same_run():
     run = {"backends": {"onnxruntime": {"label": "ONNX Runtime", "error": "worker exited with code 1"}},
            "rows": [_cell("tf-function", 1, 2.0, 800), _cell("ov-int8", 1, 0.5, 200), _cell("tf-predict", 1, 4.0, 800)]}
-    assert benchmark.summary(run) == [
+    assert runs.summary(run) == [
         "At batch 1 (100 images), OpenVINO INT8 IR (f32) is 4.0× faster than TensorFlow compiled tf.function, "
         "at 200 images/s, using 25% of its peak memory (200 vs 800 MB).",
         "At batch 1 (100 images), TensorFlow model.predict (the study's loop) (f32) is 2.0× slower than TensorFlow "
@@ -70,7 +70,7 @@ def test_summary_states_ratios_over_the_baseline_in_the_same_run():
         "ONNX Runtime failed: worker exited with code 1",
     ]
     run["rows"] = run["rows"][1:]  # no baseline in the run: no ratio is made up
-    assert benchmark.summary(run) == []
+    assert runs.summary(run) == []
 
 
 def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget(tiny_model):
@@ -88,7 +88,7 @@ def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget
            "rows": [_cell("tf-function", 1, 2.0, 800, "tensorflow"), _cell("ov-fp32", 1, 0.5, 200, "openvino"),
                     _cell("ov-int8", 1, 0.2, 150, "openvino"), _cell("ov-fp32-default", 1, 0.1, 200, "openvino"),
                     _cell("litert", 1, 0.4, 100, "litert"), _cell("onnxruntime-int8", 1, 0.3, 100, "onnxruntime")]}
-    lines = benchmark.summary(run)
+    lines = runs.summary(run)
     # INT8 (faster, but outside the budget) and the bf16 default (not scored as run) are not the ones compared.
     assert ("At batch 1 (100 images), within the accuracy budget, the fastest OpenVINO setup (OpenVINO FP32 IR, f32) "
             "is 1.2× slower than the best peer (LiteRT (XNNPACK), f32, a thread per core): 200 vs 250 images/s.") in lines
@@ -102,7 +102,7 @@ def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget
 
 def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
     run_dir, _ = sweep
-    run = benchmark.load_run(run_dir.name, run_dir.parent)
+    run = runs.load_run(run_dir.name, run_dir.parent)
     old = {k: v for k, v in run.items() if k != "version"}  # version 1: flat rows, "tf-serving"
     old["rows"] = [r["settings"] | r["load"] | r["result"] | {"backend": "tf-serving"}
                    if r["settings"]["backend"] == "tf-function" else r["settings"] | r["load"] | r["result"]
@@ -110,9 +110,9 @@ def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
     old["backends"] = {("tf-serving" if k == "tf-function" else k): v for k, v in run["backends"].items()}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run.json").write_text(json.dumps(old))
-    again = benchmark.load_run("old", tmp_path)
+    again = runs.load_run("old", tmp_path)
     assert again["rows"] == run["rows"] and set(again["backends"]) == set(run["backends"])
-    assert list(benchmark.frame(again).columns) == benchmark.COLUMNS
+    assert list(runs.frame(again).columns) == runs.COLUMNS
 
 
 def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
@@ -124,7 +124,7 @@ def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
     chunks, padded = bench_worker.batches_of(images, 10, 4, loaded.backend.static_batch)
     assert [len(c) for c in chunks] == [4, 4, 4] and padded == 2
     result = bench_worker.measure(loaded.run, chunks, size=10, repeats=2, warmup=1)
-    assert set(result) == set(benchmark.RESULT_COLUMNS) - {"padded_images"}
+    assert set(result) == set(runs.RESULT_COLUMNS) - {"padded_images"}
     assert result["total_s_min"] <= result["total_s_median"] <= result["total_s_max"]
     assert result["throughput_ips"] == pytest.approx(10 / result["total_s_median"])
     sync = bench_worker.load(BACKENDS["ov-fp32"], str(tiny_model), batch=4)
@@ -136,7 +136,7 @@ def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
 def test_saved_runs_list_only_complete_ones(sweep):
     run_dir, _ = sweep
     (run_dir.parent / ".tmp-run-half").mkdir()
-    assert benchmark.list_runs(run_dir.parent) == [run_dir.name]
+    assert runs.list_runs(run_dir.parent) == [run_dir.name]
 
 
 def test_unknown_backend_is_refused(tiny_model):
@@ -174,7 +174,7 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     assert len(job.rows) == 4
     at.run()
     mine = workspace.Workspace(at.session_state["workspace-key"]).results
-    assert benchmark.list_runs(mine) and not benchmark.list_runs(tmp_path / "shared")
+    assert runs.list_runs(mine) and not runs.list_runs(tmp_path / "shared")
     assert len(at.get("plotly_chart")) == 7  # no TF baseline: no speed-up chart
     other_visitor = app_test("app_pages/benchmark.py")  # sees the shipped example, not the first visitor's run
     assert any(i.value.startswith("No saved runs yet. Shown meanwhile") for i in other_visitor.info)
@@ -213,8 +213,8 @@ def test_charts_name_backends_in_words_and_colour_them_by_runtime():
 
     from core.measure import charts
 
-    run = benchmark.load_run(benchmark.EXAMPLE_RUN.name, benchmark.EXAMPLE_RUN.parent)  # a version-1 run
-    df = benchmark.frame(run)
+    run = runs.load_run(runs.EXAMPLE_RUN.name, runs.EXAMPLE_RUN.parent)  # a version-1 run
+    df = runs.frame(run)
     colours = charts.family_colours(df)
     for label, runtime in zip(df["label"], df["runtime"]):
         assert colours[label] in charts.FAMILIES[runtime], (label, runtime)
@@ -225,7 +225,7 @@ def test_charts_name_backends_in_words_and_colour_them_by_runtime():
 
 def test_benchmark_app_is_fed_the_same_real_photos(tiny_model):
     """OpenVINO's own meter, for the cross-checks: on the model's photos, not generated data."""
-    result = benchmark.run_benchmark_app(tiny_model, "openvino-fp32", "latency", 1, seconds=1)
+    result = benchmark_app.run_benchmark_app(tiny_model, "openvino-fp32", "latency", 1, seconds=1)
     assert result["inputs"].startswith("32 real photos") and " -i " in result["command"]
     # The tiny model runs in microseconds, which benchmark_app prints in us: read as ms here.
     assert result["throughput_ips"] > 0 and 0 < result["median_ms"] < 1000 / result["throughput_ips"] * 10

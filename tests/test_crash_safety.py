@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, app_test
-from core.measure import benchmark
+from core.measure import runs
 from core.model import registry
 
 
@@ -87,7 +87,7 @@ def test_kill_during_benchmark(tiny_model, tiny_dataset, tmp_path):
                      "--batch", "1", "--repeats", "50", "--images", tiny_dataset, "--out", out)
     kill_when(proc, "loaded, measuring")
     assert not out.exists(), "a sweep writes nothing until its run is complete"
-    assert benchmark.list_runs(out) == []
+    assert runs.list_runs(out) == []
 
 
 KILLED_INSIDE = """

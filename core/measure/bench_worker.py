@@ -130,7 +130,7 @@ def batches_of(images: np.ndarray, size: int, batch: int, static_batch: int | No
 
 
 def measure(run: Runner, chunks: list[np.ndarray], size: int, repeats: int, warmup: int) -> dict[str, float]:
-    """Warm up, then time `repeats` runs over the batches: the fields of `benchmark.CellResult` but padding."""
+    """Warm up, then time `repeats` runs over the batches: the fields of `runs.CellResult` but padding."""
     for _ in range(warmup):
         run(chunks)
     latencies: list[float] = []

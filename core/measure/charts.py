@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from core.measure import benchmark
+from core.measure import runs
 from core.settings import BACKENDS, BASELINE
 from core.model.variants import RUNTIMES
 
@@ -40,7 +40,7 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
 
 # ---------------------------------------------------------------- benchmark charts
 
-# The settings shown on every point's hover: those that change a result (see benchmark.CellSettings).
+# The settings shown on every point's hover: those that change a result (see runs.CellSettings).
 SETTINGS = ["precision", "hint", "streams", "requests", "threads", "pinning", "shape", "mode"]
 
 
@@ -160,9 +160,9 @@ def figure_png(fig: go.Figure, width: int = 1100, height: int = 500) -> bytes:
 
 
 def run_figures(df: pd.DataFrame) -> dict[str, go.Figure]:
-    """All charts of a benchmark table (`benchmark.frame`); the page and the CLI draw the same ones."""
+    """All charts of a benchmark table (`runs.frame`); the page and the CLI draw the same ones."""
     has_baseline = BASELINE in set(df["backend"])
-    sp = benchmark.speedups(df) if has_baseline else None
+    sp = runs.speedups(df) if has_baseline else None
     return benchmark_figures(df, sp, BACKENDS[BASELINE].label if has_baseline else "")
 
 

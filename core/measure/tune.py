@@ -27,7 +27,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core import atomic
-from core.measure import benchmark
+from core.measure import benchmark, benchmark_app, runs
 from core.model import data, evaluate, registry
 from core.runtimes.backends import device_info
 from core.errors import UserError
@@ -131,7 +131,7 @@ class SetupFailed(Exception):
 def measure_setup(model_dir: Path, setup: Setup, images_path: Path, photos: int, repeats: int) -> list[dict[str, Any]]:
     """One benchmark-worker run of `setup` over its batch sizes; one row (a benchmark cell) per batch."""
     plan = Plan((photos,), setup.batches(), repeats)
-    cells: list[benchmark.Cell] = []
+    cells: list[runs.Cell] = []
     loaded = benchmark.measure_backend("tune", setup.spec(), str(model_dir), plan, images_path, cells.append)
     if "error" in loaded:
         raise SetupFailed(loaded["error"])
@@ -325,7 +325,7 @@ def winners_beside_benchmark_app(model_dir: Path, result: dict[str, Any], second
         if best is None:
             continue
         progress(Event("tune", 0, None, f"benchmark_app -hint {objective} on {best['setup']['variant']}"))
-        theirs = benchmark.run_benchmark_app(Path(model_dir), best["setup"]["variant"], objective,
+        theirs = benchmark_app.run_benchmark_app(Path(model_dir), best["setup"]["variant"], objective,
                                              best["setup"]["batch"], seconds)
         if objective == "latency":
             ours, their_value, unit = best["p50_ms"], theirs["median_ms"], "ms (p50 of a call)"
@@ -384,8 +384,8 @@ def recommendation(result: dict[str, Any]) -> list[str]:
         figure = (f"{ours['p50_ms']:.2f} vs {peer['p50_ms']:.2f} ms p50" if objective == "latency"
                   else f"{ours['throughput_ips']:.0f} vs {peer['throughput_ips']:.0f} photos/s")
         faster = f"{ratio:.2f}× faster than" if ratio >= 1 else f"{1 / ratio:.2f}× slower than"
-        runs = [f"{c['photos']} photos × {c['repeats']} repeats" for c in (ours, peer)]
-        measured = runs[0] + " each" if runs[0] == runs[1] else f"{runs[0]} vs {runs[1]}"
+        lengths = [f"{c['photos']} photos × {c['repeats']} repeats" for c in (ours, peer)]
+        measured = lengths[0] + " each" if lengths[0] == lengths[1] else f"{lengths[0]} vs {lengths[1]}"
         lines.append(f"For {objective}, OpenVINO's winner is {faster} the best peer within the same accuracy budget, "
                      f"{peer['label']} ({figure}; {measured}, in this tuning).")
     int8 = [c for c in result["candidates"] if c["setup"]["variant"] == ir_variant("int8")]

@@ -33,8 +33,8 @@ from core.system import library_versions, machine_summary
 # sizes, input sizes and depths). The training photos are read from a file a batch at a time
 # (`data.RowFile`): page cache, not resident. Fitted on the 2700 MB cgroup runs in docs/safety.md
 # ("Memory"); conservative for MobileNetV2, whose fixed part is about 80 MB smaller.
-_SERVER_MB = 900.0  # placeholder until the cloud runs
-_JOB_BASE_MB = 800.0
+_SERVER_MB = 607.0
+_JOB_BASE_MB = 1367.0
 
 
 def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:

@@ -261,7 +261,8 @@ def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: 
 
     import pandas as pd
 
-    from core.measure.benchmark import frame, load_run, prepare_images, run_sweep
+    from core.measure.benchmark import prepare_images, run_sweep
+    from core.measure.runs import frame, load_run
 
     variants = [v for v in registry.available_variants(Path(model_dir)) if v in PREDICT_PEERS]
     cfg = SweepConfig(str(model_dir), [PREDICT_PEERS[v] for v in variants], sizes=[n], batches=[1],
