@@ -2,11 +2,13 @@
 real Chromium session predicts photos with every backend, trains a model to the end
 (converted and validated) and runs a benchmark sweep.
 
-Both first predict real photos and one 12-megapixel phone JPEG. The fast version (CI) predicts 5 photos, uploads the 100-photo mini archive on the Train page, trains the "Quick"
-recipe on it at 112 px (Keras takes the 224 px ImageNet weights; a quarter of the pixels keeps
-it short), watching the epoch counter advance, finds the finished model in the page's list
-and the sidebar, and sweeps the INT8 backend. The full check, `python -m pytest -m cloud_full`,
-predicts 20 photos (and the phone JPEG), fetches all 2934 photos, trains the page's default recipe and runs the "Full" sweep preset (the documented study, docs/benchmarking.md);
+Both first predict real photos and one 12-megapixel phone JPEG. The fast version (CI) predicts
+5 photos, uploads the 100-photo mini archive on the Train page, trains the "Quick" recipe on it
+at 112 px with one fine-tuning epoch (a quarter of the pixels and fewer epochs keep it short),
+watching the epoch counter advance, finds the finished model in the page's list and the
+sidebar, and sweeps the INT8 backend. The full check, `python -m pytest -m cloud_full`,
+predicts 20 photos (and the phone JPEG), fetches all 2934 photos, trains the visitor recipes
+(Recommended and Quick) as they are and runs the "Full" sweep preset (the documented study, docs/benchmarking.md);
 docs/safety.md quotes its figures. Each run writes its measurements to `cloud-memory.json` in the
 test's temporary folder and prints them.
 """
@@ -138,7 +140,7 @@ def cloud_groups(cores: float | None, memory_mb: int = LIMIT_MB) -> tuple[Memory
 
 def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: str | tuple[str, str],
                         train_timeout_s: float, upload: bool, image_size: int | None = None, per_class: int = 4,
-                        cores: float | None = None):
+                        cores: float | None = None, fine_tune_epochs: int | None = None):
     """`sweep`: a preset's name, or (backends, test sizes). With `cores`, the server also runs under
     that CPU quota, and the health endpoint must answer within a second throughout."""
     group, quota = cloud_groups(cores)
@@ -183,13 +185,15 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: str | tu
                 page.get_by_role("button", name="Fetch and inspect").click()
             page.get_by_text("images in 5 classes").wait_for(timeout=600_000)
             choose(page, "Recipe", recipe)
-            if image_size:
-                # The chosen recipe's own input (its key names the recipe): during the rerun the previous
-                # recipe's input can still be on the page.
-                size = page.locator(f".st-key-size-{recipe.replace(' ', '-')} input")
-                size.wait_for(timeout=60_000)
-                size.fill(str(image_size))
-                size.press("Enter")
+            # The chosen recipe's own inputs (their keys name the recipe): during the rerun the previous
+            # recipe's inputs can still be on the page.
+            for key, value in (("size", image_size), ("ft", fine_tune_epochs)):
+                if value is None:
+                    continue
+                field = page.locator(f".st-key-{key}-{recipe.replace(' ', '-')} input")
+                field.wait_for(timeout=60_000)
+                field.fill(str(value))
+                field.press("Enter")
                 page.wait_for_timeout(500)
             name = page.get_by_role("textbox", name="Model name")
             name.fill("cloud-model")
@@ -257,7 +261,7 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: str | tu
 
 def test_predict_train_and_sweep_fit_in_the_cloud_cgroup(browser, tmp_path):
     run_in_cloud_budget(browser, tmp_path, MINI_ARCHIVE, "Quick", ("ov-int8", "10"), train_timeout_s=900,
-                        upload=True, image_size=112, per_class=1)
+                        upload=True, image_size=112, per_class=1, fine_tune_epochs=1)
 
 
 @pytest.mark.cloud_full
