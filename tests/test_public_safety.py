@@ -72,7 +72,7 @@ def test_visitor_has_no_paths_and_sees_only_their_own_models(app_url, browser, t
     options = page_b.locator('[role="option"]').all_inner_texts()
     assert options and not any("a-private-model" in o for o in options)
     page_b.keyboard.press("Escape")
-    assert page_b.get_by_text("Models you train appear here").count()
+    page_b.get_by_text("Models you train appear here").wait_for(timeout=30_000)  # B's own list: empty
     a.close()
     b.close()
 
