@@ -111,6 +111,22 @@ def _memory(folder: Path, name: str) -> float | None:
     return int(text) / 2**20
 
 
+def decline_openvino_telemetry(home: Path | None = None) -> None:
+    """Opt out of OpenVINO's usage telemetry unless the user already chose. `import openvino` sends
+    an event to Google Analytics from a forked process unless a consent file says no; in this
+    multi-threaded server that fork hung at an offline exit (a cold-start server that never stopped
+    on SIGTERM: its exit waited for the fork, stuck in getaddrinfo), and a deployment should not
+    report its visitors' use anyway. The file is the one OpenVINO's own `opt_in_out --opt_out` writes."""
+    path = (home or Path.home()) / "intel" / "openvino_telemetry"
+    if path.exists():
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("0\n")
+    except OSError:
+        pass  # a read-only home: nothing to keep it from sending, but nothing breaks either
+
+
 def child_env(**extra: str) -> dict[str, str]:
     """The environment of every child process this project starts (a job, a benchmark worker, the
     model server): this one's, with the project importable and TensorFlow's C++ logging quiet."""

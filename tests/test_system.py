@@ -46,3 +46,12 @@ def test_memory_limit_is_read_from_the_process_cgroup_v1_and_v2(tmp_path):
     assert system.memory_limit_mb(proc, v2) == 690
     (v2 / "app" / "memory.max").write_text("max\n")
     assert system.memory_limit_mb(proc, v2) is None
+
+
+def test_openvino_telemetry_is_declined_unless_the_user_chose(tmp_path):
+    system.decline_openvino_telemetry(tmp_path)
+    consent = tmp_path / "intel" / "openvino_telemetry"
+    assert consent.read_text().strip() == "0"
+    consent.write_text("1\n")  # the user's own choice stays
+    system.decline_openvino_telemetry(tmp_path)
+    assert consent.read_text().strip() == "1"
