@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.model import openset, registry
+from core.model import artifacts, openset, registry
 from core.runtimes import remote
 from core.runtimes.backends import Backend, device_info, load_backend
 from core.model.images import ImageError, open_image, to_model_input
@@ -46,7 +46,7 @@ def default_setups(model_dir: Path) -> list[str]:
     shipped folder leaves out (the FP32 IR) is remade from model.keras only when someone picks it,
     so a cold start does not wait for a conversion."""
     return [v for v in offered_setups(model_dir)
-            if v not in CATALOGUE or (Path(model_dir) / CATALOGUE[v].file).exists()]
+            if v not in CATALOGUE or artifacts.path(model_dir, v).exists()]
 
 
 @dataclass
