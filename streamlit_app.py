@@ -4,9 +4,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.common import access_panel, model_selector, predict_defaults, start_loading
+from app_pages.common import access_panel, model_selector, policy, predict_defaults, start_loading
 from core import paths
 from core.app import workspace
+from core.app.access import Page
 from core.model import registry
 
 st.set_page_config(page_title="Flowers: TensorFlow vs OpenVINO", page_icon="🌼", layout="wide")
@@ -19,14 +20,17 @@ def _housekeeping(root: str) -> dict:
 
 
 _housekeeping(str(paths.models_dir()))
-page = st.navigation(
-    [
-        st.Page("app_pages/home.py", title="Home", icon=":material/home:", default=True),
-        st.Page("app_pages/predict.py", title="Predict", icon=":material/image_search:"),
-        st.Page("app_pages/benchmark.py", title="Benchmark", icon=":material/speed:"),
-        st.Page("app_pages/train.py", title="Train & Optimize", icon=":material/model_training:"),
-    ]
-)
+PAGES = {  # title and icon of each page of core.app.access.Page
+    Page.HOME: ("Home", ":material/home:"),
+    Page.PREDICT: ("Predict", ":material/image_search:"),
+    Page.BENCHMARK: ("Benchmark", ":material/speed:"),
+    Page.TUNE: ("Tune", ":material/tune:"),
+    Page.TRAIN: ("Train & Optimize", ":material/model_training:"),
+    Page.SHARED_MODELS: ("Shared models", ":material/folder_shared:"),
+}
+# Built per role: a page the policy does not list for this session is not registered, so not reachable.
+page = st.navigation([st.Page(f"app_pages/{p.value}.py", title=PAGES[p][0], icon=PAGES[p][1], default=p is Page.HOME)
+                      for p in policy().pages()])
 entry = model_selector()
 access_panel()
 try:

@@ -11,7 +11,7 @@ from app_pages.common import (active_model, current_workspace, my_job, policy, r
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
 from core import settings, system
-from core.measure import benchmark, charts, runs, tune
+from core.measure import benchmark, charts, runs
 from core.model import images, variants
 from core.app.access import Action
 from core.errors import UserError
@@ -107,66 +107,6 @@ def live() -> None:
 
 
 live()
-
-# ---------------------------------------------------------------- tuning
-st.divider()
-st.subheader("Find the best setup")
-st.caption(
-    "Searches the IR variant, inference precision (only those this CPU runs natively), hint, streams, batch, "
-    "static or dynamic shape and CPU pinning by successive halving: every setup briefly, then the faster half "
-    "again on more photos, within the time budget; ONNX Runtime and LiteRT (f32 and INT8) over their thread "
-    "counts beside them, so OpenVINO is compared with each peer at its best. "
-    f"A setup counts only if its held-out accuracy is within "
-    f"{tune.ACCURACY_BUDGET:.0%} point of TensorFlow's and it agrees with TensorFlow on at least "
-    f"{tune.MIN_AGREEMENT:.0%} of the photos. The winners are saved with the model; the Predict page offers "
-    "the latency winner."
-)
-may_tune = rules.may_write(entry.private) and not no_tensorflow  # the accuracy guard runs TensorFlow
-with st.container(border=True):
-    t1, t2, t3 = st.columns(3)
-    objective = t1.selectbox("Objective", ["both", "latency", "throughput"])
-    budget = t2.number_input("Time budget (s)", 30, int(caps.bench_max_seconds or 600),
-                             300 if rules.allows(Action.UNCAPPED_JOBS) else 240, step=30)
-    p99 = t3.number_input("p99 limit (ms; 0: none)", 0.0, 10_000.0, 0.0)
-    if no_tensorflow:
-        st.caption("Tuning checks every setup's accuracy against TensorFlow's answers: it needs TensorFlow.")
-    elif not may_tune:
-        st.caption("Tuning writes into the model's folder: only the owner tunes a shared model. Train a model of "
-                   "your own on the Train page to tune it.")
-    if st.button("Find the best setup", disabled=not may_tune):
-        with starting_job("tune"):
-            RUNNER.start("tune", f"tuning {entry.name}", "core.measure.tune:tune_job",
-                         {"model_dir": str(entry.path), "objective": objective, "budget_s": float(budget),
-                          "p99_ms": float(p99) or None},
-                         # the budget bounds the search; the accuracy guard and start-up come on top
-                         owner=ws.key, time_limit_s=caps.bench_max_seconds + 120 if caps.bench_max_seconds else None)
-
-
-@st.fragment(run_every=1.0)
-def tuning() -> None:
-    show_refusal("tune")
-    job = my_job("tune")
-    if job is None:
-        return
-    rerun_when_finished(job)
-    if job.running:
-        show_progress(job, "tune", "Cancel tuning")
-        st.caption(f"{len(job.rows)} setups measured, {job.elapsed:.0f} s")
-    show_job_failure(job, "The last tuning")
-
-
-tuning()
-tuned = tune.load_tuned(entry.path)
-if tuned:
-    with st.container(border=True):
-        st.markdown(f"**Tuned** {tuned['created']} on {tuned['machine']['cpu']} "
-                    f"({', '.join(tuned['machine']['capabilities'])}): {len(tuned['candidates'])} setups measured "
-                    f"in {tuned['seconds']:.0f} s, accuracy on {tuned['guard']['n_images']} held-out photos.")
-        for line in tune.recommendation(tuned):
-            st.markdown(f"- {line}")
-        st.plotly_chart(charts.tune_scatter(tuned), width="stretch", key=f"tune-{tuned['created']}")
-        st.dataframe(pd.DataFrame([c | c["setup"] for c in tuned["candidates"]]).drop(columns=["setup"]),
-                     hide_index=True, width="stretch")
 
 st.divider()
 st.subheader("Saved runs")

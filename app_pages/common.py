@@ -23,7 +23,7 @@ from core.errors import UserError
 from core.app.jobs import RUNNER, Job, JobBusy
 from core.runtimes.predict import ImageResult, Predictor, default_setups
 from core.settings import OVSettings
-from core.measure.tune import TUNED_FILE
+from core.measure.tuned import TUNED_FILE
 
 MODEL_KEY = "model_path"
 _OWNER_PASSWORD_KEY = "owner-password-ok"
@@ -341,3 +341,17 @@ def show_quality(entry: registry.ModelEntry, variant: str = registry.TF_VARIANT)
         cols = st.columns(6)
         for col, (m, photo) in zip(cols, wrong[:6]):
             col.image(str(photo), caption=f"{m['true']} → {m['predicted']} ({m['probability']:.0%})")
+
+
+# ---------------------------------------------------------------- models in lists
+
+def model_line(e: registry.ModelEntry) -> str:
+    val = e.card.scores.get("val")
+    return (f"**{e.name}** — {e.card.architecture}, {len(e.card.classes)} classes, "
+            f"variants: {', '.join(e.variants)}"
+            + ("; val accuracy: " + ", ".join(f"{v} {a:.3f}" for v, a in val.accuracy.items()) if val else ""))
+
+
+def forget_selection(e: registry.ModelEntry) -> None:
+    if st.session_state.get(MODEL_KEY) == str(e.path):
+        st.session_state.pop(MODEL_KEY)

@@ -10,8 +10,8 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from app_pages.common import (MODEL_KEY, access_config, current_workspace, my_job, policy,
-                              rerun_when_finished, serving_download, show_busy_elsewhere, show_job_failure,
+from app_pages.common import (access_config, forget_selection, model_line, current_workspace, my_job, policy,
+                              rerun_when_finished, show_busy_elsewhere, show_job_failure,
                               show_quality, show_refusal, starting_job, tensorflow_missing_notice)
 from core import paths, settings, system
 from core.app import workspace
@@ -239,18 +239,6 @@ live()
 
 
 # ---------------------------------------------------------------- manage models
-def model_line(e: registry.ModelEntry) -> str:
-    val = e.card.scores.get("val")
-    return (f"**{e.name}** — {e.card.architecture}, {len(e.card.classes)} classes, "
-            f"variants: {', '.join(e.variants)}"
-            + ("; val accuracy: " + ", ".join(f"{v} {a:.3f}" for v, a in val.accuracy.items()) if val else ""))
-
-
-def forget_selection(e: registry.ModelEntry) -> None:
-    if st.session_state.get(MODEL_KEY) == str(e.path):
-        st.session_state.pop(MODEL_KEY)
-
-
 st.divider()
 st.subheader("Your models")
 mine = registry.list_models(ws.models, private=True)
@@ -273,19 +261,3 @@ for e in mine:
             st.rerun()
         except UserError as exc:
             st.error(str(exc))
-
-if rules.allows(Action.PUBLISH):
-    st.subheader("Shared models")
-    default = registry.default_model_name()
-    for e in registry.list_models():
-        c1, c2, c3, c4 = st.columns([3, 1, 1, 1])
-        c1.markdown(model_line(e) + (" — **default**" if e.name == default else ""))
-        with c4:
-            serving_download(e, f"serving-shared-{e.name}")
-        if e.name != default and c2.button("Make default", key=f"default-{e.name}"):
-            registry.set_default_model(e.name)
-            st.rerun()
-        if e.name != default and c3.button("Delete", key=f"del-shared-{e.name}"):
-            registry.delete_model(e.name)
-            forget_selection(e)
-            st.rerun()

@@ -20,7 +20,6 @@ from typing import Any
 
 from core import settings
 from core.model import variants
-from core.system import child_env
 from core.progress import Event
 
 
@@ -193,33 +192,33 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from core.measure import tune
+    from core.measure import benchmark_app, tune, tuned
 
     model_dir = _model_dir(args.model_dir)
-    result = tune.tune(model_dir, args.objective, args.budget_s, args.p99_ms, _print_progress,
+    tuning = tune.tune(model_dir, args.objective, args.budget_s, args.p99_ms, _print_progress,
                        variants=args.variants.split(",") if args.variants else None,
                        peer_variants=None if args.peers is None else [p for p in args.peers.split(",") if p])
     if args.benchmark_app:
-        result["benchmark_app"] = tune.winners_beside_benchmark_app(model_dir, result, args.benchmark_app, _print_progress)
+        tuning = benchmark_app.check_winners(model_dir, tuning, args.benchmark_app, _print_progress)
     if args.json:
-        print(json.dumps(result))
+        print(json.dumps(tuning.to_dict()))
         return 0
-    for objective, best in result["objectives"].items():
+    for objective, best in tuning.winners.items():
         if best is None:
             print(f"{objective}: no setup passed the accuracy guard")
             continue
-        print(f"{objective}: {best['label']}, batch {best['setup']['batch']}: p50 {best['p50_ms']:.2f} ms, "
-              f"p99 {best['p99_ms']:.2f} ms, {best['throughput_ips']:.0f} images/s, accuracy {best['accuracy']:.1%} "
-              f"(TensorFlow {best['tf_accuracy']:.1%}), agreement {best['agreement_with_tf']:.1%}")
-    for line in tune.recommendation(result):
+        print(f"{objective}: {best.label}, batch {best.batch}: p50 {best.p50_ms:.2f} ms, "
+              f"p99 {best.p99_ms:.2f} ms, {best.throughput_ips:.0f} images/s, accuracy {best.accuracy:.1%} "
+              f"(TensorFlow {best.tf_accuracy:.1%}), agreement {best.agreement_with_tf:.1%}")
+    for line in tuned.summary(tuning):
         if "best peer" in line or "failed" in line:
             print(line)
-    for check in result.get("benchmark_app", []):
-        print(f"benchmark_app -hint {check['objective']}: {check['benchmark_app']:.2f} {check['unit']}; tuned "
-              f"{check['ours']:.2f} ({'at least as good' if check['tuned_is_at_least_as_good'] else 'worse'})")
-    ineligible = [c for c in result["candidates"] if not c["eligible"]]
-    print(f"{len(result['candidates'])} setups measured in {result['seconds']:.0f} s, {len(ineligible)} ineligible"
-          + (f" (e.g. {ineligible[0]['label']}: {ineligible[0]['reason']})" if ineligible else ""))
+    for check in tuning.benchmark_app:
+        print(f"benchmark_app -hint {check.objective}: {check.benchmark_app:.2f} {check.unit}; tuned "
+              f"{check.ours:.2f} ({'at least as good' if check.tuned_is_at_least_as_good else 'worse'})")
+    ineligible = [c for c in tuning.candidates if not c.eligible]
+    print(f"{len(tuning.candidates)} setups measured in {tuning.seconds:.0f} s, {len(ineligible)} ineligible"
+          + (f" (e.g. {ineligible[0].label}: {ineligible[0].reason})" if ineligible else ""))
     return 0
 
 
@@ -277,9 +276,9 @@ def _tuned(args: argparse.Namespace) -> Path | None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import subprocess
     import tempfile
 
+    from core import children
     from core.serve import serving
 
     with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
@@ -292,14 +291,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                         args.batch or None)
         print(f"serving {repository} on http://{args.host}:{args.port} (KServe v2 REST); Ctrl-C stops it",
               file=sys.stderr)
-        proc = subprocess.Popen(serving.server_command(repository, args.port, args.host), start_new_session=True,
-                                env=child_env())
+        proc = serving.start_server(repository, args.port, args.host, stdout=None, stderr=None)
         try:
             return proc.wait()
         except KeyboardInterrupt:
             return 0
         finally:
-            serving.stop(proc)
+            children.stop(proc)
 
 
 def cmd_loadtest(args: argparse.Namespace) -> int:

@@ -8,12 +8,12 @@ elsewhere (`model_card`, `runs.Cell`); this module holds only what was *asked fo
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from core.errors import UserError
 from core.model.architectures import ARCHS, MOBILENET_ALPHAS, get as architecture
-from core.model.variants import (LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT, REMOTE_SETUP, ir_variant)
+from core.model.variants import (CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT, REMOTE_SETUP, ir_variant)
 
 CALIBRATION_SIZE = 300  # training photos NNCF calibrates INT8 on
 SCHEDULES = ("constant", "cosine")
@@ -168,47 +168,71 @@ class OVSettings:
 
 
 @dataclass(frozen=True)
-class BackendSpec:
-    """One measurable setup: a model variant and how it is run."""
+class RunSetup:
+    """How one variant is run, the one shape every part of the app uses: a benchmark backend, a
+    point of the tuning's search, a tuned winner Predict loads, what the model server compiles.
+    `ov` holds OpenVINO's properties as asked (streams included: what the plugin then chose is a
+    measurement, not a setting); `threads` is a peer's; `static` compiles for the batch size it is
+    run at (as benchmark_app does) instead of a dynamic batch."""
 
     label: str
     variant: str
     tf_mode: str = "function"
     ov: OVSettings | None = None
     async_queue: bool = False
-    static: bool = False  # compile for each batch size (as benchmark_app does) instead of a dynamic batch
+    static: bool = False
     threads: int | None = None  # a peer's thread count (None: its runtime's default)
 
+    @property
+    def runtime(self) -> str:
+        return REMOTE_SETUP if self.variant == REMOTE_SETUP else CATALOGUE[self.variant].runtime.name
+
+    @property
+    def precision(self) -> str:
+        """OpenVINO's inference precision, or the precision of a peer's file."""
+        return self.ov.precision if self.ov is not None else CATALOGUE[self.variant].precision
+
+    def describe(self) -> str:
+        """The setup in one line, from its settings (a tuning's points have no hand-written label)."""
+        if self.ov is None:
+            return f"{self.variant} {self.precision} threads {self.threads or 'auto'}"
+        streams = "auto" if self.ov.streams is None else self.ov.streams
+        return (f"{self.variant} {self.ov.precision} {self.ov.hint} streams {streams}, "
+                f"{'static' if self.static else 'dynamic'} shape, pinning {'on' if self.ov.pinning else 'off'}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> BackendSpec:
+    def from_dict(cls, d: dict[str, Any]) -> RunSetup:
         return cls(**(d | {"ov": OVSettings(**d["ov"]) if d.get("ov") else None}))
 
 
-BACKENDS: dict[str, BackendSpec] = {
-    "tf-predict": BackendSpec("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
-    "tf-function": BackendSpec("TensorFlow compiled tf.function", "tensorflow"),
-    "ov-fp32": BackendSpec("OpenVINO FP32 IR, f32", ir_variant("fp32"), ov=OVSettings("f32")),
-    "ov-fp32-default": BackendSpec("OpenVINO FP32 IR, plugin default precision", ir_variant("fp32"),
+BACKENDS: dict[str, RunSetup] = {
+    "tf-predict": RunSetup("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
+    "tf-function": RunSetup("TensorFlow compiled tf.function", "tensorflow"),
+    "ov-fp32": RunSetup("OpenVINO FP32 IR, f32", ir_variant("fp32"), ov=OVSettings("f32")),
+    "ov-fp32-default": RunSetup("OpenVINO FP32 IR, plugin default precision", ir_variant("fp32"),
                                    ov=OVSettings("default")),
-    "ov-fp32-pinned": BackendSpec("OpenVINO FP32 IR, f32, CPU pinning on", ir_variant("fp32"),
+    "ov-fp32-pinned": RunSetup("OpenVINO FP32 IR, f32, CPU pinning on", ir_variant("fp32"),
                                   ov=OVSettings("f32", pinning=True)),
-    "ov-fp16": BackendSpec("OpenVINO FP16 IR, f32 compute", ir_variant("fp16"), ov=OVSettings("f32")),
-    "ov-int8": BackendSpec("OpenVINO INT8 IR", ir_variant("int8"), ov=OVSettings("f32")),
-    "ov-fp32-tput": BackendSpec("OpenVINO FP32 IR, THROUGHPUT hint, async queue", ir_variant("fp32"),
+    "ov-fp16": RunSetup("OpenVINO FP16 IR, f32 compute", ir_variant("fp16"), ov=OVSettings("f32")),
+    "ov-int8": RunSetup("OpenVINO INT8 IR", ir_variant("int8"), ov=OVSettings("f32")),
+    "ov-fp32-tput": RunSetup("OpenVINO FP32 IR, THROUGHPUT hint, async queue", ir_variant("fp32"),
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue", ir_variant("int8"),
+    "ov-int8-tput": RunSetup("OpenVINO INT8 IR, THROUGHPUT hint, async queue", ir_variant("int8"),
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput-static": BackendSpec("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
+    "ov-int8-tput-static": RunSetup("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
                                        ir_variant("int8"), ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
                                        static=True),
-    "onnxruntime": BackendSpec("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
-    "onnxruntime-int8": BackendSpec("ONNX Runtime INT8 (static QDQ, same calibration photos)", ONNX_INT8_VARIANT),
+    "onnxruntime": RunSetup("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
+    "onnxruntime-int8": RunSetup("ONNX Runtime INT8 (static QDQ, same calibration photos)", ONNX_INT8_VARIANT),
     # LiteRT's own default is one thread; the other runtimes use every core unless told, so it does too.
-    "litert": BackendSpec("LiteRT (XNNPACK), f32, a thread per core", LITERT_VARIANT, threads=os.cpu_count() or 1),
-    "litert-int8": BackendSpec("LiteRT INT8 (full integer, same calibration photos), a thread per core",
+    "litert": RunSetup("LiteRT (XNNPACK), f32, a thread per core", LITERT_VARIANT, threads=os.cpu_count() or 1),
+    "litert-int8": RunSetup("LiteRT INT8 (full integer, same calibration photos), a thread per core",
                                LITERT_INT8_VARIANT, threads=os.cpu_count() or 1),
     # Offered only where the owner configured a server for the model (core.runtimes.remote.serves).
-    REMOTE_SETUP: BackendSpec("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
+    REMOTE_SETUP: RunSetup("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
                                 "serialization and the server's queue)", REMOTE_SETUP),
 }
 BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import os
 import platform
-import signal
-import threading
-import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -127,25 +124,3 @@ def decline_openvino_telemetry(home: Path | None = None) -> None:
         pass  # a read-only home: nothing to keep it from sending, but nothing breaks either
 
 
-def child_env(**extra: str) -> dict[str, str]:
-    """The environment of every child process this project starts (a job, a benchmark worker, the
-    model server): this one's, with the project importable and TensorFlow's C++ logging quiet."""
-    from core import paths
-
-    return os.environ | {"PYTHONPATH": str(paths.PROJECT_ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"} | extra
-
-
-def exit_with_parent(kill_group: bool = False) -> None:
-    """End this worker process when the process that started it dies (a server stopped or
-    killed mid-job), instead of running on as an orphan; with `kill_group`, end its whole
-    process group too (the benchmark workers a job started)."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1)
-        if kill_group:
-            os.killpg(0, signal.SIGKILL)
-        os._exit(1)
-
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()

@@ -12,7 +12,19 @@ import pytest
 from core.model import registry
 from core.runtimes.backends import Backend
 from core.runtimes.predict import Predictor
-from core.settings import OVSettings
+from core.measure.tuned import Candidate, Reported
+from core.settings import OVSettings, RunSetup
+
+
+def candidate(variant: str = "openvino-fp32", objective: str = "throughput", batch: int = 8, static: bool = False,
+              ov: OVSettings | None = None, requests: int = 2, streams: str = "2", **figures) -> Candidate:
+    """A tuning's candidate with made-up figures, for tests of how tunings are read (tests/test_tune.py
+    makes real ones)."""
+    ov = ov or OVSettings("f32", objective.upper())
+    figures = {"p50_ms": 1.0, "p99_ms": 2.0, "throughput_ips": 100.0, "photos": 64, "repeats": 3, "accuracy": 0.9,
+               "agreement_with_tf": 1.0, "tf_accuracy": 0.9, "eligible": True} | figures
+    return Candidate(objective, RunSetup("", variant, ov=ov, async_queue=objective == "throughput", static=static),
+                     batch, Reported(streams, requests, ov.precision, "2"), **figures)
 
 
 class FixedBackend(Backend):

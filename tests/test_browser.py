@@ -58,11 +58,15 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     page.screenshot(path=str(shots / "phone-predict.png"))
 
     page.goto(f"{app_url}/benchmark", timeout=60_000)
-    page.get_by_text("Find the best setup").first.wait_for(timeout=120_000)
+    page.get_by_text("Saved runs", exact=True).wait_for(timeout=120_000)
     page.wait_for_timeout(2000)
     assert no_sideways_scroll(page)
     for chart in page.locator(".js-plotly-plot").all()[:3]:
         chart_box = chart.bounding_box()
         assert chart_box is None or chart_box["width"] <= PHONE["width"]
     page.screenshot(path=str(shots / "phone-benchmark.png"), full_page=True)
+
+    page.goto(f"{app_url}/tune", timeout=60_000)
+    page.locator(".st-key-tune button").wait_for(timeout=120_000)  # the button, found by its widget key
+    assert no_sideways_scroll(page)
     context.close()

@@ -190,3 +190,5 @@ def test_the_policy_gives_visitors_none_of_the_owner_actions():
     assert visitor.output_root(shared, own) == own and owner.output_root(shared, own) == shared
     assert visitor.limits.bench_max_seconds and owner.limits.bench_max_seconds is None
     assert len(access.OWNER_ONLY) == len(access.Action)  # what visitors are told is what is checked
+    assert access.Page.SHARED_MODELS in owner.pages() and access.Page.SHARED_MODELS not in visitor.pages()
+    assert set(visitor.pages()) == set(access.Page) - {access.Page.SHARED_MODELS}

@@ -13,13 +13,15 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_SIZE
-from core.measure import benchmark, tune
+from core import atomic
+from core.measure import benchmark, tuned
 from core.model import data, registry
 from core.runtimes import predict, remote
 from core.serve import loadtest, serving
 from core.runtimes.backends import load_backend
 from core.runtimes.remote import RemoteBackend, RemoteConfig, RemoteError
 from core.settings import OVSettings, SweepConfig
+from fakes import candidate
 
 
 def _has_server_environment() -> bool:
@@ -57,7 +59,7 @@ def test_export_is_an_ovms_model_repository(tiny_model, repository):
     config = json.loads((repository / "config.json").read_text())["model_config_list"][0]["config"]
     assert config["name"] == "tiny" and config["base_path"] == "tiny"
     # Without a tuning: the app's defaults, f32 as scored on the card.
-    assert config["plugin_config"] == {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"}
+    assert config["plugin_config"] == OVSettings("f32", "THROUGHPUT").config_strings()
     assert config["nireq"] == 2 and "shape" not in config
     source = registry.variant_path(tiny_model, "openvino-fp32")
     assert (repository / "tiny" / "1" / "model.xml").read_bytes() == source.read_bytes()
@@ -76,37 +78,34 @@ def test_export_is_an_ovms_model_repository(tiny_model, repository):
 
 
 def _tuned_json(path):
-    """A tuned.json written by hand (this is about the mapping; `test_tune` makes real ones)."""
-    def candidate(variant, throughput, **setup):
-        return {"objective": "throughput", "runtime": "openvino", "eligible": True, "photos": 64, "repeats": 3,
-                "label": f"{variant} test", "throughput_ips": throughput, "p50_ms": 1.0,
-                "setup": {"variant": variant, "precision": "bf16", "hint": "THROUGHPUT", "streams": "2",
-                          "streams_requested": 2, "requests": 4, "batch": 8, "shape": "static",
-                          "pinning": False} | setup}
-
-    path.write_text(json.dumps({"machine": {"cpu": "Test CPU"}, "candidates": [
-        candidate("openvino-fp32", 500.0), candidate("openvino-int8", 900.0, precision="f32", shape="dynamic"),
-        candidate("openvino-fp32", 300.0, batch=1, requests=2, precision="f32"),
-        candidate("openvino-fp32", 990.0) | {"eligible": False}]}))
+    """A saved tuning with made-up figures (this is about the mapping; `test_tune` makes real ones)."""
+    bf16 = OVSettings("bf16", "THROUGHPUT", streams=2)
+    tuning = tuned.Tuning(
+        candidates=(candidate("openvino-fp32", batch=8, static=True, ov=bf16, requests=4, throughput_ips=500.0),
+                    candidate("openvino-int8", batch=8, throughput_ips=900.0),
+                    candidate("openvino-fp32", batch=1, static=True, requests=2, throughput_ips=300.0),
+                    candidate("openvino-fp32", batch=8, static=True, ov=bf16, throughput_ips=990.0, eligible=False)),
+        objectives=("throughput",), failed=(), guard=tuned.GuardSettings(0.01, 0.99, None, "held-out", 100),
+        machine={"cpu": "Test CPU"}, budget_s=60, seconds=60, created="2026-11-30T00:00:00+0000")
+    atomic.write_json(path, tuning.to_dict())
     return path
 
 
 def test_export_takes_the_tuned_throughput_setup(tiny_model, tmp_path):
     """The tuning's throughput winner for one photo per request (or any batch) becomes
     plugin_config, nireq and the shape."""
-    tuned = _tuned_json(tmp_path / "tuned.json")
-    single = serving.choose_setup(tiny_model, "tuned", tuned)
+    tuning = _tuned_json(tmp_path / "tuned.json")
+    single = serving.choose_setup(tiny_model, "tuned", tuning)
     assert single.variant == "openvino-fp32" and single.batch == 1 and single.nireq == 2 and "Test CPU" in single.source
-    best = serving.choose_setup(tiny_model, "tuned", tuned, batch=None)
+    best = serving.choose_setup(tiny_model, "tuned", tuning, batch=None)
     assert best.variant == "openvino-int8" and best.batch is None  # a dynamic shape
-    fp32 = serving.choose_setup(tiny_model, "fp32", tuned, batch=None)
+    fp32 = serving.choose_setup(tiny_model, "fp32", tuning, batch=None)
     assert fp32.plugin_config == {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2",
                                   "ENABLE_CPU_PINNING": "NO", "INFERENCE_PRECISION_HINT": "bf16"}
     assert fp32.nireq == 4 and fp32.batch == 8
-    # The Predict page compiles the same winner with the very same properties.
-    winner = next(c for c in json.loads(tuned.read_text())["candidates"] if c["throughput_ips"] == 500.0)
-    assert tune.settings_of(winner)[1].config_strings() == fp32.plugin_config
-    out = serving.export(tiny_model, tmp_path / "repo", "fp32", tuned, batch=None)
+    # The served setup is the tuning's own RunSetup: what Predict and the benchmark compile too.
+    assert fp32.setup == tuned.load(tiny_model, tuning).candidates[0].setup
+    out = serving.export(tiny_model, tmp_path / "repo", "fp32", tuning, batch=None)
     config = json.loads((out / "config.json").read_text())["model_config_list"][0]["config"]
     assert config["shape"] == {"image": f"(8,{TINY_SIZE},{TINY_SIZE},3)"}
     with pytest.raises(serving.ServingError, match="no tuning"):

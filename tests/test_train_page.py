@@ -2,6 +2,8 @@
 
 import zipfile
 
+import pytest
+
 from conftest import app_test, make_dataset
 from core.model import registry
 from core.app.jobs import RUNNER
@@ -44,10 +46,16 @@ def test_owner_trains_tutorial_cnn_from_a_data_root(tiny_dataset, tmp_path, monk
     # ... and the result shows the per-class accuracy and the confusion matrix.
     assert any("95% Wilson interval" in m.value for m in at.markdown)
     assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
+    # The owner's navigation has the shared models' page: the new model is there, and can be made the default.
+    at.switch_page("app_pages/shared_models.py").run()
+    at.button(key="default-page-cnn").click().run()
+    assert registry.default_model_name() == "page-cnn"
 
 
 def test_visitor_has_no_server_paths_and_bad_archives_are_refused(tmp_path, monkeypatch):
     at = open_train_page(monkeypatch, tmp_path / "models")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):  # not registered for a visitor
+        at.switch_page("app_pages/shared_models.py")
     assert at.radio(key="data_kind").options == ["Official flower_photos", "Upload an archive of class folders"]
     assert not [t for t in at.text_input if t.key in ("folder", "url")]
 

@@ -5,10 +5,16 @@ import shutil
 
 import pytest
 
+from dataclasses import replace
+from pathlib import Path
+
 from conftest import app_test
-from core.measure import tune
+from core.measure import tune, tuned
 from core.model import evaluate, registry
-from core.runtimes.backends import device_info
+from core.runtimes.backends import device_info, native_precisions
+from fakes import candidate
+
+SHIPPED = Path(__file__).parent.parent / "docs" / "tune" / "tuned.json"
 
 
 @pytest.fixture(scope="module")
@@ -31,29 +37,28 @@ def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
     monkeypatch.setattr(evaluate, "score_variants", counted)
     result = tune.tune(tuned_model, "both", budget_s=10, variants=["openvino-fp32", "openvino-int8"],
                        peer_variants=["litert"], on_candidate=rows.append)
-    precisions = tune.native_precisions(device_info()["capabilities"])
+    precisions = native_precisions(device_info()["capabilities"])
     assert calls == precisions  # the guard ran once per precision (every variant at once), not per setup
-    assert json.loads((tuned_model / tune.TUNED_FILE).read_text()) == json.loads(json.dumps(result))
-    assert len(result["candidates"]) >= 2
-    assert all(c in rows for c in json.loads(json.dumps(result["candidates"])))  # re-measured setups: rows > candidates
-    assert set(result["objectives"]) == {"latency", "throughput"}
-    for c in result["candidates"]:
-        assert set(c["setup"]) >= {"variant", "precision", "hint", "streams", "requests", "batch", "shape", "pinning"}
-        if c["runtime"] == "litert":  # the peer, over its thread counts
-            assert c["setup"]["variant"] == "litert" and c["setup"]["threads"] is not None
+    assert tuned.load(tuned_model) == result  # saved, and read back the same
+    assert len(result.candidates) >= 2
+    assert all(c in rows for c in result.candidates)  # re-measured setups: rows > candidates
+    assert result.objectives == ("latency", "throughput")
+    for c in result.candidates:
+        if c.runtime == "litert":  # the peer, over its thread counts
+            assert c.setup.variant == "litert" and c.setup.ov is None
             continue
-        assert c["setup"]["variant"] in ("openvino-fp32", "openvino-int8") and c["setup"]["precision"] in precisions
-        assert c["eligible"] == (c["reason"] == "")
-        fp32 = c["setup"]["variant"] == "openvino-fp32" and c["setup"]["precision"] == "f32"
-        assert not fp32 or c["eligible"], c  # FP32 in f32 is TensorFlow's answer: always within the budget
-    for objective, best in result["objectives"].items():
+        assert c.setup.variant in ("openvino-fp32", "openvino-int8") and c.setup.precision in precisions
+        assert c.setup.async_queue == (c.objective == "throughput") and c.setup.ov.hint == c.objective.upper()
+        assert c.eligible == (c.reason == "")
+        fp32 = c.setup.variant == "openvino-fp32" and c.setup.precision == "f32"
+        assert not fp32 or c.eligible, c  # FP32 in f32 is TensorFlow's answer: always within the budget
+    for objective, best in result.winners.items():
         if best is not None:
-            assert best["eligible"] and best["objective"] == objective and best["runtime"] == "openvino"
+            assert best.eligible and best.objective == objective and best.runtime == "openvino"
     # LiteRT f32 gives TensorFlow's answers: within the budget, so it is the best peer to beat.
-    assert {p["runtime"] for p in result["best_peers"].values()} == {"litert"}
-    lines = tune.recommendation(result)
-    assert sum("the best peer within the same accuracy budget" in line for line in lines) == 2
-    assert result["machine"]["capabilities"] == device_info()["capabilities"]
+    assert {result.winner(o, among_peers=True).runtime for o in result.objectives} == {"litert"}
+    assert all(result.over_best_peer(o) > 0 for o in result.objectives)
+    assert result.machine["capabilities"] == device_info()["capabilities"]
 
 
 def test_a_setup_that_crashes_is_left_out_and_the_search_goes_on(tuned_model, monkeypatch):
@@ -67,33 +72,50 @@ def test_a_setup_that_crashes_is_left_out_and_the_search_goes_on(tuned_model, mo
 
     monkeypatch.setattr(tune.benchmark, "measure_backend", crashing_with_one_stream)
     result = tune.tune(tuned_model, "throughput", budget_s=5, variants=["openvino-fp32"], peer_variants=[])
-    assert result["failed"] and all("streams 1," in f["label"] for f in result["failed"])
-    assert result["objectives"]["throughput"] is not None
-    assert all(c["setup"]["streams_requested"] is None for c in result["candidates"])
-    assert any("failed to run on this machine" in line for line in tune.recommendation(result))
+    assert result.failed and all("streams 1," in f.label for f in result.failed)
+    assert result.winner("throughput") is not None
+    assert all(c.setup.ov.streams is None for c in result.candidates)
 
 
 def test_the_guard_rejects_with_a_reason():
-    guard = tune.Guard(accuracy=0.88, agreement_with_tf=0.999, tf_accuracy=0.90, n_images=100)
-    assert "more than 1% below TensorFlow's 90.0%" in guard.reason
-    assert "agreement" in tune.Guard(0.90, 0.985, 0.90, 100).reason
-    assert tune.Guard(0.895, 0.995, 0.90, 100).reason is None
+    guard = evaluate.Guard(accuracy=0.88, agreement_with_tf=0.999, tf_accuracy=0.90, n_images=100)
+    assert guard.reason and "90.0%" in guard.reason
+    assert evaluate.Guard(0.90, 0.985, 0.90, 100).reason
+    assert evaluate.Guard(0.895, 0.995, 0.90, 100).reason is None
 
 
 def test_pareto_front_keeps_only_undominated_eligible_setups():
-    def c(p50, ips, eligible=True):
-        return {"p50_ms": p50, "throughput_ips": ips, "eligible": eligible}
+    fast, bulk = candidate(p50_ms=1.0, throughput_ips=500), candidate(p50_ms=5.0, throughput_ips=900)
+    dominated, excluded = candidate(p50_ms=2.0, throughput_ips=400), candidate(p50_ms=0.5, throughput_ips=2000,
+                                                                               eligible=False)
+    assert tuned.pareto([fast, bulk, dominated, excluded]) == [fast, bulk]
 
-    fast, bulk, dominated, excluded = c(1.0, 500), c(5.0, 900), c(2.0, 400), c(0.5, 2000, eligible=False)
-    assert tune.pareto([fast, bulk, dominated, excluded]) == [fast, bulk]
+
+def test_the_shipped_version_1_tuning_reads_with_the_same_winners():
+    """docs/tune/tuned.json was written before tunings were versioned: read through the migration,
+    its winners (recomputed by the same rule) are the ones the file names, with the streams it asked for."""
+    old = json.loads(SHIPPED.read_text())
+    tuning = tuned.load(Path(), SHIPPED)
+    assert tuning is not None and tuning.version == tuned.TUNED_VERSION
+    assert len(tuning.candidates) == len(old["candidates"])
+    for objective, winner in old["objectives"].items():
+        ours = tuning.winner(objective)
+        assert (ours.label, ours.batch, ours.p50_ms, ours.throughput_ips) == (
+            winner["label"], winner["setup"]["batch"], winner["p50_ms"], winner["throughput_ips"])
+        assert ours.setup.ov.streams == winner["setup"]["streams_requested"]
+        assert ours.reported.streams == winner["setup"]["streams"]
+    for objective, peer in old["best_peers"].items():
+        assert tuning.winner(objective, among_peers=True).label == peer["label"]
+    assert [c.objective for c in tuning.benchmark_app] == ["latency", "throughput"]
+    assert tuned.Tuning.from_dict(json.loads(json.dumps(tuning.to_dict()))) == tuning  # version 2 round-trips
 
 
 def tuned_file(model, precision: str) -> None:
-    """A saved tuning whose latency winner runs in `precision` (made from the real run in docs/tune)."""
-    saved = json.loads((tune.Path(__file__).parent.parent / "docs" / "tune" / "tuned.json").read_text())
-    winner = saved["objectives"]["latency"] | {}
-    winner["setup"] = winner["setup"] | {"variant": "openvino-fp32", "precision": precision}
-    (model / tune.TUNED_FILE).write_text(json.dumps(saved | {"objectives": {"latency": winner}}))
+    """A saved tuning whose only setup, the latency winner, runs in `precision` (from the real run in docs/tune)."""
+    shipped = tuned.load(Path(), SHIPPED)
+    winner = shipped.winner("latency")
+    setup = replace(winner.setup, variant="openvino-fp32", ov=replace(winner.setup.ov, precision=precision))
+    replace(shipped, candidates=(replace(winner, setup=setup),)).save(model)
 
 
 def test_predict_offers_the_tuned_setup_only_where_its_precision_is_native(tuned_model, tmp_path):
@@ -110,17 +132,15 @@ def test_predict_offers_the_tuned_setup_only_where_its_precision_is_native(tuned
         assert TUNED_LATENCY not in offered_setups(model)
 
 
-def test_benchmark_page_shows_the_tuning_and_only_the_owner_tunes_shared_models(tuned_model, tmp_path, monkeypatch):
+def test_tune_page_shows_the_tuning_and_only_the_owner_tunes_shared_models(tuned_model, tmp_path, monkeypatch):
     models = tmp_path / "models"
     shutil.copytree(tuned_model, models / "tiny")
-    shutil.copy(tune.Path(__file__).parent.parent / "docs" / "tune" / "tuned.json", models / "tiny" / tune.TUNED_FILE)
+    shutil.copy(SHIPPED, models / "tiny" / tuned.TUNED_FILE)
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(models))
-    at = app_test("app_pages/benchmark.py")
-    text = " ".join(m.value for m in at.markdown)
-    assert "For one photo at a time use" in text and "INT8 costs" in text
+    at = app_test("app_pages/tune.py")
+    assert len(at.markdown) >= len(tuned.summary(tuned.load(models / "tiny")))
     assert any("Pareto front" in c.proto.spec for c in at.get("plotly_chart"))
-    button = next(b for b in at.button if b.label == "Find the best setup")
-    assert button.disabled  # a visitor, on a shared model
+    assert at.button(key="tune").disabled  # a visitor, on a shared model
     assert registry.list_models(models)[0].name == "tiny"
 
 
@@ -132,5 +152,5 @@ def test_tuning_runs_as_a_job_with_each_setup_as_a_row(tuned_model):
     job = RUNNER.wait(300)
     assert job.status == "done", job.error
     assert job.rows and all(r["objective"] == "latency" for r in job.rows)
-    assert job.result["objectives"]["latency"]["eligible"]
-    assert tune.load_tuned(tuned_model)["created"] == job.result["created"]
+    saved = tuned.load(tuned_model)
+    assert saved.created == job.result["created"] and saved.winner("latency").eligible

@@ -85,6 +85,22 @@ class Policy:
         return shared if self.allows(Action.PUBLISH) else own
 
 
+    def pages(self) -> tuple[Page, ...]:
+        """The pages this session's navigation lists: the shared models' page is the owner's."""
+        return tuple(p for p in Page if p is not Page.SHARED_MODELS or self.allows(Action.PUBLISH))
+
+
+class Page(str, Enum):
+    """The app's pages, in navigation order; the value is the file in `app_pages/`."""
+
+    HOME = "home"
+    PREDICT = "predict"
+    BENCHMARK = "benchmark"
+    TUNE = "tune"
+    TRAIN = "train"
+    SHARED_MODELS = "shared_models"
+
+
 OWNER_ONLY = tuple(action.value for action in Action)
 
 

@@ -9,10 +9,7 @@ The child reports progress, result rows and the result as JSON lines on stdout.
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,8 +20,7 @@ from typing import Any, Callable
 
 import psutil
 
-from core import paths
-from core.system import child_env
+from core import children
 from core.progress import Event
 
 JOB_NICENESS = 5  # interactive requests of the server go first; an idle server lends the job every core
@@ -102,28 +98,23 @@ class JobRunner:
                 raise JobBusy(self.current)
             job = Job(kind, title, owner)
             self.current = job
-        spec = json.dumps({"target": target, "kwargs": kwargs, "niceness": JOB_NICENESS})
-        threading.Thread(target=self._run, args=(job, spec, time_limit_s, on_end), name=f"job-{kind}-{job.id}",
+        request = {"target": target, "kwargs": kwargs, "niceness": JOB_NICENESS}
+        threading.Thread(target=self._run, args=(job, request, time_limit_s, on_end), name=f"job-{kind}-{job.id}",
                          daemon=True).start()
         return job
 
-    def _run(self, job: Job, spec: str, time_limit_s: float | None, on_end: Callable[[], None] | None) -> None:
+    def _run(self, job: Job, request: dict[str, Any], time_limit_s: float | None, on_end: Callable[[], None] | None) -> None:
         log = tempfile.TemporaryFile(mode="w+")
         stopped_for: str | None = None
         outcome: dict[str, Any] = {}
         status, error = "failed", None
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "core.app.job_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=log, text=True, cwd=paths.PROJECT_ROOT, start_new_session=True,
-                # glibc's default of 8 malloc arenas per core lets TensorFlow's many threads hold
-                # freed memory apart; two keep the job's resident peak lower under Cloud's limit.
-                # numpy's OpenBLAS (an eigh in calibration, NNCF's statistics) once spun for minutes
-                # in exec_blas beside TensorFlow's threads on a busy machine; it needs no threads here.
-                env=child_env(MALLOC_ARENA_MAX="2", OPENBLAS_NUM_THREADS="1"),
-            )
-            proc.stdin.write(spec)
-            proc.stdin.close()
+            # glibc's default of 8 malloc arenas per core lets TensorFlow's many threads hold
+            # freed memory apart; two keep the job's resident peak lower under Cloud's limit.
+            # numpy's OpenBLAS (an eigh in calibration, NNCF's statistics) once spun for minutes
+            # in exec_blas beside TensorFlow's threads on a busy machine; it needs no threads here.
+            proc = children.start("core.app.job_worker", request, stderr=log, MALLOC_ARENA_MAX="2",
+                                  OPENBLAS_NUM_THREADS="1")
 
             def watch() -> None:
                 nonlocal stopped_for
@@ -133,18 +124,14 @@ class JobRunner:
                     over_time = time_limit_s is not None and job.elapsed > time_limit_s
                     if job.cancel_requested or over_time:
                         stopped_for = "cancel" if job.cancel_requested else "time"
-                        try:
-                            os.killpg(proc.pid, signal.SIGKILL)  # the child and any worker it started
-                        except ProcessLookupError:
-                            pass
+                        children.kill(proc)  # the child and any worker it started
                         return
                     time.sleep(0.5)  # psutil walks every process of the machine to find the tree: not too often
 
             watcher = threading.Thread(target=watch, daemon=True)
             watcher.start()
-            for line in proc.stdout:
-                if line.startswith("{"):
-                    self._handle(job, json.loads(line), outcome)
+            for msg in children.messages(proc):
+                self._handle(job, msg, outcome)
             rc = proc.wait()
             watcher.join()
             status, error = self._outcome(rc, outcome, stopped_for, time_limit_s, log)

@@ -1,6 +1,6 @@
 """One backend's benchmark, run in its own process by `core.measure.benchmark`.
 
-Reads a job (JSON: the serialized `BackendSpec`, the model, the images file and the plan)
+Reads a job (JSON: the serialized `RunSetup`, the model, the images file and the plan)
 on stdin and writes one JSON object per line on stdout: `loaded` once, then a `cell` per
 (batch, test size). Only the runtime being measured is imported, so memory and threads are
 this backend's alone. `load` and `measure` are the parts; `main` is the plumbing.
@@ -9,21 +9,20 @@ this backend's alone. `load` and `measure` are the parts; `main` is the plumbing
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import psutil
 
-from core.runtimes.backends import Backend, load_backend
-from core.settings import BackendSpec
-from core.system import exit_with_parent
+from core.runtimes.backends import Backend, load_setup
+from core.settings import RunSetup
+from core.children import emit, read_request
 from core.measure.timing import time_calls, time_once
 from core.model.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
 
@@ -31,11 +30,6 @@ from core.model.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
 RUNTIME_MODULES = {name: v.runtime.module for name, v in CATALOGUE.items()} | {REMOTE_SETUP: REMOTE_MODULE}
 
 _PROC = psutil.Process()
-
-
-def emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(obj) + "\n")
-    sys.stdout.flush()
 
 
 def rss_mb() -> float:
@@ -108,10 +102,9 @@ class Loaded:
     requests: int  # infer requests in flight: 1, or the async queue's size
 
 
-def load(spec: BackendSpec, model_dir: str, batch: int) -> Loaded:
+def load(spec: RunSetup, model_dir: str, batch: int) -> Loaded:
     """The backend of `spec`, ready for `batch`: a static shape compiles for that batch, a dynamic one takes any."""
-    backend = load_backend(Path(model_dir), spec.variant, spec.ov, spec.tf_mode,
-                           static_batch=batch if spec.static else None, threads=spec.threads)
+    backend = load_setup(Path(model_dir), spec, batch)
     if spec.async_queue:
         run, requests = async_runner(backend)
         return Loaded(backend, run, requests)
@@ -152,9 +145,8 @@ def measure(run: Runner, chunks: list[np.ndarray], size: int, repeats: int, warm
 
 
 def main() -> int:
-    job = json.loads(sys.stdin.read())
-    exit_with_parent()
-    spec, plan = BackendSpec.from_dict(job["spec"]), job["plan"]
+    job = read_request()
+    spec, plan = RunSetup.from_dict(job["spec"]), job["plan"]
     rss_start = rss_mb()
     # Timed: the runtime's import is part of what a deployment pays. Only this one is imported.
     import_s, _ = time_once(lambda: importlib.import_module(RUNTIME_MODULES[spec.variant]))
@@ -162,19 +154,19 @@ def main() -> int:
     images = np.load(job["images"])
     load_s, loaded = time_once(lambda: load(spec, job["model_dir"], plan["batches"][0]))
     first_s, _ = time_once(lambda: loaded.backend.predict(images[: loaded.backend.static_batch or 1]))
-    emit({"event": "loaded", "pid": os.getpid(), "tensorflow_imported": "tensorflow" in sys.modules,
-          "import_s": import_s, "load_s": load_s, "compile_s": getattr(loaded.backend, "compile_seconds", None),
-          "first_inference_ms": first_s * 1000, "rss_start_mb": rss_start, "rss_after_import_mb": rss_import,
-          "rss_after_load_mb": rss_mb(), "settings": loaded.backend.settings(), "requests": loaded.requests})
+    emit("loaded", pid=os.getpid(), tensorflow_imported="tensorflow" in sys.modules, import_s=import_s,
+         load_s=load_s, compile_s=getattr(loaded.backend, "compile_seconds", None), first_inference_ms=first_s * 1000,
+         rss_start_mb=rss_start, rss_after_import_mb=rss_import, rss_after_load_mb=rss_mb(),
+         settings=loaded.backend.settings(), requests=loaded.requests)
     for batch in plan["batches"]:
         if spec.static and loaded.backend.static_batch != batch:
             del loaded  # release the old compiled model (and its request queue) before compiling the next
             loaded = load(spec, job["model_dir"], batch)
         for size in plan["sizes"]:
             chunks, padded = batches_of(images, size, batch, loaded.backend.static_batch)
-            emit({"event": "cell", "batch": batch, "size": size, "shape": loaded.backend.settings().get("shape"),
-                  "requests": loaded.requests, "padded_images": padded,
-                  **measure(loaded.run, chunks, size, plan["repeats"], plan["warmup"])})
+            emit("cell", batch=batch, size=size, shape=loaded.backend.settings().get("shape"),
+                 requests=loaded.requests, padded_images=padded,
+                 **measure(loaded.run, chunks, size, plan["repeats"], plan["warmup"]))
     return 0
 
 

@@ -8,9 +8,6 @@ that changes a result stored with each row.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict
@@ -19,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core import paths
+from core import children
 from core.model import artifacts, data, evaluate, registry
 from core.runtimes import remote
 from core.measure.runs import (LOAD_COLUMNS, RESULT_COLUMNS, RUN_VERSION, Cell, CellResult, CellSettings,
@@ -28,8 +25,8 @@ from core.model.evaluate import Guard
 from core.model.images import IMAGE_SUFFIXES
 from core.model.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
-from core.settings import BACKENDS, BackendSpec, Plan, SweepConfig
-from core.system import child_env, library_versions, machine_summary
+from core.settings import BACKENDS, RunSetup, Plan, SweepConfig
+from core.system import library_versions, machine_summary
 from core.model.variants import CATALOGUE, PEER_VARIANTS, REMOTE_SETUP
 
 
@@ -75,7 +72,7 @@ def prepare_images(cfg: SweepConfig, progress: ProgressFn = ignore) -> tuple[np.
     return images, {"origin": origin, "unique_images": unique, "image_size": card.image_size}
 
 
-def measure_backend(key: str, spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path,
+def measure_backend(key: str, spec: RunSetup, model_dir: str, plan: Plan, images_path: Path,
                     on_cell: Callable[[Cell], None], progress: ProgressFn = ignore) -> dict[str, Any]:
     """One backend's worker over the sizes and batches of `plan`, on the decoded photos in
     `images_path`: each measured cell goes to `on_cell`; returns what the worker reported when it
@@ -84,8 +81,8 @@ def measure_backend(key: str, spec: BackendSpec, model_dir: str, plan: Plan, ima
     loaded: dict[str, Any] = {"label": spec.label}
 
     def on_line(msg: dict[str, Any]) -> None:
-        if msg["event"] == "loaded":
-            loaded.update({k: v for k, v in msg.items() if k != "event"})
+        if msg["type"] == "loaded":
+            loaded.update({k: v for k, v in msg.items() if k != "type"})
             progress(Event("benchmark", None, None, f"{spec.label}: loaded, measuring"))
         else:
             on_cell(_cell(key, spec, plan, msg, loaded, machine, versions))
@@ -96,19 +93,14 @@ def measure_backend(key: str, spec: BackendSpec, model_dir: str, plan: Plan, ima
     return loaded
 
 
-def _run_backend(spec: BackendSpec, model_dir: str, plan: Plan, images_path: Path,
+def _run_backend(spec: RunSetup, model_dir: str, plan: Plan, images_path: Path,
                  on_line: Callable[[dict[str, Any]], None]) -> str | None:
     """Run one backend's worker; returns an error message, or None on success."""
     job = {"spec": asdict(spec), "model_dir": model_dir, "images": str(images_path), "plan": asdict(plan)}
-    env = child_env(TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.Popen([sys.executable, "-m", "core.measure.bench_worker"], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            cwd=paths.PROJECT_ROOT)
-    proc.stdin.write(json.dumps(job))
-    proc.stdin.close()
-    for line in proc.stdout:
-        if line.startswith("{"):
-            on_line(json.loads(line))
+    # In the job's process group: cancelling the job ends its worker too.
+    proc = children.start("core.measure.bench_worker", job, own_group=False, TF_CPP_MIN_LOG_LEVEL="3")
+    for msg in children.messages(proc):
+        on_line(msg)
     stderr = proc.stderr.read()
     if proc.wait() != 0:
         lines = [ln for ln in stderr.strip().splitlines() if ln.strip()]
@@ -136,7 +128,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
             spec = BACKENDS[key]
             progress(Event("benchmark", len(cells), n_cells, f"{spec.label}: starting its own process"))
 
-            def on_measured(cell: Cell, spec: BackendSpec = spec) -> None:
+            def on_measured(cell: Cell, spec: RunSetup = spec) -> None:
                 cells.append(cell)
                 progress(Event("benchmark", len(cells), n_cells,
                                f"{spec.label}: batch {cell.settings.batch}, {cell.settings.size} images done"))
@@ -157,7 +149,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
     return save_run(run, out_root)
 
 
-def accuracy_record(card: ModelCard, spec: BackendSpec) -> dict[str, Any]:
+def accuracy_record(card: ModelCard, spec: RunSetup) -> dict[str, Any]:
     """The backend's accuracy against TensorFlow's from the model's card, and whether it is within the
     accuracy budget; saved with the run, so its summary compares like with like."""
     scored_in = card.evaluated_with.get("INFERENCE_PRECISION_HINT", "f32")
@@ -175,7 +167,7 @@ def sweep_job(ctx, config: dict[str, Any], out_root: str) -> dict[str, Any]:
     return {"run_dir": str(run_dir)}
 
 
-def _cell(key: str, spec: BackendSpec, plan: Plan, measured: dict[str, Any], loaded: dict[str, Any],
+def _cell(key: str, spec: RunSetup, plan: Plan, measured: dict[str, Any], loaded: dict[str, Any],
           machine: dict[str, Any], versions: dict[str, str]) -> Cell:
     """A worker's `cell` line, with what its `loaded` line reported, as one `Cell`."""
     s = loaded["settings"]

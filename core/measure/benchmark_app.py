@@ -16,9 +16,10 @@ from typing import Any
 from core import atomic
 from core.measure.benchmark import prepare_images
 from core.measure.runs import frame, load_run
+from core.measure.tuned import AppCheck, Tuning
 from core.model import registry
 from core.progress import Event, ProgressFn, ignore
-from core.settings import BACKENDS, BackendSpec, OVSettings, SweepConfig
+from core.settings import BACKENDS, RunSetup, OVSettings, SweepConfig
 
 
 def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seconds: int,
@@ -61,7 +62,7 @@ def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seco
             "requests": int(requests.group(1)) if requests else None}
 
 
-def benchmark_app(model_dir: Path, spec: BackendSpec, batch: int, seconds: int = 15) -> dict[str, Any]:
+def benchmark_app(model_dir: Path, spec: RunSetup, batch: int, seconds: int = 15) -> dict[str, Any]:
     """benchmark_app on the same IR and settings as one of our backends."""
     return run_benchmark_app(model_dir, spec.variant, spec.ov.hint, batch, seconds, spec.ov)
 
@@ -87,3 +88,26 @@ def compare_with_benchmark_app(run_dir: Path, seconds: int, progress: ProgressFn
     run["benchmark_app"] = checks
     atomic.write_json(run_dir / "run.json", run)
     return checks
+
+
+def check_winners(model_dir: Path, tuning: Tuning, seconds: int = 15, progress: ProgressFn = ignore) -> Tuning:
+    """OpenVINO's benchmark_app with `-hint latency` and `-hint throughput` (its own defaults otherwise)
+    on each winner's IR and batch, right after tuning; saved with the tuning. The tuned latency winner
+    should be at least as fast per call, the throughput winner at least as fast in bulk."""
+    checks = []
+    for objective, winner in tuning.winners.items():
+        if winner is None:
+            continue
+        progress(Event("tune", 0, None, f"benchmark_app -hint {objective} on {winner.setup.variant}"))
+        theirs = run_benchmark_app(Path(model_dir), winner.setup.variant, objective, winner.batch, seconds)
+        if objective == "latency":
+            ours, their_value, unit = winner.p50_ms, theirs["median_ms"], "ms (p50 of a call)"
+            holds = ours <= their_value
+        else:
+            ours, their_value, unit = winner.throughput_ips, theirs["throughput_ips"], "images/s"
+            holds = ours >= their_value
+        checks.append(AppCheck(objective, ours, their_value, unit, holds, theirs["command"], theirs["requests"],
+                               theirs["inputs"]))
+    checked = tuning.with_checks(checks)
+    checked.save(model_dir)
+    return checked

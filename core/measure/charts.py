@@ -9,6 +9,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from core.measure import runs
+from core.measure.tuned import Tuning
 from core.settings import BACKENDS, BASELINE
 from core.model.variants import RUNTIMES
 
@@ -166,13 +167,10 @@ def run_figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     return benchmark_figures(df, sp, BACKENDS[BASELINE].label if has_baseline else "")
 
 
-def tune_scatter(result: dict) -> go.Figure:
+def tune_scatter(tuning: Tuning) -> go.Figure:
     """Every measured setup of a tuning: p50 latency vs throughput; the Pareto front of the eligible
     ones as a line; ineligible setups grey, their reason on hover."""
-    from core.measure.tune import pareto
-
-    df = pd.DataFrame([c | {"batch": c["setup"]["batch"], "shape": c["setup"]["shape"],
-                            "runtime": c.get("runtime", "openvino")} for c in result["candidates"]])
+    df = tuned_frame(tuning)
     df["group"] = [r if e else "ineligible" for r, e in zip(df["runtime"], df["eligible"])]
     fig = px.scatter(df, x="p50_ms", y="throughput_ips", color="group", symbol="objective", log_x=True,
                      hover_data={"label": True, "batch": True, "reason": True, "accuracy": ":.3f",
@@ -182,11 +180,23 @@ def tune_scatter(result: dict) -> go.Figure:
                      title="Setups tried: latency vs throughput (up and left is better)",
                      labels={"p50_ms": "p50 latency of a call (ms)", "throughput_ips": "images / s",
                              "group": "runtime"})
-    front = pd.DataFrame(pareto(result["candidates"]))
-    if not front.empty:
-        fig.add_scatter(x=front["p50_ms"], y=front["throughput_ips"], mode="lines", name="Pareto front",
-                        line=dict(color="black", dash="dot"))
+    front = tuning.pareto()
+    if front:
+        fig.add_scatter(x=[c.p50_ms for c in front], y=[c.throughput_ips for c in front], mode="lines",
+                        name="Pareto front", line=dict(color="black", dash="dot"))
     return fig
+
+
+def tuned_frame(tuning: Tuning) -> pd.DataFrame:
+    """A tuning's candidates as a table, one row each, its setup and what the runtime reported as columns."""
+    return pd.DataFrame([
+        {"objective": c.objective, "label": c.label, "runtime": c.runtime, "variant": c.setup.variant,
+         "precision": c.setup.precision, "batch": c.batch, "shape": "static" if c.setup.static else "dynamic",
+         "streams": c.reported.streams, "requests": c.reported.requests, "threads": c.reported.threads,
+         "p50_ms": c.p50_ms, "p99_ms": c.p99_ms, "throughput_ips": c.throughput_ips, "photos": c.photos,
+         "repeats": c.repeats, "accuracy": c.accuracy, "agreement_with_tf": c.agreement_with_tf,
+         "eligible": c.eligible, "reason": c.reason}
+        for c in tuning.candidates])
 
 
 def confusion_matrix(matrix: list[list[int]], classes: tuple[str, ...], title: str) -> go.Figure:

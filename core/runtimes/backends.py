@@ -21,7 +21,7 @@ from core.model import artifacts, registry
 from core.runtimes import availability
 from core.runtimes.base import Backend
 from core.runtimes.remote import RemoteBackend
-from core.settings import TF_MODES, OVSettings
+from core.settings import TF_MODES, OVSettings, RunSetup
 from core.model.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
 
 
@@ -105,6 +105,11 @@ def device_info(device: str = "CPU") -> dict[str, Any]:
         "default_precision": _plain(core.get_property(device, "INFERENCE_PRECISION_HINT")),
         "capabilities": list(core.get_property(device, "OPTIMIZATION_CAPABILITIES")),
     }
+
+
+def native_precisions(capabilities: list[str]) -> list[str]:
+    """f32 always; bf16 and f16 only where the CPU plugin reports them as native capabilities."""
+    return ["f32"] + [p for p, cap in (("bf16", "BF16"), ("f16", "FP16")) if cap in capabilities]
 
 
 class OpenVINOBackend(Backend):
@@ -259,3 +264,9 @@ def load_backend(model_dir: Path, variant: str, ov_settings: OVSettings | None =
     if variant == REMOTE_SETUP:
         return RemoteBackend.for_model(model_dir)
     return OpenVINOBackend(model_dir, variant, ov_settings, static_batch)
+
+
+def load_setup(model_dir: Path, setup: RunSetup, batch: int | None = None) -> Backend:
+    """The backend of a `RunSetup`; a static shape is compiled for `batch`."""
+    return load_backend(model_dir, setup.variant, setup.ov, setup.tf_mode,
+                        static_batch=batch if setup.static else None, threads=setup.threads)

@@ -13,12 +13,12 @@ import numpy as np
 
 from core.model import artifacts, openset, registry
 from core.runtimes import remote
-from core.runtimes.backends import Backend, device_info, load_backend
+from core.runtimes.backends import Backend, device_info, load_backend, load_setup, native_precisions
 from core.model.images import ImageError, open_image, to_model_input
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings, SweepConfig
 from core.measure.timing import Timing, time_calls, time_once
-from core.measure.tune import load_tuned, native_precisions, settings_of
+from core.measure import tuned
 from core.model.variants import CATALOGUE, TF_VARIANT, ir_variant
 
 if TYPE_CHECKING:
@@ -33,10 +33,11 @@ def offered_setups(model_dir: Path) -> list[str]:
     """What Predict offers, by name: each variant (a model file) this server can run, and two named
     setups: the tuned latency setup when the model has one, and the remote server when the owner
     configured one for this model."""
-    winner = (load_tuned(model_dir) or {}).get("objectives", {}).get("latency")
+    tuning = tuned.load(model_dir)
+    winner = tuning.winner("latency") if tuning else None
     # A tuning is machine-specific: offer it only where its precision runs natively (a bf16 setup
     # tuned on a CPU with BF16 is not offered on one without).
-    usable = winner is not None and winner["setup"]["precision"] in native_precisions(device_info()["capabilities"])
+    usable = winner is not None and winner.setup.precision in native_precisions(device_info()["capabilities"])
     return (registry.available_variants(model_dir) + ([TUNED_LATENCY] if usable else [])
             + ([remote.REMOTE_SETUP] if remote.serves(model_dir) else []))
 
@@ -199,12 +200,11 @@ class Predictor:
     def _load(self, variant: str) -> Backend:
         if variant != TUNED_LATENCY:
             return load_backend(self.model_dir, variant, self.ov_settings)
-        tuned = load_tuned(self.model_dir)
-        winner = (tuned or {}).get("objectives", {}).get("latency")
+        tuning = tuned.load(self.model_dir)
+        winner = tuning.winner("latency") if tuning else None
         if winner is None:
             raise registry.ModelError(f"{self.model_dir.name} has no tuned latency setup; run `python -m core tune`")
-        ir_variant, settings, static_batch = settings_of(winner)
-        return load_backend(self.model_dir, ir_variant, settings, static_batch=static_batch)
+        return load_setup(self.model_dir, winner.setup, winner.batch)
 
     def load_times(self) -> dict[str, dict[str, float]]:
         return {v: {"load_s": b.load_seconds, "first_inference_ms": self.first_inference_ms[v]}

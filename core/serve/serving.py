@@ -22,7 +22,6 @@ import io
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -35,12 +34,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from core import atomic, paths
-from core.system import child_env
-from core.measure import tune
+from core import atomic, children, paths
+from core.measure import tuned
 from core.model import openset, registry
 from core.errors import UserError
 from core.model.variants import ir_variant
+from core.settings import OVSettings, RunSetup
 
 SERVE_VARIANTS = ("tuned", "int8", "fp32", "fp16")
 MODEL_VERSION = "1"
@@ -59,13 +58,21 @@ class ServingError(UserError):
 
 @dataclass(frozen=True)
 class ServingSetup:
-    """What the model server runs: an IR variant and its OpenVINO settings, and where they came from."""
+    """What the model server runs: a `RunSetup` of an IR variant, how many requests it keeps in
+    flight, its static batch if any, and where the setup came from."""
 
-    variant: str  # e.g. openvino-int8
-    plugin_config: dict[str, str]
+    setup: RunSetup
     nireq: int
     batch: int | None  # a static batch size (what OVMS calls `shape`), or None for a dynamic batch
-    source: str  # "tuned on <machine>" or "defaults"
+    source: str  # "tuned (...)" or "defaults ..."
+
+    @property
+    def variant(self) -> str:
+        return self.setup.variant
+
+    @property
+    def plugin_config(self) -> dict[str, str]:
+        return self.setup.ov.config_strings()
 
     def ovms_config(self, name: str, image_size: int) -> dict[str, Any]:
         config: dict[str, Any] = {"name": name, "base_path": name, "target_device": "CPU", "nireq": self.nireq,
@@ -75,40 +82,30 @@ class ServingSetup:
         return {"model_config_list": [{"config": config}]}
 
 
+DEFAULT_SETUP = "defaults (no tuning found): f32, THROUGHPUT hint"
+
+
 def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | None = None,
                  batch: int | None = 1) -> ServingSetup:
     """The served variant and its settings. With a tuning (`python -m core tune`), its fastest
     throughput setup within the accuracy budget at `batch` photos per request (1: what the
     Predict page and most clients send; None: any): for `tuned` the overall winner, for a named
-    variant that variant's best. Without one, the app's own defaults: f32, THROUGHPUT hint."""
+    variant that variant's best. It runs exactly as measured (and as Predict runs it): the same
+    `RunSetup`, as many requests as it kept in flight. Without one, the app's own defaults."""
     if variant not in SERVE_VARIANTS:
         raise ServingError(f"variant must be one of {', '.join(SERVE_VARIANTS)}")
-    tuned = (json.loads(Path(tuned_path).read_text()) if tuned_path is not None
-             else tune.load_tuned(model_dir))
-    if tuned is not None:
-        pool = [c for c in tuned.get("candidates", []) if c.get("runtime", "openvino") == "openvino"
-                and (variant == "tuned" or c["setup"]["variant"] == ir_variant(variant))
-                and (batch is None or c["setup"]["batch"] == batch)]
-        winner = tune.best(pool, "throughput")
+    tuning = tuned.load(model_dir, tuned_path)
+    if tuning is not None:
+        winner = tuning.serving_winner(None if variant == "tuned" else ir_variant(variant), batch)
         if winner is not None:
-            return _from_winner(winner, tuned.get("machine", {}))
+            return ServingSetup(winner.setup, winner.nireq, winner.static_batch,
+                                f"tuned ({winner.label}, {winner.throughput_ips:.0f} img/s on "
+                                f"{tuning.describe_machine()})")
     if variant == "tuned":
         raise ServingError(f"{Path(model_dir).name} has no tuning; run `python -m core tune` or choose a variant "
                            "(int8, fp32, fp16)")
-    return ServingSetup(ir_variant(variant), {"PERFORMANCE_HINT": "THROUGHPUT", "INFERENCE_PRECISION_HINT": "f32"},
-                        nireq=2, batch=None, source="defaults (no tuning found): f32, THROUGHPUT hint")
-
-
-def _from_winner(winner: dict[str, Any], machine: dict[str, Any]) -> ServingSetup:
-    """The winner as the server runs it: the same properties the tuning compiled with (and the Predict
-    page compiles with: `tune.settings_of`), as many requests as it kept in flight."""
-    variant, settings, static_batch = tune.settings_of(winner)
-    s = winner["setup"]
-    streams = int(s["streams"]) if str(s["streams"]).isdigit() else 1  # what the plugin chose, as measured
-    where = machine.get("cpu") or machine.get("processor") or "this machine"
-    return ServingSetup(variant, settings.config_strings(), nireq=max(int(s["requests"]), streams),
-                        batch=static_batch,
-                        source=f"tuned ({winner['label']}, {winner['throughput_ips']:.0f} img/s on {where})")
+    setup = RunSetup("", ir_variant(variant), ov=OVSettings("f32", "THROUGHPUT"), async_queue=True)
+    return ServingSetup(setup, nireq=2, batch=None, source=DEFAULT_SETUP)
 
 
 def export(model_dir: Path, out: Path, variant: str = "tuned", tuned_path: Path | None = None,
@@ -157,7 +154,7 @@ def export_zip(model_dir: Path, variant: str = "tuned", tuned_path: Path | None 
 def default_variant(model_dir: Path, tuned_path: Path | None = None) -> str | None:
     """`tuned` where there is a tuning, else INT8 (the smallest; within a point of TensorFlow), else
     the first IR the model has; None if it has none."""
-    if tuned_path is not None or tune.load_tuned(model_dir) is not None:
+    if tuned_path is not None or tuned.load(model_dir) is not None:
         return "tuned"
     return next((v for v in ("int8", "fp32", "fp16") if registry.variant_path(model_dir, ir_variant(v)).exists()),
                 None)
@@ -311,9 +308,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def server_command(repository: Path, port: int, host: str = "127.0.0.1") -> list[str]:
-    return [server_python(), "-m", "core.serve.model_server", "--repository", str(repository), "--host", host,
-            "--port", str(port)]
+def start_server(repository: Path, port: int, host: str = "127.0.0.1", **streams: Any) -> subprocess.Popen:
+    """The model server on `repository`, in its own environment and process group (`children.stop` ends it)."""
+    return children.start("core.serve.model_server", args=("--repository", str(repository), "--host", host,
+                                                           "--port", str(port)), python=server_python(), **streams)
 
 
 @dataclass(frozen=True)
@@ -329,15 +327,13 @@ def running_server(repository: Path, timeout_s: float = 120, log: Path | None = 
     after a failure. Loopback only, fixed here: the readiness probe is the one URL this module opens."""
     port = free_port()
     log_file = open(log, "w") if log else subprocess.DEVNULL
-    proc = subprocess.Popen(server_command(repository, port), cwd=paths.PROJECT_ROOT, stdout=log_file,
-                            stderr=subprocess.STDOUT, start_new_session=True,
-                            env=child_env())
+    proc = start_server(repository, port, stdout=log_file, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, timeout_s, log)
         yield RunningServer(url, proc.pid)
     finally:
-        stop(proc)
+        children.stop(proc)
         if log:
             log_file.close()
 
@@ -356,17 +352,3 @@ def _wait_ready(url: str, proc: subprocess.Popen, timeout_s: float, log: Path | 
             pass
         time.sleep(0.3)
     raise ServingError(f"the model server was not ready within {timeout_s:.0f} s")
-
-
-def stop(proc: subprocess.Popen, grace_s: float = 10) -> None:
-    """SIGTERM to the server's process group (KServe shuts down cleanly), SIGKILL if it lingers."""
-    if proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
