@@ -7,7 +7,7 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (active_model, current_workspace, my_job, policy, rerun_when_finished,
+from app_pages.common import (page_model, current_workspace, my_job, policy, rerun_when_finished,
                               results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
                               starting_job, tensorflow_missing_notice)
 from core import settings, system
@@ -23,10 +23,7 @@ st.caption(
     "and first inference are timed apart; then a warm-up and repeated timed runs (median, min, max). "
     "Memory is that process's resident set. Each row carries the settings it ran with."
 )
-entry = active_model()
-if entry is None:
-    st.warning("No model available.")
-    st.stop()
+entry = page_model()
 no_tensorflow = tensorflow_missing_notice()
 ws = current_workspace()
 rules = policy()

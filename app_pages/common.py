@@ -148,6 +148,15 @@ def active_model() -> registry.ModelEntry | None:
     return entries.get(st.session_state.get(MODEL_KEY)) or next(iter(entries.values()), None)
 
 
+def page_model() -> registry.ModelEntry:
+    """The model a page works on; without any, the page says so and ends."""
+    entry = active_model()
+    if entry is None:
+        st.warning("No model yet: train one on the Train page or with `python -m core train`.")
+        st.stop()
+    return entry
+
+
 def _stamp(model_dir: Path) -> float:
     """Changes when a model is re-converted or re-tuned, so the cache reloads it."""
     files = [model_dir / registry.METADATA_FILE, model_dir / TUNED_FILE]

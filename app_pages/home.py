@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import active_model, predictor, serving_download, show_quality, tensorflow_missing_notice
+from app_pages.common import page_model, predictor, serving_download, show_quality, tensorflow_missing_notice
 from core.measure import charts
 from core.model import evaluate, openset
 from core.runtimes.backends import device_info
@@ -22,10 +22,7 @@ variant still gives TensorFlow's answers, and measure the speed-up honestly.
 )
 tensorflow_missing_notice()
 
-entry = active_model()
-if entry is None:
-    st.warning("No model yet: train one on the Train page or with `python -m core train`.")
-    st.stop()
+entry = page_model()
 
 card = entry.card
 st.header(f"Model: `{entry.name}`")

@@ -6,7 +6,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import (active_model, classify_all, predict_defaults, predictor, start_loading,
+from app_pages.common import (page_model, classify_all, predict_defaults, predictor, start_loading,
                               tensorflow_missing_notice)
 from core.measure import charts
 from core.model import images, openset
@@ -19,10 +19,7 @@ NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_SETUP: "OpenVINO (remote ser
 
 st.title(":material/image_search: Predict")
 tensorflow_missing_notice()
-entry = active_model()
-if entry is None:
-    st.warning("No model available.")
-    st.stop()
+entry = page_model()
 
 offered = offered_setups(entry.path)
 chosen, default_settings = predict_defaults(entry)

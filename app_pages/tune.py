@@ -2,7 +2,7 @@
 
 import streamlit as st
 
-from app_pages.common import (active_model, current_workspace, my_job, policy, rerun_when_finished, show_job_failure,
+from app_pages.common import (page_model, current_workspace, my_job, policy, rerun_when_finished, show_job_failure,
                               show_progress, show_refusal, starting_job, tensorflow_missing_notice)
 from core.app.access import Action
 from core.app.jobs import RUNNER
@@ -10,10 +10,7 @@ from core.measure import charts, tuned
 from core.model import evaluate
 
 st.title(":material/tune: Tune")
-entry = active_model()
-if entry is None:
-    st.warning("No model available.")
-    st.stop()
+entry = page_model()
 no_tensorflow = tensorflow_missing_notice()
 ws = current_workspace()
 rules = policy()
