@@ -160,6 +160,15 @@ class CpuQuota:
     def enter(self) -> None:
         (self.path / "cgroup.procs").write_text(str(os.getpid()))
 
+    def set_cores(self, cores: float | None) -> None:
+        """Change the quota of the running group; None lifts it."""
+        self.cores = cores
+        quota = str(int(cores * PERIOD_US)) if cores else None
+        if (self.path / "cpu.cfs_quota_us").exists():
+            (self.path / "cpu.cfs_quota_us").write_text(quota or "-1")
+        else:
+            (self.path / "cpu.max").write_text(f"{quota or 'max'} {PERIOD_US}")
+
     @property
     def throttled_s(self) -> float:
         """How long the group was held back by its quota."""

@@ -16,7 +16,7 @@ from core.settings import BACKENDS, SWEEP_PRESETS, SweepConfig
 @pytest.fixture(scope="module")
 def sweep(tiny_model, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    cfg = SweepConfig(str(tiny_model), ["tf-predict", "tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
+    cfg = SweepConfig(str(tiny_model), ["tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
                                         "onnxruntime-int8", "litert", "litert-int8"],
                                 sizes=[4, 8], batches=[1, 4], repeats=2, images=str(tiny_dataset))
     cells = []
@@ -27,15 +27,15 @@ def sweep(tiny_model, tiny_dataset, tmp_path_factory):
 def test_every_cell_is_measured_in_a_separate_process(sweep):
     run_dir, cells = sweep
     run = json.loads((run_dir / "run.json").read_text())
-    assert len(run["rows"]) == len(cells) == 8 * 2 * 2
+    assert len(run["rows"]) == len(cells) == 7 * 2 * 2
     pids = {k: b["pid"] for k, b in run["backends"].items()}
-    assert len(set(pids.values())) == 8 and os.getpid() not in pids.values()
+    assert len(set(pids.values())) == 7 and os.getpid() not in pids.values()
     # OpenVINO's and the peers' processes never load TensorFlow, so their memory is their runtime's alone.
     for key in ("ov-fp32", "onnxruntime", "litert", "litert-int8"):
         assert not run["backends"][key]["tensorflow_imported"], key
     assert run["backends"]["tf-function"]["tensorflow_imported"]
     df = pd.read_csv(run_dir / "rows.csv")
-    assert set(df["backend"]) == {"tf-predict", "tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
+    assert set(df["backend"]) == {"tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
                                   "onnxruntime-int8", "litert", "litert-int8"}
     assert set(df[df["backend"] == "onnxruntime-int8"]["precision"]) == {"int8 (QDQ)"}
     assert set(df[df["backend"] == "litert-int8"]["precision"]) == {"int8 (full integer)"}

@@ -1,7 +1,7 @@
 """The real browser path: Chromium drives `streamlit run`. (Training through the browser, from an
 uploaded archive to the finished model, is in test_cloud_memory, inside Cloud's memory limit.)"""
 
-from conftest import ROOT, mini_photo, needs_chromium, needs_mini
+from conftest import ROOT, mini_photo, needs_chromium, needs_mini, wait_for_script
 
 pytestmark = [needs_chromium, needs_mini]
 
@@ -59,7 +59,7 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
 
     page.goto(f"{app_url}/benchmark", timeout=60_000)
     page.get_by_text("Saved runs", exact=True).wait_for(timeout=120_000)
-    page.wait_for_timeout(2000)
+    wait_for_script(page)
     assert no_sideways_scroll(page)
     for chart in page.locator(".js-plotly-plot").all()[:3]:
         chart_box = chart.bounding_box()

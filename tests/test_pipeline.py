@@ -62,9 +62,7 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     """The transfer path end to end with the real ImageNet weights, small (32 px): the head, then
     fine-tuning the top of the backbone with the recipe levers (cosine, strong augmentation,
     cutmix); then, as in a shipped folder, the FP32 IR left out and remade from model.keras."""
-    import shutil
-
-    from core.model import architectures, evaluate
+    from core.model import architectures, artifacts, evaluate
 
     cfg = TrainConfig(arch="efficientnet_lite0", image_size=32, epochs=1, fine_tune_epochs=2, fine_tune_layers=20,
                       batch_size=8, schedule="cosine", strong_augment=True, mix="cutmix", patience=5,
@@ -80,15 +78,17 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     assert sum(layer.trainable for layer in backbone.layers if layer.weights) > 0  # fine-tuned, BatchNorm frozen
     assert not any(layer.trainable for layer in backbone.layers if "_bn" in layer.name)
 
-    assert "openvino-fp32" not in registry.available_variants(path)  # never made
-    ir = evaluate.ensure_scored(path, "openvino-fp32")  # made and scored on the card, as conversion does
-    assert "openvino-fp32" in registry.read_card(path).scores["val"].accuracy
-    shutil.rmtree(ir.parent)  # a shipped folder leaves it out: model.keras remakes it
-    assert "openvino-fp32" in registry.available_variants(path)
+    # As in a shipped folder, the FP32 IR is not there: loading it remakes it from model.keras, once.
+    ir = artifacts.path(path, "openvino-fp32")
+    assert not ir.exists() and "openvino-fp32" not in registry.available_variants(path)
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     ov_probs = load_backend(path, "openvino-fp32").predict(images)
     assert ir.exists()
     assert np.abs(ov_probs - model.predict(images.astype(np.float32), verbose=0)).max() < 1e-4
+    made = ir.stat().st_mtime_ns
+    assert evaluate.ensure_scored(path, "openvino-fp32") == ir and ir.stat().st_mtime_ns == made  # scored, not remade
+    assert "openvino-fp32" in registry.read_card(path).scores["val"].accuracy
+    assert "openvino-fp32" in registry.available_variants(path)
 
 
 def test_mobilenet_v2_builds_as_the_light_recipe_does():
@@ -189,6 +189,9 @@ def test_backends_take_uint8_and_return_probabilities(tiny_model):
     assert tf_probs.shape == ov_probs.shape == (5, 3)
     np.testing.assert_allclose(ov_probs.sum(1), 1, atol=1e-5)
     np.testing.assert_allclose(ov_probs, tf_probs, atol=1e-4)
+    study_loop = load_backend(tiny_model, "tensorflow", tf_mode="predict")  # Keras model.predict, the study's
+    np.testing.assert_allclose(study_loop.predict(batch), tf_probs, atol=1e-5)
+    assert study_loop.settings()["mode"] == "predict"
     with pytest.raises(ValueError, match="expected uint8"):
         load_backend(tiny_model, "openvino-fp32").predict(batch.astype(np.float32))
 

@@ -119,13 +119,10 @@ def test_owner_urls_and_paths_are_held_to_the_allow_list_and_data_roots(owner_se
         return answer.inner_text()
 
     plain, secure = s["plain"], s["secure"]
+    # One of each kind through the page; tests/test_safety.py holds every case against the same policy.
     refused_urls = {
         f"{plain}/flower_photos.tgz": "only https",
-        "https://10.0.0.1/flower_photos.tgz": "not on this server's download allow-list",
         "https://169.254.169.254/latest/meta-data": "allow-list",
-        "file:///etc/passwd": "only https",
-        f"ftp://{plain.split('//')[1]}/x.tgz": "only https",
-        "data:application/zip;base64,UEsFBgAAAAAAAAAAAAAAAAAAAAAAAA==": "only https",
         f"{secure}/redirect.zip": "redirected",
     }
     for value, reason in refused_urls.items():
@@ -138,8 +135,7 @@ def test_owner_urls_and_paths_are_held_to_the_allow_list_and_data_roots(owner_se
                       "images in 3 classes") == "9 images in 3 classes"
 
     cache = s["roots"].parent / "cache"
-    for typed in ("..", "../..", "~", "~/.ssh", "/proc/self", "/etc", "escape", str(workspace.root()),
-                  str(cache / "workspaces"), "colours/../../"):
+    for typed in ("..", "escape", str(cache / "workspaces")):  # up, a link out, the visitors' files
         text = try_source("Folder on the server (data roots)", "Folder path", typed, "This dataset cannot be used")
         assert "outside the data roots" in text or "not a path inside" in text or "no such" in text, (typed, text)
     assert try_source("Folder on the server (data roots)", "Folder path", "colours",

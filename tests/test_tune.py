@@ -26,20 +26,36 @@ def tuned_model(tiny_model, tmp_path_factory):
     return model
 
 
-def test_tune_guards_measures_and_saves_the_winners(tuned_model, monkeypatch):
-    calls, rows = [], []
+def test_the_guard_scores_every_variant_once_per_precision(tuned_model, monkeypatch):
+    calls = []
     score = evaluate.score_variants
 
     def counted(model_dir, images, labels, variants=None, ov_settings=None, progress=None):
-        calls.append(ov_settings.precision)
+        calls.append((ov_settings.precision, tuple(variants)))
         return score(model_dir, images, labels, variants, ov_settings)
 
     monkeypatch.setattr(evaluate, "score_variants", counted)
-    result = tune.tune(tuned_model, "both", budget_s=10, variants=["openvino-fp32", "openvino-int8"],
-                       peer_variants=["litert"], on_candidate=rows.append)
     precisions = native_precisions(device_info()["capabilities"])
-    assert calls == precisions  # the guard ran once per precision (every variant at once), not per setup
-    assert tuned.load(tuned_model) == result  # saved, and read back the same
+    guards = tune.accuracy_guards(tuned_model, ["openvino-fp32", "openvino-int8"], precisions, ["litert"])
+    # Once per precision (every variant at once), not per setup; the peer, whose precision is its own, once.
+    assert [p for p, _ in calls] == precisions and sum("litert" in v for _, v in calls) == 1
+    assert set(guards) == {(v, p) for v in ("openvino-fp32", "openvino-int8") for p in precisions} | {("litert", "f32")}
+
+
+def test_tune_runs_as_a_job_measures_and_saves_the_winners(tuned_model):
+    """A tuning through the job runner, as the Tune page starts it: each measured setup a row, the
+    winners saved in the model folder."""
+    from core.app.jobs import RUNNER
+
+    RUNNER.start("tune", "tuning tiny", "core.measure.tune:tune_job",
+                 {"model_dir": str(tuned_model), "objective": "both", "budget_s": 10.0, "p99_ms": None,
+                  "variants": ["openvino-fp32", "openvino-int8"], "peer_variants": ["litert"]})
+    job = RUNNER.wait(300)
+    assert job.status == "done", job.error
+    result = tuned.load(tuned_model)
+    assert result.created == job.result["created"]
+    rows = [tuned.Candidate.from_dict(r) for r in job.rows]
+    precisions = native_precisions(device_info()["capabilities"])
     assert len(result.candidates) >= 2
     assert all(c in rows for c in result.candidates)  # re-measured setups: rows > candidates
     assert result.objectives == ("latency", "throughput")
@@ -142,15 +158,3 @@ def test_tune_page_shows_the_tuning_and_only_the_owner_tunes_shared_models(tuned
     assert any("Pareto front" in c.proto.spec for c in at.get("plotly_chart"))
     assert at.button(key="tune").disabled  # a visitor, on a shared model
     assert registry.list_models(models)[0].name == "tiny"
-
-
-def test_tuning_runs_as_a_job_with_each_setup_as_a_row(tuned_model):
-    from core.app.jobs import RUNNER
-
-    RUNNER.start("tune", "tuning tiny", "core.measure.tune:tune_job",
-                 {"model_dir": str(tuned_model), "objective": "latency", "budget_s": 7.0, "p99_ms": None})
-    job = RUNNER.wait(300)
-    assert job.status == "done", job.error
-    assert job.rows and all(r["objective"] == "latency" for r in job.rows)
-    saved = tuned.load(tuned_model)
-    assert saved.created == job.result["created"] and saved.winner("latency").eligible

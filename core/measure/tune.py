@@ -254,8 +254,9 @@ def _leaders(measured: dict[tuple[Point, int], Candidate], objectives: tuple[str
     return [Point(ranked[0].objective, ranked[0].setup) for o in objectives if (ranked := _rank(o, measured))]
 
 
-def tune_job(ctx, model_dir: str, objective: str, budget_s: float, p99_ms: float | None) -> dict[str, Any]:
+def tune_job(ctx, model_dir: str, objective: str, budget_s: float, p99_ms: float | None,
+             variants: list[str] | None = None, peer_variants: list[str] | None = None) -> dict[str, Any]:
     """`tune` as a job of `core.app.jobs` (in its child process): each measured setup becomes a row."""
-    tuning = tune(Path(model_dir), objective, budget_s, p99_ms, ctx.progress,
+    tuning = tune(Path(model_dir), objective, budget_s, p99_ms, ctx.progress, variants, peer_variants,
                   on_candidate=lambda c: ctx.add_row(c.to_dict()))
     return {"created": tuning.created, "seconds": tuning.seconds}
