@@ -62,13 +62,12 @@ def _cell(backend: str, batch: int, seconds: float, rss: float, runtime: str | N
 def test_summary_states_ratios_over_the_baseline_in_the_same_run():
     run = {"backends": {"onnxruntime": {"label": "ONNX Runtime", "error": "worker exited with code 1"}},
            "rows": [_cell("tf-function", 1, 2.0, 800), _cell("ov-int8", 1, 0.5, 200), _cell("tf-predict", 1, 4.0, 800)]}
-    assert runs.summary(run) == [
-        "At batch 1 (100 images), OpenVINO INT8 IR (f32) is 4.0× faster than TensorFlow compiled tf.function, "
-        "at 200 images/s, using 25% of its peak memory (200 vs 800 MB).",
-        "At batch 1 (100 images), TensorFlow model.predict (the study's loop) (f32) is 2.0× slower than TensorFlow "
-        "compiled tf.function, at 25 images/s, using 100% of its peak memory (800 vs 800 MB).",
-        "ONNX Runtime failed: worker exited with code 1",
-    ]
+    sp = runs.speedups(runs.frame(run)).set_index("backend")
+    assert sp.loc["ov-int8", "speedup"] == 4.0 and sp.loc["ov-int8", "memory_ratio"] == 0.25
+    assert sp.loc["tf-predict", "speedup"] == 0.5  # slower: a ratio below one, not a made-up "speed-up"
+    lines = runs.summary(run)
+    assert len(lines) == 3 and "4.0×" in lines[0] and "2.0×" in lines[1]  # fastest first
+    assert "worker exited with code 1" in lines[2]  # a failed backend is said, with its error
     run["rows"] = run["rows"][1:]  # no baseline in the run: no ratio is made up
     assert runs.summary(run) == []
 
@@ -88,13 +87,14 @@ def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget
            "rows": [_cell("tf-function", 1, 2.0, 800, "tensorflow"), _cell("ov-fp32", 1, 0.5, 200, "openvino"),
                     _cell("ov-int8", 1, 0.2, 150, "openvino"), _cell("ov-fp32-default", 1, 0.1, 200, "openvino"),
                     _cell("litert", 1, 0.4, 100, "litert"), _cell("onnxruntime-int8", 1, 0.3, 100, "onnxruntime")]}
-    lines = runs.summary(run)
     # INT8 (faster, but outside the budget) and the bf16 default (not scored as run) are not the ones compared.
-    assert ("At batch 1 (100 images), within the accuracy budget, the fastest OpenVINO setup (OpenVINO FP32 IR, f32) "
-            "is 1.2× slower than the best peer (LiteRT (XNNPACK), f32, a thread per core): 200 vs 250 images/s.") in lines
-    left_out = lines[-1]
-    assert left_out.startswith("Not compared") and "OpenVINO INT8 IR (top-1 agreement" in left_out
-    assert "ONNX Runtime INT8" in left_out and "plugin default precision (scored in f32, run in default)" in left_out
+    [comparison] = runs.against_peers(run, runs.frame(run))
+    assert (comparison.ours, comparison.theirs, comparison.batch) == ("ov-fp32", "litert", 1)
+    assert comparison.ratio == 200 / 250
+    left_out = runs.left_out_of_comparison(run, runs.frame(run))
+    assert set(left_out) == {"ov-int8", "onnxruntime-int8", "ov-fp32-default"}
+    assert left_out["ov-fp32-default"] == "scored in f32, run in default"
+    assert len(runs.summary(run)) == 5 + 2  # a line per backend but the baseline, the comparison, what was left out
     # A real card: the FP32 IR in f32 is within the budget, the peer files were scored when they were made.
     assert benchmark.accuracy_record(card, BACKENDS["ov-fp32"])["eligible"]
     assert benchmark.accuracy_record(card, BACKENDS["litert"])["eligible"]

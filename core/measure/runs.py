@@ -189,14 +189,33 @@ def summary(run: dict[str, Any], baseline: str = BASELINE) -> list[str]:
     return lines
 
 
-def peer_sentences(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
-    """OpenVINO's fastest setup against the fastest peer (ONNX Runtime, LiteRT), both within the
-    accuracy budget, per batch at the largest test size; and what was left out, and why."""
-    accuracy = {k: info.get("accuracy", {"unknown": "not recorded (an older run)"})
-                for k, info in run["backends"].items()}
-    within = {k for k, a in accuracy.items() if a.get("eligible")}
+@dataclass(frozen=True)
+class PeerComparison:
+    """OpenVINO's fastest setup against the fastest peer, both within the accuracy budget, at one batch size."""
+
+    batch: int
+    size: int
+    ours: str  # backend keys
+    theirs: str
+    ours_ips: float
+    theirs_ips: float
+
+    @property
+    def ratio(self) -> float:
+        """How many times OpenVINO's throughput is the peer's."""
+        return self.ours_ips / self.theirs_ips
+
+
+def _accuracy(run: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {k: info.get("accuracy", {"unknown": "not recorded (an older run)"}) for k, info in run["backends"].items()}
+
+
+def against_peers(run: dict[str, Any], df: pd.DataFrame) -> list[PeerComparison]:
+    """Per batch size, at the largest test size: OpenVINO's fastest setup against the fastest peer
+    (ONNX Runtime, LiteRT), counting only backends within the accuracy budget."""
+    within = {k for k, a in _accuracy(run).items() if a.get("eligible")}
     size = int(df["size"].max())
-    lines = []
+    comparisons = []
     for batch in sorted(df["batch"].unique()):
         cell = df[(df["batch"] == batch) & (df["size"] == size) & df["backend"].isin(within)]
         ov = cell[cell["runtime"] == "openvino"]
@@ -204,16 +223,29 @@ def peer_sentences(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
         if ov.empty or peer.empty:
             continue
         ours, theirs = ov.loc[ov["throughput_ips"].idxmax()], peer.loc[peer["throughput_ips"].idxmax()]
-        ratio = ours["throughput_ips"] / theirs["throughput_ips"]
-        faster = (f"{ratio:.1f}× faster than" if ratio >= 1.05 else f"{1 / ratio:.1f}× slower than"
-                  if ratio <= 1 / 1.05 else "as fast as (within 5%)")
-        lines.append(f"At batch {batch} ({size} images), within the accuracy budget, the fastest OpenVINO setup "
-                     f"({ours['label']}) is {faster} the best peer ({theirs['label']}): "
-                     f"{ours['throughput_ips']:.0f} vs {theirs['throughput_ips']:.0f} images/s.")
-    if lines:
-        measured = set(df["backend"])
-        left_out = [f"{run['backends'][k]['label']} ({a.get('reason') or a.get('unknown')})"
-                    for k, a in accuracy.items() if k not in within and k in measured]
-        if left_out:
-            lines.append("Not compared, outside the accuracy budget or not scored as run: " + "; ".join(left_out) + ".")
+        comparisons.append(PeerComparison(int(batch), size, ours["backend"], theirs["backend"],
+                                          float(ours["throughput_ips"]), float(theirs["throughput_ips"])))
+    return comparisons
+
+
+def left_out_of_comparison(run: dict[str, Any], df: pd.DataFrame) -> dict[str, str]:
+    """The measured backends not compared, each with why: outside the budget, or not scored as run."""
+    measured = set(df["backend"])
+    return {k: a.get("reason") or a.get("unknown") for k, a in _accuracy(run).items()
+            if not a.get("eligible") and k in measured}
+
+
+def peer_sentences(run: dict[str, Any], df: pd.DataFrame) -> list[str]:
+    """`against_peers` and `left_out_of_comparison` in words."""
+    lines = []
+    for c in against_peers(run, df):
+        faster = (f"{c.ratio:.1f}× faster than" if c.ratio >= 1.05 else f"{1 / c.ratio:.1f}× slower than"
+                  if c.ratio <= 1 / 1.05 else "as fast as (within 5%)")
+        lines.append(f"At batch {c.batch} ({c.size} images), within the accuracy budget, the fastest OpenVINO setup "
+                     f"({run['backends'][c.ours]['label']}) is {faster} the best peer "
+                     f"({run['backends'][c.theirs]['label']}): {c.ours_ips:.0f} vs {c.theirs_ips:.0f} images/s.")
+    left_out = left_out_of_comparison(run, df)
+    if lines and left_out:
+        lines.append("Not compared, outside the accuracy budget or not scored as run: "
+                     + "; ".join(f"{run['backends'][k]['label']} ({why})" for k, why in left_out.items()) + ".")
     return lines
