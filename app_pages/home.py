@@ -7,6 +7,7 @@ from app_pages.common import page_model, predictor, serving_download, show_quali
 from core.measure import charts
 from core.model import evaluate, openset
 from core.runtimes.backends import device_info
+from core.model.variants import CATALOGUE, OPENVINO
 from core.settings import OVSettings
 
 st.title(":material/local_florist: Flower classifier: TensorFlow → OpenVINO")
@@ -86,7 +87,7 @@ if card.openset:
 st.subheader("Runtime")
 info = device_info()
 settings = OVSettings()
-ov_variants = [v for v in entry.variants if v.startswith("openvino")]
+ov_variants = [v for v in entry.variants if CATALOGUE[v].runtime is OPENVINO]
 used = predictor(entry, ov_variants[:1], settings).backends[ov_variants[0]].settings() if ov_variants else {}
 st.markdown(
     f"- OpenVINO device: **{info['device']}** — {info['name']}\n"

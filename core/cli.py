@@ -332,7 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m core", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
+    _model_commands(sub)
+    _measure_commands(sub)
+    _serving_commands(sub)
+    return parser
 
+
+def _model_commands(sub) -> None:
+    """train, convert, evaluate, predict, calibrate."""
     t = sub.add_parser("train", help="train a model on a dataset URL, archive or folder")
     t.add_argument("--data", default=None, help="dataset URL, .tgz/.zip archive or folder (default: official flower_photos)")
     t.add_argument("--recipe", choices=list(settings.RECIPES), default=None,
@@ -369,6 +376,15 @@ def build_parser() -> argparse.ArgumentParser:
     add_fields(p, settings.OVSettings)
     p.set_defaults(func=cmd_predict)
 
+    ca = sub.add_parser("calibrate", help="temperature scaling and the 'not one of the classes' threshold, "
+                                          "fitted on the validation split; measured on held-out and non-flowers")
+    ca.add_argument("--model-dir", default=None)
+    ca.add_argument("--json", action="store_true")
+    ca.set_defaults(func=cmd_calibrate)
+
+
+def _measure_commands(sub) -> None:
+    """benchmark, tune, latency, charts."""
     b = sub.add_parser("benchmark", help="time and memory sweep, each backend in its own process")
     add_fields(b, settings.SweepConfig)
     b.add_argument("--out", default=None, help="results folder (default: results/)")
@@ -391,12 +407,6 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--json", action="store_true")
     tu.set_defaults(func=cmd_tune)
 
-    ca = sub.add_parser("calibrate", help="temperature scaling and the 'not one of the classes' threshold, "
-                                          "fitted on the validation split; measured on held-out and non-flowers")
-    ca.add_argument("--model-dir", default=None)
-    ca.add_argument("--json", action="store_true")
-    ca.set_defaults(func=cmd_calibrate)
-
     la = sub.add_parser("latency", help="the Predict page's per-photo latency beside each backend's isolated p50")
     la.add_argument("--model-dir", default=None)
     la.add_argument("--images", default=None, help="dataset source of the photos (default: the model's own split)")
@@ -405,6 +415,15 @@ def build_parser() -> argparse.ArgumentParser:
     la.add_argument("--json", action="store_true")
     la.set_defaults(func=cmd_latency)
 
+    ch = sub.add_parser("charts", help="write a saved benchmark run's charts as HTML (and PNG)")
+    ch.add_argument("run", help="a run folder, e.g. results/20261126-072423-flowers-mobilenetv2")
+    ch.add_argument("--out", required=True)
+    ch.add_argument("--png", action="store_true", help="also PNG (needs kaleido and Chrome/Chromium)")
+    ch.set_defaults(func=cmd_charts)
+
+
+def _serving_commands(sub) -> None:
+    """export-serving, serve, loadtest."""
     def serving_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model-dir", default=None)
         parser.add_argument("--variant", choices=("tuned", "int8", "fp32", "fp16"), default=None,
@@ -437,13 +456,6 @@ def build_parser() -> argparse.ArgumentParser:
     lt.add_argument("--images", default=None, help="dataset source of the photos (default: the model's own split)")
     lt.add_argument("--out", default=None, help="write the result as JSON here")
     lt.set_defaults(func=cmd_loadtest)
-
-    ch = sub.add_parser("charts", help="write a saved benchmark run's charts as HTML (and PNG)")
-    ch.add_argument("run", help="a run folder, e.g. results/20261126-072423-flowers-mobilenetv2")
-    ch.add_argument("--out", required=True)
-    ch.add_argument("--png", action="store_true", help="also PNG (needs kaleido and Chrome/Chromium)")
-    ch.set_defaults(func=cmd_charts)
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

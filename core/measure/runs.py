@@ -15,6 +15,7 @@ import pandas as pd
 
 from core import atomic, paths
 from core.errors import UserError
+from core.model.variants import LITERT, ONNXRUNTIME, OPENVINO
 from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
@@ -218,8 +219,8 @@ def against_peers(run: dict[str, Any], df: pd.DataFrame) -> list[PeerComparison]
     comparisons = []
     for batch in sorted(df["batch"].unique()):
         cell = df[(df["batch"] == batch) & (df["size"] == size) & df["backend"].isin(within)]
-        ov = cell[cell["runtime"] == "openvino"]
-        peer = cell[cell["runtime"].isin(["onnxruntime", "litert"])]
+        ov = cell[cell["runtime"] == OPENVINO.name]
+        peer = cell[cell["runtime"].isin([ONNXRUNTIME.name, LITERT.name])]
         if ov.empty or peer.empty:
             continue
         ours, theirs = ov.loc[ov["throughput_ips"].idxmax()], peer.loc[peer["throughput_ips"].idxmax()]

@@ -32,7 +32,7 @@ from core.errors import UserError
 from core.model.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings, Plan, RunSetup, SweepConfig
-from core.model.variants import CATALOGUE, IR_VARIANTS, PEER_VARIANTS
+from core.model.variants import CATALOGUE, IR_VARIANTS, OPENVINO, PEER_VARIANTS
 from core.system import machine_summary
 
 RUNGS = ((32, 2), (64, 3), (128, 5))  # (photos, repeats) of each round of successive halving
@@ -158,43 +158,9 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     with tempfile.TemporaryDirectory(prefix="tune-") as tmp:
         images_path = Path(tmp) / "images.npy"
         np.save(images_path, images)
-        measured: dict[tuple[Point, int], Candidate] = {}
-        failed: dict[Point, str] = {}
-
-        def run(point: Point, photos: int, repeats: int) -> None:
-            try:
-                cells = measure_point(model_dir, point, images_path, photos, repeats)
-            except SetupFailed as e:
-                # Dropped from the race: _halve and _leaders rank only what was measured.
-                failed[point] = str(e)
-                for key in [k for k in measured if k[0] == point]:
-                    del measured[key]
-                progress(Event("tune", None, None, f"{point.describe()} failed: {e}"))
-                return
-            for cell in cells:
-                c = candidate(point, cell, guards[(point.setup.variant, point.setup.precision)], p99_ms)
-                measured[(point, c.batch)] = c
-                if on_candidate:
-                    on_candidate(c)
-
-        alive = list(points)
-        for rung, (photos, repeats) in enumerate(RUNGS, start=1):
-            for i, point in enumerate(alive):
-                if time.monotonic() - started > budget_s:
-                    break
-                progress(Event("tune", i, len(alive), f"round {rung} of {len(RUNGS)} ({photos} photos, "
-                                                      f"{repeats} repeats): {point.describe()}"))
-                run(point, photos, repeats)
-            alive = _halve(alive, measured)
-            if time.monotonic() - started > budget_s or len(alive) <= len(_groups(alive)):
-                break
-        # CPU pinning, tried on each objective's OpenVINO leader with the leader's last measurement length.
-        for leader in _leaders(measured, objectives):
-            if time.monotonic() - started > budget_s:
-                break
-            pinned = Point(leader.objective, replace(leader.setup, ov=replace(leader.setup.ov, pinning=True)))
-            progress(Event("tune", 0, None, f"pinning: {pinned.describe()}"))
-            run(pinned, photos, repeats)
+        race = _Race(model_dir, images_path, guards, p99_ms, progress, on_candidate)
+        race.run(points, objectives, deadline=started + budget_s)
+    measured, failed = race.measured, race.failed
 
     if not measured and failed:
         raise UserError("every setup measured failed to run: "
@@ -217,7 +183,56 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
     return tuning
 
 
-def _rank(objective: str, measured: dict[tuple[Point, int], Candidate], runtime: str = "openvino") -> list[Candidate]:
+class _Race:
+    """Successive halving over the points, then CPU pinning on each objective's OpenVINO leader;
+    `measured` holds every candidate still in the race, `failed` the points whose worker died."""
+
+    def __init__(self, model_dir: Path, images_path: Path, guards: dict[tuple[str, str], Guard],
+                 p99_ms: float | None, progress: ProgressFn, on_candidate: Callable[[Candidate], None] | None) -> None:
+        self.model_dir, self.images_path, self.guards, self.p99_ms = model_dir, images_path, guards, p99_ms
+        self.progress, self.on_candidate = progress, on_candidate
+        self.measured: dict[tuple[Point, int], Candidate] = {}
+        self.failed: dict[Point, str] = {}
+
+    def run(self, points: list[Point], objectives: tuple[str, ...], deadline: float) -> None:
+        alive = list(points)
+        photos, repeats = RUNGS[0]
+        for rung, (photos, repeats) in enumerate(RUNGS, start=1):
+            for i, point in enumerate(alive):
+                if time.monotonic() > deadline:
+                    break
+                self.progress(Event("tune", i, len(alive), f"round {rung} of {len(RUNGS)} ({photos} photos, "
+                                                           f"{repeats} repeats): {point.describe()}"))
+                self.measure(point, photos, repeats)
+            alive = _halve(alive, self.measured)
+            if time.monotonic() > deadline or len(alive) <= len(_groups(alive)):
+                break
+        # CPU pinning, tried on each objective's OpenVINO leader with the leader's last measurement length.
+        for leader in _leaders(self.measured, objectives):
+            if time.monotonic() > deadline:
+                break
+            pinned = Point(leader.objective, replace(leader.setup, ov=replace(leader.setup.ov, pinning=True)))
+            self.progress(Event("tune", 0, None, f"pinning: {pinned.describe()}"))
+            self.measure(pinned, photos, repeats)
+
+    def measure(self, point: Point, photos: int, repeats: int) -> None:
+        try:
+            cells = measure_point(self.model_dir, point, self.images_path, photos, repeats)
+        except SetupFailed as e:
+            # Dropped from the race: _halve and _leaders rank only what was measured.
+            self.failed[point] = str(e)
+            for key in [k for k in self.measured if k[0] == point]:
+                del self.measured[key]
+            self.progress(Event("tune", None, None, f"{point.describe()} failed: {e}"))
+            return
+        for cell in cells:
+            c = candidate(point, cell, self.guards[(point.setup.variant, point.setup.precision)], self.p99_ms)
+            self.measured[(point, c.batch)] = c
+            if self.on_candidate:
+                self.on_candidate(c)
+
+
+def _rank(objective: str, measured: dict[tuple[Point, int], Candidate], runtime: str = OPENVINO.name) -> list[Candidate]:
     """Eligible candidates of one objective and runtime, best first."""
     pool = [c for c in measured.values() if c.objective == objective and c.runtime == runtime and c.eligible]
     return sorted(pool, key=lambda c: c.p50_ms if objective == "latency" else 1 / c.throughput_ips)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic
+from core.model.variants import OPENVINO, ir_variant
 from core.settings import OVSettings, RunSetup
 
 TUNED_FILE = "tuned.json"
@@ -150,7 +151,7 @@ class Tuning:
     def serving_winner(self, variant: str | None, batch: int | None) -> Candidate | None:
         """The fastest eligible OpenVINO throughput setup at `batch` photos per request (None: any),
         of one IR variant (None: any)."""
-        pool = [c for c in self.candidates if c.runtime == "openvino" and (variant is None or c.setup.variant == variant)
+        pool = [c for c in self.candidates if c.runtime == OPENVINO.name and (variant is None or c.setup.variant == variant)
                 and (batch is None or c.batch == batch)]
         return best(pool, "throughput")
 
@@ -200,7 +201,7 @@ def best(candidates: tuple[Candidate, ...] | list[Candidate], objective: str,
     """The winner among the longest-measured eligible OpenVINO candidates (short early runs are
     noisier), or among the peers'."""
     pool = [c for c in candidates if c.objective == objective and c.eligible
-            and (c.runtime != "openvino") == among_peers]
+            and (c.runtime != OPENVINO.name) == among_peers]
     if not pool:
         return None
     longest = max(c.photos * c.repeats for c in pool)
@@ -239,7 +240,7 @@ def summary(tuning: Tuning) -> list[str]:
         measured = lengths[0] + " each" if lengths[0] == lengths[1] else f"{lengths[0]} vs {lengths[1]}"
         lines.append(f"For {objective}, OpenVINO's winner is {faster} the best peer within the same accuracy budget, "
                      f"{peer.label} ({figure}; {measured}, in this tuning).")
-    int8 = [c for c in tuning.candidates if c.setup.variant == "openvino-int8"]
+    int8 = [c for c in tuning.candidates if c.setup.variant == ir_variant("int8")]
     if int8:
         c = max(int8, key=lambda c: c.accuracy)
         cost = (c.tf_accuracy - c.accuracy) * 100
@@ -265,9 +266,9 @@ def _from_version_1(d: dict[str, Any]) -> dict[str, Any]:
 
 def _candidate_from_version_1(c: dict[str, Any]) -> dict[str, Any]:
     s = c["setup"]
-    runtime = c.get("runtime", "openvino")
+    runtime = c.get("runtime", OPENVINO.name)
     threads = str(s.get("threads", "?"))
-    if runtime == "openvino":
+    if runtime == OPENVINO.name:
         ov = OVSettings(s["precision"], s["hint"], streams=s.get("streams_requested"), pinning=bool(s["pinning"]))
         setup = RunSetup("", s["variant"], ov=ov, async_queue=c["objective"] == "throughput",
                          static=s["shape"] == "static")

@@ -22,7 +22,7 @@ from typing import Any
 
 from core import atomic, paths, system
 from core.runtimes import availability
-from core.model.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT
+from core.model.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT, ir_variant
 from core.model.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-efficientnet-lite0"
@@ -200,8 +200,8 @@ def save_artifact(target: Path, fill: Callable[[Path], None], required: str) -> 
 
 
 def save_variant(model_dir: Path, precision: str, fill: Callable[[Path], None]) -> Path:
-    """Write openvino/<precision>/ atomically; `fill(tmp_dir)` must create model.xml there."""
-    return save_artifact(Path(model_dir) / "openvino" / precision, fill, "model.xml")
+    """Write the IR of `precision` (its folder in the catalogue) atomically; `fill(tmp_dir)` must create model.xml there."""
+    return save_artifact(Path(model_dir) / Path(CATALOGUE[ir_variant(precision)].file).parent, fill, "model.xml")
 
 
 def remove_stale(root: Path | None = None) -> list[Path]:
