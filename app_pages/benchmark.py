@@ -7,9 +7,8 @@ from functools import partial
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (page_model, current_workspace, my_job, policy, rerun_when_finished,
-                              results_roots, show_busy_elsewhere, show_job_failure, show_progress, show_refusal,
-                              starting_job, tensorflow_missing_notice)
+from app_pages.common import (current_workspace, page_model, policy, results_roots, show_job_failure, show_progress,
+                              starting_job, tensorflow_missing_notice, watched_job)
 from core import settings, system
 from core.measure import benchmark, charts, runs
 from core.model import images, variants
@@ -87,12 +86,9 @@ def show(figs: dict, key: str) -> None:
 
 @st.fragment(run_every=1.0)
 def live() -> None:
-    show_refusal("benchmark")
-    show_busy_elsewhere()
-    job = my_job("benchmark")
+    job = watched_job("benchmark")
     if job is None:
         return
-    rerun_when_finished(job)
     if job.running:
         show_progress(job, "benchmark", "Cancel sweep")
         if job.rows:

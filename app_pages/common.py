@@ -241,6 +241,17 @@ def my_job(kind: str) -> Job | None:
     return job
 
 
+def watched_job(kind: str) -> Job | None:
+    """For a page's live fragment: this session's job of `kind` (None if it has none), after any
+    refusal to start one and a word on another session's job; the page reruns when it ends."""
+    show_refusal(kind)
+    show_busy_elsewhere()
+    job = my_job(kind)
+    if job is not None:
+        rerun_when_finished(job)
+    return job
+
+
 def show_busy_elsewhere() -> None:
     job = RUNNER.current
     if job is not None and job.running and job.owner != current_workspace().key:

@@ -10,9 +10,8 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from app_pages.common import (access_config, forget_selection, model_line, current_workspace, my_job, policy,
-                              rerun_when_finished, show_busy_elsewhere, show_job_failure,
-                              show_quality, show_refusal, starting_job, tensorflow_missing_notice)
+from app_pages.common import (access_config, current_workspace, forget_selection, model_line, policy,
+                              show_job_failure, show_quality, starting_job, tensorflow_missing_notice, watched_job)
 from core import paths, settings, system
 from core.app import workspace
 from core.model import architectures, data, registry, training
@@ -196,12 +195,9 @@ if start and info is not None and cfg is not None:
 # ---------------------------------------------------------------- live progress and result
 @st.fragment(run_every=1.0)
 def live() -> None:
-    show_refusal("training")
-    show_busy_elsewhere()
-    job = my_job("training")
+    job = watched_job("training")
     if job is None:
         return
-    rerun_when_finished(job)
     st.subheader(job.title)
     if job.running:
         fit, batch_ev, last = job.by_stage.get("fit"), job.by_stage.get("batch"), job.last_event

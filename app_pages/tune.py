@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from app_pages.common import (page_model, current_workspace, my_job, policy, rerun_when_finished, show_job_failure,
-                              show_progress, show_refusal, starting_job, tensorflow_missing_notice)
+from app_pages.common import (current_workspace, page_model, policy, show_job_failure, show_progress, starting_job,
+                              tensorflow_missing_notice, watched_job)
 from core.app.access import Action
 from core.app.jobs import RUNNER
 from core.measure import charts, tuned
@@ -49,11 +49,9 @@ with st.container(border=True):
 
 @st.fragment(run_every=1.0)
 def tuning() -> None:
-    show_refusal("tune")
-    job = my_job("tune")
+    job = watched_job("tune")
     if job is None:
         return
-    rerun_when_finished(job)
     if job.running:
         show_progress(job, "tune", "Cancel tuning")
         st.caption(f"{len(job.rows)} setups measured, {job.elapsed:.0f} s")
