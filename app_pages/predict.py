@@ -10,12 +10,8 @@ from app_pages.common import (page_model, classify_all, predict_defaults, predic
                               tensorflow_missing_notice)
 from core.measure import charts
 from core.model import images, openset
-from core.runtimes.predict import REPEATS, TUNED_LATENCY, offered_setups
+from core.runtimes.predict import REPEATS, offered_setups, setup_label
 from core.settings import PRECISIONS, OVSettings
-from core.model.variants import REMOTE_SETUP
-
-NAMES = {TUNED_LATENCY: "Tuned for latency", REMOTE_SETUP: "OpenVINO (remote server)"}
-
 
 st.title(":material/image_search: Predict")
 tensorflow_missing_notice()
@@ -25,10 +21,9 @@ offered = offered_setups(entry.path)
 chosen, default_settings = predict_defaults(entry)
 start_loading(entry, chosen, default_settings)  # while the page draws, unless already loaded
 with st.sidebar:
-    variants = st.multiselect("Backends", offered, default=chosen, key="backends",
-                              format_func=lambda v: NAMES.get(v, v),
-                              help="'Tuned for latency' is the setup `python -m core tune` (or the Benchmark "
-                                   "page's tuning) found fastest within the accuracy budget; it keeps its own "
+    variants = st.multiselect("Backends", offered, default=chosen, key="backends", format_func=setup_label,
+                              help="'OpenVINO, tuned for latency' is the setup `python -m core tune` (or the Tune "
+                                   "page) found fastest within the accuracy budget; it keeps its own "
                                    "precision, whatever is chosen below. 'OpenVINO (remote server)' is this "
                                    "model on the owner's model server (KServe v2 protocol): its times include the "
                                    "network and serialization, and its precision is the server's.")
@@ -52,63 +47,77 @@ if not variants:
 model = predictor(entry, variants, OVSettings(precision=precision))
 model.retry_unavailable()
 for variant, message in model.unavailable.items():
-    st.warning(f"{NAMES.get(variant, variant)} is left out: {message}")
-with st.expander("Load and first-call times (once per server process)"):
-    st.dataframe(pd.DataFrame(model.load_times()).T.rename(
-        columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"}))
+    st.warning(f"{setup_label(variant)} is left out: {message}")
+
+
+def how_to_read() -> None:
+    """Below the answers: what the numbers mean, and the one-time costs."""
+    with st.expander("How to read these results"):
+        if model.calibration is not None:
+            rule = ("is farther from every class than 95% of correctly classified validation flowers (its "
+                    "typicality, the share of those flowers at least as far, is under 5%)"
+                    if model.calibration.score == openset.MAHALANOBIS else
+                    f"top calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
+                    "classified validation flowers score)")
+            st.markdown(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on "
+                        "the model's validation split, so that a stated 80% is right about 80% of the time. A photo "
+                        f"that {rule} is called not one of the classes.")
+        st.markdown(f"Times: the median of {REPEATS} warm calls per photo and backend, after one first call shown "
+                    "apart, in this server process (the Benchmark page runs each backend alone in its own). The "
+                    "first call is cold after every run of this page: Streamlit clears Keras's session after each "
+                    "run, and with it TensorFlow's kernel cache.")
+    with st.expander("Load and first-call times (once per server process)"):
+        st.dataframe(pd.DataFrame(model.load_times()).T.rename(
+            index=setup_label, columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"}))
+
+
 if not files:
     st.info("Upload one or more flower photos to see every backend's answer.")
+    how_to_read()
     st.stop()
 
-again = st.button("Measure again", help="Results are kept per photo and setting; this times every photo anew.")
-results = classify_all(model, files, again)
-if model.calibration is not None:
-    rule = ("is farther from every class than 95% of correctly classified validation flowers (its typicality, "
-            "the share of those flowers at least as far, is under 5%)"
-            if model.calibration.score == openset.MAHALANOBIS else
-            f"top calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
-            "classified validation flowers score)")
-    st.caption(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on the model's "
-               f"validation split, so that a stated 80% is right about 80% of the time. A photo that {rule} "
-               "is called not one of the classes.")
-st.caption(f"Times: the median of {REPEATS} warm calls per photo and backend, after one first call shown apart, "
-           "in this server process (the Benchmark page runs each backend alone in its own). The first call is "
-           "cold after every run of this page: Streamlit clears Keras's session after each run, and with it "
-           "TensorFlow's kernel cache.")
+# The answers come first (a stranger on a phone sees the photo and the verdict on the first screen);
+# the button that measures again, and how to read the numbers, follow them.
+results = classify_all(model, files, bool(st.session_state.get("measure-again")))
 for r in results:
     with st.container(border=True):
         if r.error:
             st.error(f"**{r.name}**: {r.error}")
             continue
         for variant, message in r.failed.items():
-            st.warning(f"{NAMES.get(variant, variant)} did not answer: {message}")
+            st.warning(f"{setup_label(variant)} did not answer: {message}")
+        first = next(iter(r.results.values()))
+        fig: go.Figure = charts.topk_bars(r.results, top_k)
+        chart_key = f"chart-{r.name}-{id(r)}-{top_k}"
+        if r.known is False:
+            # No confident wrong answer on a photo that is not one of the classes.
+            st.warning("This does not look like one of: " + ", ".join(entry.card.classes) + ". "
+                       + " · ".join(f"{setup_label(v)}: {x.known_score:.0%}" for v, x in r.results.items()
+                                    if x.known_score is not None)
+                       + f" (a flower scores at least {model.calibration.threshold:.0%})")
+        elif r.agree:
+            confidence = f", calibrated confidence {first.calibrated[first.top_class]:.0%}" if first.calibrated else ""
+            st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
+        else:
+            st.warning("Backends disagree: " + ", ".join(f"{setup_label(v)}: {x.top_class}"
+                                                          for v, x in r.results.items()))
         left, right = st.columns([1, 2])
         left.image(images.for_display(r.image), caption=r.name, width="stretch")
         with right:
-            first = next(iter(r.results.values()))
-            fig: go.Figure = charts.topk_bars(r.results, top_k)
-            chart_key = f"chart-{r.name}-{id(r)}-{top_k}"
             if r.known is False:
-                # No confident wrong answer on a photo that is not one of the classes.
-                st.warning("This does not look like one of: " + ", ".join(entry.card.classes) + ". "
-                           + " · ".join(f"{v}: {x.known_score:.0%}" for v, x in r.results.items()
-                                        if x.known_score is not None)
-                           + f" (a flower scores at least {model.calibration.threshold:.0%})")
                 with st.expander("Show the probabilities anyway"):
-                    st.plotly_chart(fig, width="stretch", key=chart_key)
+                    st.plotly_chart(fig, width="stretch", key=chart_key, config=charts.STATIC_CHART)
             else:
-                confidence = (f", calibrated confidence {first.calibrated[first.top_class]:.0%}"
-                              if first.calibrated else "")
-                if r.agree:
-                    st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
-                else:
-                    st.warning("Backends disagree: " + ", ".join(f"{v}: {x.top_class}" for v, x in r.results.items()))
-                st.plotly_chart(fig, width="stretch", key=chart_key)
-            st.caption(" · ".join(f"{v}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–{x.timing.max_ms:.1f}; "
-                                  f"first call {x.first_call_ms:.0f} ms)" for v, x in r.results.items()))
+                st.plotly_chart(fig, width="stretch", key=chart_key, config=charts.STATIC_CHART)
+            st.caption(" · ".join(f"{setup_label(v)}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–"
+                                  f"{x.timing.max_ms:.1f}; first call {x.first_call_ms:.0f} ms)"
+                                  for v, x in r.results.items()))
 
 if len(results) > 1:
     st.subheader("All results")
     table = pd.DataFrame([r.table_row() for r in results])
     st.dataframe(table, hide_index=True, width="stretch")
     st.download_button("Download CSV", partial(table.to_csv, index=False), "predictions.csv", "text/csv")
+st.button("Measure again", key="measure-again",
+          help="Results are kept per photo and setting; this times every photo anew.")
+how_to_read()

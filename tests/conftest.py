@@ -205,6 +205,11 @@ def app_url():
         yield url
 
 
+def results_table(at):
+    """The Predict page's results table (the one with a verdict per photo)."""
+    return next(d.value for d in at.dataframe if "verdict" in d.value.columns)
+
+
 def wait_for_script(page) -> None:
     """Until the page's script run has ended (Streamlit marks its state on the app's root element)."""
     page.locator('[data-testid="stApp"][data-test-script-state="notRunning"]').wait_for(timeout=120_000)

@@ -4,7 +4,7 @@ import io
 
 import pytest
 from PIL import Image
-from conftest import app_test, mini_photo, needs_mini
+from conftest import app_test, mini_photo, needs_mini, results_table
 from fakes import fake_predictor  # noqa: F401  (a fixture)
 
 from core.model import registry
@@ -51,9 +51,9 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
     errors = [e.value for e in at.error]
     assert any("broken.jpg" in e and "corrupt" in e for e in errors)
     assert any("empty.png" in e and "empty" in e for e in errors)
-    table = at.dataframe[-1].value
+    table = results_table(at)
     assert list(table["file"]) == [f"{cls}.jpg", "broken.jpg", "empty.png"]
-    assert table.loc[0, "openvino-int8 class"] == cls
+    assert list(table["verdict"]) == [cls, "error", "error"] and table.loc[0, "openvino-int8 class"] == cls
 
 
 def test_predict_without_upload_invites_one(shipped_model, fake_predictor):
@@ -74,7 +74,7 @@ def test_predictions_are_kept_until_measured_again(shipped_model, fake_predictor
     assert any("first call" in c.value for c in at.caption)
     at.slider(key="top-k").set_value(1).run()
     assert calls == ["red.png"]  # redrawn, not measured again
-    next(b for b in at.button if b.label == "Measure again").click().run()
+    at.button(key="measure-again").click().run()
     assert calls == ["red.png", "red.png"]
 
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import app_test
+from conftest import app_test, results_table
 from core.model import data
 from core.model.data import DatasetError
 from core.runtimes.predict import Predictor
@@ -63,8 +63,8 @@ def test_one_upload_with_every_bad_file_still_predicts_the_good_ones(tiny_model,
         assert any(f"**{name}**" in e and IMAGES[name][1] in e for e in errors), name
     answered = len(at.success) + len(at.warning)
     assert answered == len(IMAGES) - len(bad)
-    table = at.dataframe[-1].value
-    assert len(table) == len(IMAGES)
+    table = results_table(at)
+    assert len(table) == len(IMAGES) and (table["verdict"] == "error").sum() == len(bad)
 
 
 @pytest.mark.parametrize("name", list(ZIPS))

@@ -52,8 +52,12 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     verdict.wait_for(timeout=120_000)
     box = verdict.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
+    assert box["y"] + box["height"] <= PHONE["height"], box  # the answer is on the first screen, unscrolled
     page.wait_for_timeout(1000)  # the chart lays itself out
     assert no_sideways_scroll(page)
+    chart = page.locator(".js-plotly-plot").first
+    assert chart.locator(".modebar").count() == 0  # no toolbar over the bars
+    assert chart.get_by_text("OpenVINO INT8").count() >= 1  # backends named in words, as on the Benchmark page
     verdict.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "phone-predict.png"))
 

@@ -5,8 +5,9 @@ import io
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import app_test
+from conftest import app_test, results_table
 
+from core.runtimes.predict import NOT_ONE_OF_THEM
 from core.model import openset, registry
 
 
@@ -56,6 +57,8 @@ def test_the_shipped_model_says_when_a_picture_is_not_a_flower(shipped_model):
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 2 and all(w.startswith("This does not look like one of: daisy, dandelion") for w in warnings)
     assert not at.success  # no confident class for either
+    table = results_table(at)
+    assert list(table["verdict"]) == [NOT_ONE_OF_THEM] * 2  # the table and its CSV carry it, not a class
 
 
 def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):

@@ -18,16 +18,22 @@ if TYPE_CHECKING:
 
 
 def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
-    """Grouped horizontal bars: the top-k classes (by the first backend) for every backend."""
+    """Grouped horizontal bars: the top-k classes (by the first backend) for every backend, named in
+    words and coloured by runtime as on the Benchmark page."""
+    from core.runtimes.predict import setup_label, setup_runtime
+
     first = next(iter(results.values()))
     classes = [c for c, _ in first.top_k(k)]
+    colours = family_colours(pd.DataFrame({"runtime": [setup_runtime(v) for v in results],
+                                           "label": [setup_label(v) for v in results]}))
     fig = go.Figure()
     for variant, res in results.items():
         probs = [res.shown[c] for c in classes]
+        label = setup_label(variant)
         fig.add_bar(
-            name=variant, y=classes, x=probs, orientation="h",
+            name=label, y=classes, x=probs, orientation="h", marker_color=colours[label],
             text=[f"{p:.1%}" for p in probs], textposition="auto",
-            hovertemplate=f"{variant}<br>%{{y}}: %{{x:.4f}}<extra>{res.latency_ms:.1f} ms</extra>",
+            hovertemplate=f"{label}<br>%{{y}}: %{{x:.4f}}<extra>{res.latency_ms:.1f} ms</extra>",
         )
     fig.update_layout(
         barmode="group", height=120 + 45 * k * max(1, len(results)) // 2, margin=dict(l=0, r=0, t=10, b=0),
@@ -37,6 +43,10 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
         legend=dict(orientation="h", y=-0.25),
     )
     return fig
+
+
+# On a phone Plotly's toolbar sits over a small chart's bars; these charts need no zoom or pan.
+STATIC_CHART = {"displayModeBar": False}
 
 
 # ---------------------------------------------------------------- benchmark charts

@@ -36,6 +36,15 @@ class Variant:
     calibrated: bool = False  # INT8: made with the training photos, so only where they are
 
     @property
+    def label(self) -> str:
+        """The variant in words, as charts and messages name it: "OpenVINO INT8", "LiteRT"."""
+        if self.runtime is TENSORFLOW:
+            return TENSORFLOW.label
+        if self.runtime is OPENVINO:
+            return f"{OPENVINO.label} {self.precision.upper()}"
+        return self.runtime.label + (" INT8" if self.calibrated else "")
+
+    @property
     def rebuildable(self) -> bool:
         """Made from model.keras alone: where TensorFlow is, a missing file is rebuilt on first use
         (`core.model.artifacts`), so a shipped folder need not carry it."""

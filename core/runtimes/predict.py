@@ -19,7 +19,7 @@ from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings, SweepConfig
 from core.measure.timing import Timing, time_calls, time_once
 from core.measure import tuned
-from core.model.variants import CATALOGUE, TF_VARIANT, ir_variant
+from core.model.variants import CATALOGUE, OPENVINO, TF_VARIANT, ir_variant
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -27,6 +27,17 @@ if TYPE_CHECKING:
 REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
 RETRY_S = 30  # between attempts to reach a remote server that did not answer
 TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
+NAMED_SETUPS = {TUNED_LATENCY: "OpenVINO, tuned for latency", remote.REMOTE_SETUP: "OpenVINO (remote server)"}
+
+
+def setup_label(name: str) -> str:
+    """What Predict offers, in words: a variant's label, or a named setup's."""
+    return NAMED_SETUPS.get(name) or CATALOGUE[name].label
+
+
+def setup_runtime(name: str) -> str:
+    """The runtime that answers for an offered setup (both named setups are OpenVINO)."""
+    return OPENVINO.name if name in NAMED_SETUPS else CATALOGUE[name].runtime.name
 
 
 def offered_setups(model_dir: Path) -> list[str]:
@@ -48,6 +59,9 @@ def default_setups(model_dir: Path) -> list[str]:
     so a cold start does not wait for a conversion."""
     return [v for v in offered_setups(model_dir)
             if v not in CATALOGUE or artifacts.path(model_dir, v).exists()]
+
+
+NOT_ONE_OF_THEM = "not one of the classes"
 
 
 @dataclass
@@ -105,9 +119,19 @@ class ImageResult:
         verdicts = [r.known for r in self.results.values() if r.known is not None]
         return all(verdicts) if verdicts else None
 
+    @property
+    def verdict(self) -> str:
+        """The page's answer in a word or three: the class every backend agrees on, "not one of the
+        classes" (the open-set check), or "backends disagree"."""
+        if self.error:
+            return "error"
+        if self.known is False:
+            return NOT_ONE_OF_THEM
+        return next(iter(self.results.values())).top_class if self.agree else "backends disagree"
+
     def table_row(self) -> dict[str, Any]:
-        """A flat row for the results table and its CSV download."""
-        row: dict[str, Any] = {"file": self.name}
+        """A flat row for the results table and its CSV download: the verdict first, then each backend's."""
+        row: dict[str, Any] = {"file": self.name, "verdict": self.verdict}
         if self.error:
             return row | {"error": self.error}
         for variant, r in self.results.items():
