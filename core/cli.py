@@ -222,6 +222,26 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_openset_eval(args: argparse.Namespace) -> int:
+    from core.model import openset
+
+    report = openset.evaluate_on(_model_dir(args.model_dir), args.data, args.variant, _print_progress)
+    if args.json:
+        print(json.dumps(asdict(report)))
+        return 0
+    print(f"{report.model} ({report.variant}): {report.flowers} held-out flowers")
+    for s in report.scores:
+        print(f"{openset.SCORE_NAMES[s.score]}{' (in use)' if s.in_use else ''}: AUROC {s.auroc:.3f}")
+        rows = [("keeping 95% of held-out flowers", s.at_95)]
+        if s.in_use:
+            rows.append((f"at the model's threshold (keeps {s.flowers_kept_at_model:.1%} of held-out flowers)",
+                         s.at_model))
+        for what, rates in rows:
+            print(f"  taken for a flower, {what}: "
+                  + ", ".join(f"{r.kind} {r.accepted:.1%} of {r.photos}" for r in rates))
+    return 0
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from core.model import openset
 
@@ -381,6 +401,16 @@ def _model_commands(sub) -> None:
     ca.add_argument("--model-dir", default=None)
     ca.add_argument("--json", action="store_true")
     ca.set_defaults(func=cmd_calibrate)
+
+    oe = sub.add_parser("openset-eval", help="the 'not one of the classes' check on photos of other things: per "
+                                             "kind, the share taken for a flower; held-out flowers kept; AUROC")
+    oe.add_argument("--model-dir", default=None)
+    oe.add_argument("--data", required=True, help="a folder or archive of photos that are not these flowers, one "
+                                                  "subfolder per kind (animals, people, food, ...; at least two)")
+    oe.add_argument("--variant", default=variants.TF_VARIANT, choices=list(variants.CATALOGUE),
+                    help="the backend that answers (default: tensorflow)")
+    oe.add_argument("--json", action="store_true")
+    oe.set_defaults(func=cmd_openset_eval)
 
 
 def _measure_commands(sub) -> None:

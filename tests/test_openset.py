@@ -1,6 +1,8 @@
 """Open-set rejection and temperature scaling: the maths on known cases, then the shipped model."""
 
 import io
+import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -91,7 +93,8 @@ def test_the_distance_knows_the_classes_and_not_what_is_far_from_them(tmp_path):
     np.testing.assert_allclose(again.typicality(near), distance.typicality(near), atol=0.02)
 
 
-def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_computes_it(tiny_model, tmp_path):
+def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_computes_it(tiny_model, tmp_path,
+                                                                                         capsys):
     import shutil
 
     from core.runtimes import predict
@@ -113,3 +116,27 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
     assert all(r.known_score is not None for r in results.values())
     scores = [r.known_score for r in results.values()]
     assert max(scores) - min(scores) < 0.1  # TensorFlow and the IRs see the same photo alike
+
+    # Measured on a folder of other pictures, a subfolder per kind: the in-use score's verdicts at the model's
+    # threshold are Predict's own, photo by photo.
+    others = tmp_path / "others"
+    rng = np.random.default_rng(7)
+    pictures = {"noise": [rng.integers(0, 256, (80, 80, 3), np.uint8) for _ in range(4)],
+                "greys": [np.full((80, 80, 3), g, np.uint8) for g in (30, 90, 150, 210)]}
+    for kind, arrays in pictures.items():
+        (others / kind).mkdir(parents=True)
+        for i, array in enumerate(arrays):
+            (others / kind / f"{i}.png").write_bytes(photo_bytes(array))
+    report = openset.evaluate_on(model, others)
+    assert {s.score for s in report.scores} == {"msp", "mahalanobis"} and report.flowers > 0
+    [used] = [s for s in report.scores if s.in_use]
+    assert used.score == calibration.score and 0 < used.flowers_kept_at_model <= 1
+    assert [(r.kind, r.photos) for r in used.at_95] == [("greys", 4), ("noise", 4), ("all", 8)]
+    taken = [predictor.classify(f"{kind}{i}.png", photo_bytes(a)).results["tensorflow"].known
+             for kind in ("greys", "noise") for i, a in enumerate(pictures[kind])]
+    assert used.at_model[-1].accepted == sum(taken) / len(taken)
+    from core import cli
+
+    capsys.readouterr()
+    assert cli.main(["openset-eval", "--model-dir", str(model), "--data", str(others), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["scores"] == json.loads(json.dumps(asdict(report)))["scores"]

@@ -302,3 +302,71 @@ def from_card(openset: dict[str, Any], model_dir: Path | None = None) -> Calibra
     distance_file = Path(model_dir) / DISTANCE_FILE if model_dir is not None else None
     distance = Distance.load(distance_file) if distance_file is not None and distance_file.exists() else None
     return Calibration(**fields, distance=distance)
+
+
+# ---------------------------------------------------------------- measured on photos of other things
+
+@dataclass(frozen=True)
+class KindRate:
+    kind: str  # a folder of the evaluation set: animals, people, food, ...
+    photos: int
+    accepted: float  # the share taken for one of the classes
+
+
+@dataclass(frozen=True)
+class ScoreOnSet:
+    """One score on held-out flowers against an evaluation set of photos that are not these flowers."""
+
+    score: str
+    auroc: float
+    at_95: tuple[KindRate, ...]  # at the threshold that keeps 95% of the held-out flowers
+    in_use: bool = False  # the model's own score: `at_model`, at its own threshold, as Predict says it
+    flowers_kept_at_model: float | None = None
+    at_model: tuple[KindRate, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenSetReport:
+    model: str
+    variant: str
+    flowers: int  # held-out photos of the model's classes
+    scores: tuple[ScoreOnSet, ...]
+
+
+def _rates(score: np.ndarray, kinds: np.ndarray, names: list[str], threshold: float) -> tuple[KindRate, ...]:
+    accepted = score >= threshold
+    per_kind = [KindRate(name, int(np.sum(kinds == i)), float(np.mean(accepted[kinds == i])))
+                for i, name in enumerate(names) if np.any(kinds == i)]
+    return (*per_kind, KindRate("all", len(score), float(np.mean(accepted))))
+
+
+def evaluate_on(model_dir: Path, source: str | Path, variant: str = registry.TF_VARIANT,
+                progress: ProgressFn = ignore) -> OpenSetReport:
+    """Every score this model can compute, on its held-out flowers against `source`: a folder (or
+    archive) of photos that are not these flowers, one subfolder per kind. Nothing is fitted here:
+    the set is for measuring, kept out of every choice."""
+    from core.runtimes.backends import load_backend
+
+    card = registry.read_card(model_dir)
+    calibration = from_card(card.openset, model_dir)
+    if calibration is None:
+        raise registry.ModelError(f"{card.name} is not calibrated; run `python -m core calibrate` first")
+    info = data.scan(data.resolve(source, progress=progress), min_images=1)
+    items = [(f, i) for i, kind in enumerate(info.classes) for f in info.files[kind]]
+    others, kinds, _ = data.load_arrays(items, card.image_size, progress, "load the evaluation set")
+    split = card.rebuild_split(progress=progress)
+    flowers_x, _, _ = data.load_arrays(split.test or split.val, card.image_size, progress, "load held-out")
+    backend = load_backend(model_dir, variant)
+    (p_flowers, f_flowers), (p_others, f_others) = infer_batched(backend, flowers_x), infer_batched(backend, others)
+    scores = {MSP: (known_score(p_flowers, calibration.temperature), known_score(p_others, calibration.temperature))}
+    if calibration.distance is not None and f_flowers is not None:
+        scores[MAHALANOBIS] = (calibration.distance.typicality(f_flowers), calibration.distance.typicality(f_others))
+    results = []
+    for name, (flowers, other) in scores.items():
+        at_95 = _rates(other, kinds, info.classes, float(np.quantile(flowers, 1 - KEEP)))
+        in_use = name == calibration.score
+        results.append(ScoreOnSet(
+            name, auroc(flowers, other), at_95, in_use,
+            float(np.mean(flowers >= calibration.threshold)) if in_use else None,
+            _rates(other, kinds, info.classes, calibration.threshold) if in_use else ()))
+    return OpenSetReport(card.name, variant, len(flowers_x), tuple(results))
