@@ -44,7 +44,7 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
         assert df[col].notna().all(), col
     assert (df["total_s_min"] <= df["total_s_median"]).all() and (df["total_s_median"] <= df["total_s_max"]).all()
     ov = df[df["backend"] == "ov-fp32"].iloc[0]
-    assert ov["precision"] == "f32" and ov["hint"] == "LATENCY" and ov["pinning"] in (False, "False")
+    assert ov["precision"] == "f32" and ov["hint"] == "LATENCY" and ov["pinning"] == "off"
     tput = df[df["backend"] == "ov-int8-tput"].iloc[0]
     assert tput["hint"] == "THROUGHPUT" and tput["mode"] == "async" and tput["requests"] >= 1
 

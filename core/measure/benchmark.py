@@ -174,7 +174,7 @@ def _cell(key: str, spec: RunSetup, plan: Plan, measured: dict[str, Any], loaded
     settings = CellSettings(
         backend=key, label=spec.label, runtime=s["runtime"], variant=spec.variant, precision=str(s.get("precision")),
         hint=str(s.get("hint", "-")), streams=str(s.get("streams", "-")), requests=int(measured["requests"]),
-        threads=str(s.get("threads", s.get("intra_op_threads"))), pinning=str(s.get("pinning", "-")),
+        threads=str(s.get("threads", s.get("intra_op_threads"))), pinning=on_off(s.get("pinning")),
         shape=str(measured["shape"]), mode=s.get("mode", "async" if spec.async_queue else "sync"),
         batch=int(measured["batch"]), size=int(measured["size"]), repeats=plan.repeats, warmup=plan.warmup,
         library_version=versions.get(s["runtime"], "?"), cpu=machine["cpu"], cores=int(machine["cores"]),
@@ -184,3 +184,6 @@ def _cell(key: str, spec: RunSetup, plan: Plan, measured: dict[str, Any], loaded
     return Cell(settings, load, CellResult(**{k: measured[k] for k in RESULT_COLUMNS}))
 
 
+def on_off(value: Any) -> str:
+    """A setting a runtime reports as a boolean, as tables show it: "on", "off", or "-" where it has none."""
+    return "-" if value is None else "on" if value else "off"

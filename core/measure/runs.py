@@ -151,7 +151,9 @@ def _row_v1(row: dict[str, Any]) -> dict[str, Any]:
 def frame(run: dict[str, Any]) -> pd.DataFrame:
     """The run's cells as one table with the fixed columns `COLUMNS`."""
     df = pd.DataFrame([r["settings"] | r["load"] | r["result"] for r in run["rows"]], columns=COLUMNS)
-    # Streams are a count or a word ("-", "auto"); older runs stored counts as numbers.
+    # Streams are a count or a word ("-", "auto"); older runs stored counts as numbers. Pinning is
+    # "on", "off" or "-"; older runs stored OpenVINO's boolean as text.
+    df["pinning"] = df["pinning"].replace({"True": "on", "False": "off"})
     return df.astype({"streams": str})
 
 
