@@ -95,6 +95,8 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
     if variant not in SERVE_VARIANTS:
         raise ServingError(f"variant must be one of {', '.join(SERVE_VARIANTS)}")
     tuning = tuned.load(model_dir, tuned_path)
+    if tuning is None and tuned_path is not None:  # asked for by name: say so rather than fall back quietly
+        raise ServingError(f"{tuned_path} is not a readable tuning (a tuned.json written by `python -m core tune`)")
     if tuning is not None:
         winner = tuning.serving_winner(None if variant == "tuned" else ir_variant(variant), batch)
         if winner is not None:
