@@ -32,12 +32,22 @@ def calibration_images(split: data.Split, image_size: int, n: int, seed: int,
 def keras_to_ov(model_dir: Path):
     """Export the Keras model to a SavedModel and convert it to an `ov.Model` with a uint8 input and
     two outputs: `probabilities`, and `features` (the penultimate layer, for the open-set score)."""
+    card = registry.read_card(model_dir)
+    ov_model = uint8_ir(registry.with_features(registry.load_keras(model_dir)), card.image_size)
+    widths = [out.get_partial_shape()[1].get_length() for out in ov_model.outputs]
+    if widths[0] != len(card.classes):
+        raise registry.ModelError(f"the converted model's first output has {widths[0]} values, not one per class")
+    ov_model.output(0).get_tensor().set_names({"probabilities"})
+    ov_model.output(1).get_tensor().set_names({"features"})
+    return ov_model
+
+
+def uint8_ir(keras_model, size: int):
+    """`keras_model` as an `ov.Model` taking uint8 NHWC images of `size` pixels (PrePostProcessor
+    converts them to f32 in the graph), its input named `image`."""
     import openvino as ov
     from openvino.preprocess import PrePostProcessor
 
-    card = registry.read_card(model_dir)
-    size = card.image_size
-    keras_model = registry.with_features(registry.load_keras(model_dir))
     with tempfile.TemporaryDirectory(prefix="savedmodel-") as tmp:
         keras_model.export(tmp, format="tf_saved_model", verbose=False)
         # share_weights=False: the IR must not point into the temporary SavedModel.
@@ -47,11 +57,6 @@ def keras_to_ov(model_dir: Path):
     ppp.input().preprocess().convert_element_type(ov.Type.f32)
     ov_model = ppp.build()
     ov_model.input(0).get_tensor().set_names({"image"})
-    widths = [out.get_partial_shape()[1].get_length() for out in ov_model.outputs]
-    if widths[0] != len(card.classes):
-        raise registry.ModelError(f"the converted model's first output has {widths[0]} values, not one per class")
-    ov_model.output(0).get_tensor().set_names({"probabilities"})
-    ov_model.output(1).get_tensor().set_names({"features"})
     return ov_model
 
 

