@@ -54,6 +54,20 @@ elif card.config is not None and card.config.fit_on_val and n_test:
 st.subheader("Accuracy per class")
 show_quality(entry)
 
+def show_evaluation(evaluated: dict) -> None:
+    """The check on real photos of other things, per kind (`python -m core openset-eval --record`)."""
+    report = evaluated["report"]
+    used = next(s for s in report["scores"] if s["in_use"])
+    at_95 = {r["kind"]: r["accepted"] for r in used["at_95"]}
+    st.markdown(f"On real photos that are not these flowers ({evaluated['set']}): AUROC **{used['auroc']:.3f}**; at "
+                f"the model's threshold it keeps {used['flowers_kept_at_model']:.1%} of the {report['flowers']} "
+                "held-out flowers and takes these shares of other photos for a flower:")
+    st.dataframe(pd.DataFrame([{"kind": r["kind"], "photos": r["photos"], "taken for a flower": r["accepted"],
+                                "keeping 95% of flowers": at_95.get(r["kind"])} for r in used["at_model"]]),
+                 hide_index=True, column_config={c: st.column_config.NumberColumn(format="percent")
+                                                 for c in ("taken for a flower", "keeping 95% of flowers")})
+
+
 if card.openset:
     calibration = openset.from_card(card.openset)  # what was measured; the distance itself is not needed here
     measured = calibration.measured
@@ -63,6 +77,10 @@ if card.openset:
             f"{calibration.keep:.0%} of correctly classified validation flowers"
             if calibration.score == openset.MAHALANOBIS else
             f"has a top calibrated probability under **{calibration.threshold:.2f}**")
+    if calibration.imagenet is not None:
+        rule = (f"looks less like the training flowers than {calibration.keep:.0%} of correctly classified "
+                "validation flowers, by this model's features (Mahalanobis distance) and an ImageNet classifier's "
+                "answer (EfficientNet-Lite0) multiplied")
     st.markdown(
         f"Temperature **{calibration.temperature:.2f}** (fitted on the validation split) brings the expected "
         f"calibration error on the held-out split from {tf.get('ece_before', 0):.3f} to "
@@ -76,11 +94,14 @@ if card.openset:
                                     "false positives at 95% true positives": m["fpr_at_95_tpr"],
                                     "held-out flowers rejected": m["flowers_rejected"],
                                     "non-flowers accepted": len(m["non_flowers_accepted"]),
-                                    "used": name == calibration.score}
+                                    "used": name == calibration.in_use}
                                    for name, m in measured["candidates"].items()]),
                      hide_index=True, column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
-        st.caption("The candidate scores, measured with TensorFlow; the one with the higher AUROC of the two every "
-                   "runtime can compute is used.")
+        st.caption("The candidate scores, measured with TensorFlow: the one with the higher AUROC of the two every "
+                   "runtime can compute is used, joined by the ImageNet check where it can run (it was chosen on a "
+                   "tuning set of real photos of other things, docs/model.md).")
+    if calibration.evaluated:
+        show_evaluation(calibration.evaluated)
     st.plotly_chart(charts.reliability_diagram(measured, calibration.temperature), width="stretch",
                     key=f"reliability-{entry.name}")
 

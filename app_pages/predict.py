@@ -59,9 +59,17 @@ def how_to_read() -> None:
                     if model.calibration.score == openset.MAHALANOBIS else
                     f"top calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
                     "classified validation flowers score)")
+            if model.judge is not None:
+                rule = ("looks less like the training flowers than 95% of correctly classified validation flowers "
+                        "do, by two measures multiplied: its distance to the nearest class in this model's features, "
+                        "and the probability an ImageNet classifier (EfficientNet-Lite0) gives the ImageNet classes "
+                        "the training photos look like (such as daisy, bee or vase)")
             st.markdown(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on "
                         "the model's validation split, so that a stated 80% is right about 80% of the time. A photo "
                         f"that {rule} is called not one of the classes.")
+            if model.judge_missing:
+                st.markdown(f"The ImageNet check does not run on this server ({model.judge_missing}): the distance "
+                            "decides alone.")
         st.markdown(f"Times: the median of {REPEATS} warm calls per photo and backend, after one first call shown "
                     "apart, in this server process (the Benchmark page runs each backend alone in its own). The "
                     "first call is cold after every run of this page: Streamlit clears Keras's session after each "
@@ -69,6 +77,13 @@ def how_to_read() -> None:
     with st.expander("Load and first-call times (once per server process)"):
         st.dataframe(pd.DataFrame(model.load_times()).T.rename(
             index=setup_label, columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"}))
+
+
+def openset_message(r, classes: list[str]) -> str:
+    if r.looks_like is not None:
+        return (f"This looks like **{r.looks_like.label}** ({r.looks_like.probability:.0%} by an ImageNet "
+                f"classifier), not one of: {', '.join(classes)}.")
+    return f"This does not look like one of: {', '.join(classes)}."
 
 
 if not files:
@@ -91,10 +106,10 @@ for r in results:
         chart_key = f"chart-{r.name}-{id(r)}-{top_k}"
         if r.known is False:
             # No confident wrong answer on a photo that is not one of the classes.
-            st.warning("This does not look like one of: " + ", ".join(entry.card.classes) + ". "
+            st.warning(openset_message(r, entry.card.classes) + " "
                        + " · ".join(f"{setup_label(v)}: {x.known_score:.0%}" for v, x in r.results.items()
                                     if x.known_score is not None)
-                       + f" (a flower scores at least {model.calibration.threshold:.0%})")
+                       + f" (a flower scores at least {model.threshold:.0%})")
         elif r.agree:
             confidence = f", calibrated confidence {first.calibrated[first.top_class]:.0%}" if first.calibrated else ""
             st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
@@ -111,7 +126,8 @@ for r in results:
                 st.plotly_chart(fig, width="stretch", key=chart_key, config=charts.STATIC_CHART)
             st.caption(" · ".join(f"{setup_label(v)}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–"
                                   f"{x.timing.max_ms:.1f}; first call {x.first_call_ms:.0f} ms)"
-                                  for v, x in r.results.items()))
+                                  for v, x in r.results.items())
+                       + (f" · ImageNet check: {r.imagenet_ms:.1f} ms, once per photo" if r.imagenet_ms else ""))
 
 if len(results) > 1:
     st.subheader("All results")

@@ -158,7 +158,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
                 continue
             cells = ", ".join(f"{v} {res.top_class} {res.probabilities[res.top_class]:.3f} ({res.latency_ms:.1f} ms)"
                               for v, res in r.results.items())
-            print(f"{r.name}: {cells}{'' if r.agree else '  [DISAGREE]'}")
+            looks = (f" (looks like {r.looks_like.label}, {r.looks_like.probability:.0%} by ImageNet)"
+                     if r.known is False and r.looks_like else "")
+            print(f"{r.name}: {r.verdict}{looks} | {cells}")
     return 1 if any(r.error for r in results) else 0
 
 
@@ -226,6 +228,8 @@ def cmd_openset_eval(args: argparse.Namespace) -> int:
     from core.model import openset
 
     report = openset.evaluate_on(_model_dir(args.model_dir), args.data, args.variant, _print_progress)
+    if args.record:
+        openset.record_evaluation(_model_dir(args.model_dir), report, args.record)
     if args.json:
         print(json.dumps(asdict(report)))
         return 0
@@ -410,6 +414,9 @@ def _model_commands(sub) -> None:
     oe.add_argument("--variant", default=variants.TF_VARIANT, choices=list(variants.CATALOGUE),
                     help="the backend that answers (default: tensorflow)")
     oe.add_argument("--json", action="store_true")
+    oe.add_argument("--record", default=None, metavar="DESCRIPTION",
+                    help="keep the result on the model's card, described so (where the photos came from), for the "
+                         "Home page; the next calibration clears it")
     oe.set_defaults(func=cmd_openset_eval)
 
 

@@ -26,6 +26,12 @@ if WEIGHTS.is_dir():
         (_keras_home / "models" / f.name).symlink_to(f)
 os.environ["KERAS_HOME"] = str(_keras_home)
 os.environ["FLOWERS_CACHE_DIR"] = str(_session_tmp / "cache")
+# The open-set check's ImageNet classifier is made once (about 10 s) for the whole run: its folder
+# in the cache is shared by the xdist workers (it is written atomically).
+_imagenet_cache = Path(tempfile.gettempdir()) / f"flowers-tests-imagenet-{os.environ.get('PYTEST_XDIST_TESTRUNUID', os.getpid())}"
+_imagenet_cache.mkdir(exist_ok=True)
+(_session_tmp / "cache").mkdir()
+(_session_tmp / "cache" / "imagenet").symlink_to(_imagenet_cache)
 os.environ["FLOWERS_RESULTS_DIR"] = str(_session_tmp / "results")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -151,9 +157,10 @@ needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(), reason="Debian's chro
 
 @contextlib.contextmanager
 def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] = (), preexec_fn=None,
-                     python: str = sys.executable):
+                     python: str = sys.executable, cold: bool = False):
     """`streamlit run` (by `python`) on a free local port with its own models folder (the shipped model
-    copied in), so that models trained through the browser never land in the repository. Yields (url, process)."""
+    copied in), so that models trained through the browser never land in the repository. Its cache
+    shares the run's ImageNet classifier unless `cold` (a first start on Cloud makes it). Yields (url, process)."""
     import shutil
     import subprocess
     import time
@@ -164,6 +171,10 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
     folder = _session_tmp / name
     models = folder / "models"
     shutil.copytree(MODELS, models, dirs_exist_ok=True)
+    if not cold:
+        (folder / "cache").mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            (folder / "cache" / "imagenet").symlink_to(_imagenet_cache)
     port = serving.free_port()
     log_path = folder / "streamlit.log"
     log = open(log_path, "w")

@@ -53,6 +53,7 @@ class FakePredictor(Predictor):
         self.first_inference_ms = dict.fromkeys(variants, 0.0)
         self.unavailable, self._lock = {}, threading.Lock()
         self.calibration = None  # no open-set verdict: these tests are about layout and messages
+        self.judge, self.judge_load_s, self.judge_missing = None, None, ""
 
 
 @pytest.fixture

@@ -37,7 +37,8 @@ def test_the_smallest_cloud_app_serves_home_and_predict(browser, tmp_path):
     photo.write_bytes(mini_photo("daisy"))
     report = {"cores": 0.5, "limit_mb": 690}
     try:
-        with streamlit_server("cloud-smallest", preexec_fn=lambda: (group.enter(), quota.enter())) as (url, server):
+        # cold: the ImageNet check is made in this server, as on a first start on Cloud.
+        with streamlit_server("cloud-smallest", preexec_fn=lambda: (group.enter(), quota.enter()), cold=True) as (url, server):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url, timeout=120_000)
             page.get_by_text("Library versions").wait_for(timeout=180_000)

@@ -7,10 +7,10 @@ from dataclasses import asdict
 import numpy as np
 import pytest
 from PIL import Image
-from conftest import app_test, results_table
+from conftest import app_test, mini_photo, needs_lite0, needs_mini, results_table
 
 from core.runtimes.predict import NOT_ONE_OF_THEM
-from core.model import openset, registry
+from core.model import imagenet, openset, registry
 
 
 def test_temperature_scaling_works_on_probabilities_as_on_logits():
@@ -54,13 +54,78 @@ def test_the_shipped_model_says_when_a_picture_is_not_a_flower(shipped_model):
     blue = np.full((300, 300, 3), (20, 60, 200), np.uint8)
     at = app_test("app_pages/predict.py")
     at.file_uploader(key="photos").set_value([("noise.png", photo_bytes(noise), "image/png"),
-                                   ("blue.png", photo_bytes(blue), "image/png")]).run()
+                                              ("blue.png", photo_bytes(blue), "image/png"),
+                                              ("cat.png", photo_bytes(skimage_photo("chelsea")), "image/png")]).run()
     assert not at.exception, at.exception
     warnings = [w.value for w in at.warning]
-    assert len(warnings) == 2 and all(w.startswith("This does not look like one of: daisy, dandelion") for w in warnings)
-    assert not at.success  # no confident class for either
+    assert len(warnings) == 3 and all(w.startswith("This does not look like one of: daisy, dandelion")
+                                      for w in warnings[:2])
+    # Where the ImageNet classifier is sure, the page says what the photo looks like instead.
+    assert warnings[2].startswith("This looks like **Egyptian cat**") and "not one of: daisy" in warnings[2]
+    assert not at.success  # no confident class for any
     table = results_table(at)
-    assert list(table["verdict"]) == [NOT_ONE_OF_THEM] * 2  # the table and its CSV carry it, not a class
+    assert list(table["verdict"]) == [NOT_ONE_OF_THEM] * 3  # the table and its CSV carry it, not a class
+    assert table["looks like (ImageNet)"].tolist()[2] == "Egyptian cat"
+
+
+def skimage_photo(name: str) -> np.ndarray:
+    import skimage.data
+
+    return np.asarray(getattr(skimage.data, name)())
+
+
+@needs_lite0
+@needs_mini
+def test_every_backend_gives_the_same_verdict_with_the_imagenet_check(shipped_model):
+    """TensorFlow and every OpenVINO variant, INT8 included, on real photos of flowers and of other
+    things: one verdict per photo, and the ImageNet check names what it is sure of."""
+    from core.runtimes import predict
+
+    calibration = openset.from_card(registry.read_card(shipped_model).openset, shipped_model)
+    assert calibration.imagenet is not None and calibration.in_use == openset.JOINT
+    predictor = predict.Predictor(shipped_model)
+    assert predictor.judge is not None and predictor.threshold == calibration.imagenet.threshold
+    assert {"tensorflow", "openvino-int8"} <= set(predictor.backends)
+    photos = {f"{cls}.jpg": mini_photo(cls, 1) for cls in ("daisy", "dandelion", "roses", "sunflowers", "tulips")}
+    photos |= {f"{name}.png": photo_bytes(skimage_photo(name)) for name in ("chelsea", "coffee", "astronaut", "rocket")}
+    verdicts = {}
+    for name, data in photos.items():
+        result = predictor.classify(name, data, repeats=1)
+        assert len({r.known for r in result.results.values()}) == 1, (name, result.to_dict())
+        verdicts[name] = result.known
+        assert result.imagenet_ms > 0
+        if name == "chelsea.png":
+            assert result.looks_like.label == "Egyptian cat" and result.looks_like.probability > 0.5
+        if name == "coffee.png":
+            assert result.looks_like.label == "espresso"
+    assert sum(verdicts[f"{cls}.jpg"] for cls in ("daisy", "dandelion", "roses", "sunflowers", "tulips")) >= 4
+    assert not any(verdicts[f"{name}.png"] for name in ("chelsea", "coffee", "astronaut", "rocket"))
+
+
+def test_the_imagenet_check_is_fitted_on_flowers_and_kept_with_the_model():
+    """Kin classes from the training photos' mean ImageNet answer; the joint threshold keeps 95% of the
+    validation flowers; the card keeps it; a confident other class is named, an unsure one is not."""
+    rng = np.random.default_rng(0)
+
+    def answers(n: int, kin_mass: float) -> np.ndarray:
+        p = rng.dirichlet(np.full(1000, 0.05), n) * (1 - kin_mass)
+        p[:, 985] += kin_mass * 0.7  # daisy
+        p[:, 309] += kin_mass * 0.3  # bee
+        return p
+
+    training, val = answers(200, 0.6), answers(100, rng.uniform(0.2, 0.9))
+    check = openset.ImageNetCheck.fit(training, val, val_typicality=rng.uniform(0, 1, 100))
+    assert set(check.kin) >= {985, 309} and len(check.kin) < 20
+    assert len(check.reference) == 100 and list(check.reference) == sorted(check.reference)
+    kept = check.joint(rng.uniform(0, 1, 100), val) >= check.threshold
+    assert 0.85 < kept.mean() <= 1.0
+    cat = np.full(1000, 0.0002)
+    cat[285] = 1 - cat.sum() + cat[285]  # Egyptian cat
+    assert check.typicality(cat[None])[0] == 0.0 and check.looks_like(cat).label == "Egyptian cat"
+    assert check.looks_like(np.full(1000, 0.001)) is None  # nothing confident: nothing named
+    calibration = openset.Calibration(1.0, 0.05, openset.MAHALANOBIS, imagenet=check)
+    again = openset.from_card(json.loads(json.dumps(calibration.to_card())))
+    assert again.imagenet == check and again.in_use == openset.JOINT
 
 
 def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
@@ -72,7 +137,13 @@ def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
     # The candidate scores, measured, with the one in use marked.
     candidates = next(d.value for d in at.dataframe if "score" in d.value.columns)
     used = candidates[candidates["used"]]["score"].tolist()
-    assert len(candidates) == 4 and len(used) == 1 and used[0].startswith("Mahalanobis")
+    assert len(candidates) == 5 and len(used) == 1 and used[0] == openset.SCORE_NAMES[openset.JOINT]
+    # Measured on real photos of other things (`openset-eval --record`): per kind, as recorded on the card.
+    kinds = next(d.value for d in at.dataframe if "kind" in d.value.columns)
+    recorded = registry.read_card(shipped_model).openset["evaluated"]["report"]
+    [in_use] = [s for s in recorded["scores"] if s["in_use"]]
+    assert kinds["kind"].tolist() == [r["kind"] for r in in_use["at_model"]] and "cats and dogs" in kinds["kind"].tolist()
+    assert kinds["taken for a flower"].tolist() == [r["accepted"] for r in in_use["at_model"]]
 
 
 def test_the_distance_knows_the_classes_and_not_what_is_far_from_them(tmp_path):
@@ -103,7 +174,7 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
     shutil.copytree(tiny_model, model)
     calibration = openset.calibrate(model)
     measured = calibration.measured
-    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis", "mahalanobis-all"}
+    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis", "mahalanobis-all", openset.JOINT}
     assert calibration.score == max(("msp", "mahalanobis"), key=lambda s: measured["candidates"][s]["auroc"])
     # The IR has the features output, so every variant gets the same kind of score.
     assert set(measured["variants"]) == set(registry.available_variants(model))
@@ -128,9 +199,11 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
         for i, array in enumerate(arrays):
             (others / kind / f"{i}.png").write_bytes(photo_bytes(array))
     report = openset.evaluate_on(model, others)
-    assert {s.score for s in report.scores} == {"msp", "mahalanobis"} and report.flowers > 0
+    joined = {openset.IMAGENET, openset.JOINT} if calibration.imagenet is not None else set()
+    assert {s.score for s in report.scores} == {"msp", "mahalanobis"} | joined
+    assert report.flowers > 0
     [used] = [s for s in report.scores if s.in_use]
-    assert used.score == calibration.score and 0 < used.flowers_kept_at_model <= 1
+    assert used.score == calibration.in_use and 0 < used.flowers_kept_at_model <= 1
     assert [(r.kind, r.photos) for r in used.at_95] == [("greys", 4), ("noise", 4), ("all", 8)]
     taken = [predictor.classify(f"{kind}{i}.png", photo_bytes(a)).results["tensorflow"].known
              for kind in ("greys", "noise") for i, a in enumerate(pictures[kind])]

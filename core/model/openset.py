@@ -11,6 +11,8 @@
    It is shown as a typicality: the share of correctly classified validation flowers at least
    as far from their nearest class. Under 1 - `KEEP` the answer is "not one of the classes".
    Models whose IR has no features output fall back to the calibrated probability.
+   With the Mahalanobis score, an ImageNet classifier's second opinion joins it where it can run
+   (`ImageNetCheck`, `core.model.imagenet`): a photo must look like the training photos to both.
 3. Measured on the held-out split and on photos that are not flowers (`non_flowers`): AUROC,
    the false-positive rate at 95% true-positive rate, the held-out flowers rejected, and the
    expected calibration error before and after.
@@ -19,6 +21,7 @@
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,21 +29,27 @@ from typing import Any
 import numpy as np
 
 from core import atomic, paths
-from core.model import data, registry
+from core.errors import UserError
+from core.model import data, imagenet, registry
 from core.model.images import to_model_input
 from core.progress import Event, ProgressFn, ignore
 
 KEEP = 0.95  # share of correctly classified validation flowers the threshold keeps
 MSP, MAHALANOBIS = "msp", "mahalanobis"
 SUBSPACE = 128  # of 1280 feature directions; measured against all of them on every calibration (docs/model.md)
+IMAGENET, JOINT = "imagenet", "mahalanobis+imagenet"
 SCORE_NAMES = {MSP: "maximum softmax probability after temperature scaling",
                "energy": "energy of the logits (log-sum-exp)",
                MAHALANOBIS: f"Mahalanobis distance to the nearest class, penultimate features, {SUBSPACE} least-varying "
                             "directions",
-               "mahalanobis-all": "the same in all feature directions (measured, not stored: 6.5 MB)"}
+               "mahalanobis-all": "the same in all feature directions (measured, not stored: 6.5 MB)",
+               IMAGENET: "an ImageNet classifier's probability of the ImageNet classes the training photos look like "
+                         "(a typicality among the validation flowers), alone",
+               JOINT: "the product of the Mahalanobis typicality and the ImageNet classifier's"}
 DISTANCE_FILE = "openset.npz"
 TEMPERATURES = np.geomspace(0.25, 8.0, 241)
 _FEATURE_CHUNK = 64  # training photos decoded at a time while fitting the distance
+IMAGENET_TRAINING_SAMPLE = 600  # training photos whose ImageNet answers choose the kin classes (seeded)
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,43 @@ def fit_distance(features: np.ndarray, labels: np.ndarray, n_classes: int, k: in
     return Distance(projection, (means @ projection).astype(np.float32))
 
 
+def share_at_most(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Share of the sorted `reference` at or below each value (0 to 1)."""
+    return np.searchsorted(reference, values, side="right") / len(reference)
+
+
+@dataclass(frozen=True)
+class ImageNetCheck:
+    """The ImageNet classifier's opinion joined to the feature distance: the joint score is the
+    product of the two typicalities (each the share of validation flowers that look less like the
+    training photos by that measure), so a photo must look like them to the model *and* to
+    ImageNet. On a tuning set of photos (docs/model.md) the distance alone missed cats and dogs
+    that ImageNet knows, ImageNet alone missed flat colours and textures that the distance sees;
+    the product beat the lower of the two there, and kept every synthetic picture out."""
+
+    kin: tuple[int, ...]  # ImageNet classes the training photos look like (`imagenet.kin_classes`)
+    reference: tuple[float, ...]  # P(kin) of the correctly classified validation flowers, sorted
+    threshold: float  # on the joint score: keeps KEEP of those flowers
+
+    def typicality(self, judged: np.ndarray) -> np.ndarray:
+        return share_at_most(np.asarray(self.reference), imagenet.kin_probability(judged, self.kin))
+
+    def joint(self, distance_typicality: np.ndarray, judged: np.ndarray) -> np.ndarray:
+        return distance_typicality * self.typicality(judged)
+
+    def looks_like(self, judged: np.ndarray) -> imagenet.LooksLike | None:
+        return imagenet.looks_like(judged, self.kin)
+
+    @classmethod
+    def fit(cls, training_judged: np.ndarray, val_judged: np.ndarray, val_typicality: np.ndarray) -> ImageNetCheck:
+        """From the ImageNet answers on training photos (the kin classes) and on the correctly
+        classified validation flowers, with their distance typicality (the threshold)."""
+        kin = imagenet.kin_classes(training_judged)
+        check = cls(kin, tuple(np.sort(imagenet.kin_probability(val_judged, kin)).tolist()), 0.0)
+        threshold = float(np.quantile(check.joint(val_typicality, val_judged), 1 - KEEP))
+        return dataclasses.replace(check, threshold=threshold)
+
+
 @dataclass(frozen=True)
 class Calibration:
     temperature: float
@@ -89,20 +135,34 @@ class Calibration:
     keep: float = KEEP
     fitted_on: str = "val"
     measured: dict[str, Any] = dataclasses.field(default_factory=dict)  # on the held-out split and non-flowers
+    imagenet: ImageNetCheck | None = None  # joins the Mahalanobis score where the ImageNet classifier runs
+    evaluated: dict[str, Any] = dataclasses.field(default_factory=dict)  # `record_evaluation`: photos of other things
     distance: Distance | None = dataclasses.field(default=None, compare=False, repr=False)  # its own file
 
-    def known(self, probs: np.ndarray, features: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
-        """(score, known?) of each row, or None where the score needs features the backend lacks."""
+    @property
+    def in_use(self) -> str:
+        """The score Predict decides by where everything it needs runs."""
+        return JOINT if self.imagenet is not None else self.score
+
+    def known(self, probs: np.ndarray, features: np.ndarray | None = None,
+              judged: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
+        """(score, known?) of each row, or None where the score needs features the backend lacks.
+        `judged`: the ImageNet classifier's probabilities of the same photos; without them (it
+        could not be made here) the distance decides alone, at its own threshold."""
         if self.score == MAHALANOBIS:
             if features is None or self.distance is None:
                 return None
             score = self.distance.typicality(features)
+            if self.imagenet is not None and judged is not None:
+                score = self.imagenet.joint(score, judged)
+                return score, score >= self.imagenet.threshold
         else:
             score = known_score(probs, self.temperature)
         return score, score >= self.threshold
 
     def to_card(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "distance"}
+        card = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("distance", "imagenet")}
+        return card | ({"imagenet": dataclasses.asdict(self.imagenet)} if self.imagenet is not None else {})
 
 
 def scale(probs: np.ndarray, temperature: float) -> np.ndarray:
@@ -231,16 +291,37 @@ def _separation(flowers: np.ndarray, others: np.ndarray, threshold: float, names
             "non_flowers_accepted": [n for n, s in zip(names, others) if s >= threshold]}
 
 
+def _judged(items: list, progress: ProgressFn) -> np.ndarray:
+    """The ImageNet classifier's probabilities of dataset photos, decoded at its own size."""
+    x, _, _ = data.load_arrays(items, imagenet.SIZE, progress, "load for the ImageNet check")
+    return imagenet.judge_batched(x)
+
+
+def _fit_imagenet_check(split: data.Split, val_typicality: np.ndarray, correct: np.ndarray,
+                        progress: ProgressFn) -> tuple[ImageNetCheck | None, np.ndarray | None, str]:
+    """The ImageNet check, the validation photos' ImageNet answers, and why not where it cannot be made."""
+    try:
+        imagenet.judge()
+    except (UserError, registry.ModelError) as exc:
+        return None, None, str(exc)
+    progress(Event("calibrate", 1, 4, "asking an ImageNet classifier about the training and validation photos"))
+    training = random.Random(0).sample(split.train, min(IMAGENET_TRAINING_SAMPLE, len(split.train)))
+    j_val = _judged(split.val, progress)
+    check = ImageNetCheck.fit(_judged(training, progress), j_val[correct], val_typicality)
+    return check, j_val, ""
+
+
 def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     """Fit the temperature, the distance (on the training split) and the threshold (on the
-    validation split) with TensorFlow; compare the candidate scores; measure the chosen one on the
-    held-out split and the non-flower pictures with every variant; store them with the model."""
+    validation split) with TensorFlow; compare the candidate scores; join the ImageNet check to the
+    distance where it can run; measure the chosen score on the held-out split and the non-flower
+    pictures with every variant; store them with the model."""
     from core.runtimes.backends import load_backend
 
     card = registry.read_card(model_dir)
     split = card.rebuild_split(progress=progress)
     tf = load_backend(model_dir, registry.TF_VARIANT)
-    progress(Event("calibrate", 0, 3, "fitting the temperature and the distance"))
+    progress(Event("calibrate", 0, 4, "fitting the temperature and the distance"))
     x_val, y_val, _ = data.load_arrays(split.val, card.image_size, progress, "load val")
     p_val, f_val = infer_batched(tf, x_val)
     temperature = fit_temperature(p_val, y_val)
@@ -251,34 +332,45 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     distance = dataclasses.replace(distance, reference=np.sort(distance.distance(f_val[correct])))
     thresholds = {MSP: float(np.quantile(known_score(p_val, temperature)[correct], 1 - KEEP)),
                   MAHALANOBIS: 1 - KEEP}
-    progress(Event("calibrate", 1, 3, "measuring on the held-out split and on pictures that are not flowers"))
-    x_test, y_test, _ = data.load_arrays(split.test or split.val, card.image_size, progress, "load held-out")
+    check, j_val, no_check = _fit_imagenet_check(split, distance.typicality(f_val[correct]), correct, progress)
+    progress(Event("calibrate", 2, 4, "measuring on the held-out split and on pictures that are not flowers"))
+    held_out = split.test or split.val
+    x_test, y_test, _ = data.load_arrays(held_out, card.image_size, progress, "load held-out")
     junk, names = non_flowers(card.image_size)
+    j_test = j_junk = None
+    if check is not None:
+        j_test, j_junk = _judged(held_out, progress), imagenet.judge_batched(non_flowers(imagenet.SIZE)[0])
     measured: dict[str, Any] = {"split": "test" if split.test else "val", "flowers": len(x_test),
                                 "non_flowers": len(junk), "non_flower_names": names, "variants": {}}
+    if no_check:
+        measured["imagenet_check"] = f"not used: {no_check}"
     # The candidates, on TensorFlow: each with a threshold that keeps KEEP of the correct validation flowers.
     answers = {registry.TF_VARIANT: (infer_batched(tf, x_test), infer_batched(tf, junk))}
     (p_test, f_test), (p_junk, f_junk) = answers[registry.TF_VARIANT]
     weights, bias = tf.model.get_layer(registry.CLASSIFIER_LAYER).get_weights()
-    candidates = {MSP: lambda p, f: known_score(p, temperature), "energy": lambda p, f: energy(f @ weights + bias),
-                  MAHALANOBIS: lambda p, f: -distance.distance(f), "mahalanobis-all": lambda p, f: -everywhere.distance(f)}
+    candidates = {MSP: lambda p, f, j: known_score(p, temperature), "energy": lambda p, f, j: energy(f @ weights + bias),
+                  MAHALANOBIS: lambda p, f, j: -distance.distance(f), "mahalanobis-all": lambda p, f, j: -everywhere.distance(f)}
+    if check is not None:
+        candidates[JOINT] = lambda p, f, j: check.joint(distance.typicality(f), j)
     measured["candidates"] = {
-        name: _separation(score(p_test, f_test), score(p_junk, f_junk),
-                          float(np.quantile(score(p_val, f_val)[correct], 1 - KEEP)), names)
+        name: _separation(score(p_test, f_test, j_test), score(p_junk, f_junk, j_junk),
+                          float(np.quantile(score(p_val, f_val, j_val)[correct], 1 - KEEP)), names)
         for name, score in candidates.items()}
     chosen = max((MSP, MAHALANOBIS), key=lambda name: measured["candidates"][name]["auroc"])
     # A final fit (TrainConfig.fit_on_val) has seen these photos; the held-out measurement below shows what that costs.
     fitted_on = "val (seen in training: a final fit)" if card.config is not None and card.config.fit_on_val else "val"
-    calibration = Calibration(temperature, thresholds[chosen], chosen, fitted_on=fitted_on, distance=distance)
+    calibration = Calibration(temperature, thresholds[chosen], chosen, fitted_on=fitted_on,
+                              imagenet=check if chosen == MAHALANOBIS else None, distance=distance)
     for variant in registry.available_variants(model_dir):
         if variant not in answers:
             backend = load_backend(model_dir, variant)
             answers[variant] = (infer_batched(backend, x_test), infer_batched(backend, junk))
         (p_test, f_test), (p_junk, f_junk) = answers[variant]
-        flowers, others = calibration.known(p_test, f_test), calibration.known(p_junk, f_junk)
+        flowers, others = calibration.known(p_test, f_test, j_test), calibration.known(p_junk, f_junk, j_junk)
         if flowers is None:
             continue  # an IR converted before it had a features output: no verdict from it
-        measured["variants"][variant] = _separation(flowers[0], others[0], calibration.threshold, names) | {
+        threshold = check.threshold if calibration.imagenet is not None else calibration.threshold
+        measured["variants"][variant] = _separation(flowers[0], others[0], threshold, names) | {
             "ece_before": expected_calibration_error(p_test, y_test),
             "ece_after": expected_calibration_error(scale(p_test, temperature), y_test),
         }
@@ -288,7 +380,9 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     calibration = dataclasses.replace(calibration, measured=measured)
     distance.save(Path(model_dir) / DISTANCE_FILE)
     registry.update_card(model_dir, openset=calibration.to_card())
-    progress(Event("calibrate", 3, 3, f"temperature {temperature:.2f}, {chosen} threshold {calibration.threshold:.3f}"))
+    progress(Event("calibrate", 4, 4, f"temperature {temperature:.2f}, {chosen} threshold {calibration.threshold:.3f}"
+                                      + (f", with the ImageNet check (joint threshold {check.threshold:.3f})"
+                                         if calibration.imagenet is not None else "")))
     return calibration
 
 
@@ -301,6 +395,9 @@ def from_card(openset: dict[str, Any], model_dir: Path | None = None) -> Calibra
         fields["score"] = MSP
     distance_file = Path(model_dir) / DISTANCE_FILE if model_dir is not None else None
     distance = Distance.load(distance_file) if distance_file is not None and distance_file.exists() else None
+    if fields.get("imagenet") is not None:
+        check = fields["imagenet"]
+        fields["imagenet"] = ImageNetCheck(tuple(check["kin"]), tuple(check["reference"]), check["threshold"])
     return Calibration(**fields, distance=distance)
 
 
@@ -359,14 +456,28 @@ def evaluate_on(model_dir: Path, source: str | Path, variant: str = registry.TF_
     backend = load_backend(model_dir, variant)
     (p_flowers, f_flowers), (p_others, f_others) = infer_batched(backend, flowers_x), infer_batched(backend, others)
     scores = {MSP: (known_score(p_flowers, calibration.temperature), known_score(p_others, calibration.temperature))}
+    in_use, threshold = calibration.score, calibration.threshold  # until the ImageNet check joins, below
     if calibration.distance is not None and f_flowers is not None:
-        scores[MAHALANOBIS] = (calibration.distance.typicality(f_flowers), calibration.distance.typicality(f_others))
+        typical = calibration.distance.typicality(f_flowers), calibration.distance.typicality(f_others)
+        scores[MAHALANOBIS] = typical
+        if (check := calibration.imagenet) is not None:
+            judged = _judged(split.test or split.val, progress), _judged(items, progress)
+            scores[IMAGENET] = check.typicality(judged[0]), check.typicality(judged[1])
+            scores[JOINT] = check.joint(typical[0], judged[0]), check.joint(typical[1], judged[1])
+            in_use, threshold = JOINT, check.threshold
     results = []
     for name, (flowers, other) in scores.items():
         at_95 = _rates(other, kinds, info.classes, float(np.quantile(flowers, 1 - KEEP)))
-        in_use = name == calibration.score
+        used = name == in_use
         results.append(ScoreOnSet(
-            name, auroc(flowers, other), at_95, in_use,
-            float(np.mean(flowers >= calibration.threshold)) if in_use else None,
-            _rates(other, kinds, info.classes, calibration.threshold) if in_use else ()))
+            name, auroc(flowers, other), at_95, used,
+            float(np.mean(flowers >= threshold)) if used else None,
+            _rates(other, kinds, info.classes, threshold) if used else ()))
     return OpenSetReport(card.name, variant, len(flowers_x), tuple(results))
+
+
+def record_evaluation(model_dir: Path, report: OpenSetReport, described_as: str) -> None:
+    """Keep `report` on the model's card (until the next calibration), for the Home page."""
+    card = registry.read_card(model_dir)
+    registry.update_card(model_dir, openset=card.openset | {
+        "evaluated": {"set": described_as, "report": dataclasses.asdict(report)}})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from core.model import artifacts, openset, registry
+from core.errors import UserError
+from core.model import artifacts, imagenet, openset, registry
 from core.runtimes import remote
 from core.runtimes.backends import Backend, device_info, load_backend, load_setup, native_precisions
 from core.model.images import ImageError, open_image, to_model_input
@@ -27,7 +29,8 @@ if TYPE_CHECKING:
 REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
 RETRY_S = 30  # between attempts to reach a remote server that did not answer
 TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
-NAMED_SETUPS = {TUNED_LATENCY: "OpenVINO, tuned for latency", remote.REMOTE_SETUP: "OpenVINO (remote server)"}
+IMAGENET_CHECK = "imagenet-check"  # not a backend: the open-set check's ImageNet classifier, in load times
+NAMED_SETUPS = {IMAGENET_CHECK: "ImageNet check (EfficientNet-Lite0, OpenVINO f32)", TUNED_LATENCY: "OpenVINO, tuned for latency", remote.REMOTE_SETUP: "OpenVINO (remote server)"}
 
 
 def setup_label(name: str) -> str:
@@ -105,6 +108,8 @@ class ImageResult:
     error: str | None = None
     failed: dict[str, str] = field(default_factory=dict)  # backends that could not answer (a remote server down)
     image: Any = None  # the decoded, upright PIL image, for display
+    looks_like: imagenet.LooksLike | None = None  # the ImageNet check's confident answer, if any
+    imagenet_ms: float | None = None  # the ImageNet check's time for this photo (once, whatever the backends)
 
     @property
     def agree(self) -> bool | None:
@@ -139,6 +144,7 @@ class ImageResult:
             row[f"{variant} confidence"] = round(r.shown[r.top_class], 4)
         row["agree"] = self.agree
         row["known flower"] = self.known
+        row["looks like (ImageNet)"] = self.looks_like.label if self.known is False and self.looks_like else None
         for variant, r in self.results.items():
             row[f"{variant} ms"] = round(r.latency_ms, 2)
         for variant, r in self.results.items():
@@ -152,6 +158,8 @@ class ImageResult:
             "file": self.name,
             "agree": self.agree,
             "known": self.known,
+            "looks_like": None if self.looks_like is None else dataclasses.asdict(self.looks_like),
+            "imagenet_ms": self.imagenet_ms,
             "results": {v: {"top_class": r.top_class, "probabilities": r.probabilities,
                             "calibrated_probabilities": r.calibrated, "known_score": r.known_score, "known": r.known,
                             "latency_ms": round(r.latency_ms, 3), "first_call_ms": round(r.first_call_ms, 3)}
@@ -184,6 +192,26 @@ class Predictor:
                 outcomes[registry.TF_VARIANT] = tf.result()
         for variant in variants:
             self._add(variant, outcomes[variant])
+        self.judge, self.judge_load_s, self.judge_missing = self._load_judge()
+
+    @property
+    def threshold(self) -> float | None:
+        """The score a photo needs to be called one of the classes, as this process decides: the
+        joint score's where the ImageNet check runs here, else the model's own score's."""
+        if self.calibration is None:
+            return None
+        return self.calibration.imagenet.threshold if self.judge is not None else self.calibration.threshold
+
+    def _load_judge(self) -> tuple[imagenet.Judge | None, float | None, str]:
+        """The ImageNet check where the calibration uses it; where it cannot be made here, the
+        distance decides alone, and the reason is kept for the page."""
+        if self.calibration is None or self.calibration.imagenet is None:
+            return None, None, ""
+        try:
+            seconds, judge = time_once(imagenet.judge)
+        except (UserError, registry.ModelError) as exc:
+            return None, None, str(exc)
+        return judge, seconds, ""
 
     def _warm(self, variant: str) -> tuple[Backend, float] | str:
         """Load one backend and make its first call, the one `measure` makes (for TensorFlow that
@@ -231,8 +259,11 @@ class Predictor:
         return load_setup(self.model_dir, winner.setup, winner.batch)
 
     def load_times(self) -> dict[str, dict[str, float]]:
-        return {v: {"load_s": b.load_seconds, "first_inference_ms": self.first_inference_ms[v]}
-                for v, b in self.backends.items()}
+        times = {v: {"load_s": b.load_seconds, "first_inference_ms": self.first_inference_ms[v]}
+                 for v, b in self.backends.items()}
+        if self.judge_load_s is not None:  # making its IR the first time, reading and compiling it
+            times[IMAGENET_CHECK] = {"load_s": self.judge_load_s}
+        return times
 
     def classify(self, name: str, source: bytes | str | Path, repeats: int = REPEATS) -> ImageResult:
         """Classify one photo with every backend, timing `repeats` warm calls each; a bad file
@@ -242,13 +273,20 @@ class Predictor:
         except ImageError as exc:
             return ImageResult(name, error=str(exc))
         result = ImageResult(name, image=img)
-        result.results = self.time_every_backend(to_model_input(img, self.image_size)[None], repeats, result.failed)
+        judged = None
+        if self.judge is not None:
+            seconds, judged = time_once(lambda: self.judge.probabilities(to_model_input(img, imagenet.SIZE)[None]))
+            result.imagenet_ms = seconds * 1000
+            result.looks_like = self.calibration.imagenet.looks_like(judged[0])
+        result.results = self.time_every_backend(to_model_input(img, self.image_size)[None], repeats, result.failed,
+                                                 judged)
         return result
 
-    def time_every_backend(self, batch: np.ndarray, repeats: int = REPEATS,
-                failed: dict[str, str] | None = None) -> dict[str, VariantResult]:
+    def time_every_backend(self, batch: np.ndarray, repeats: int = REPEATS, failed: dict[str, str] | None = None,
+                           judged: np.ndarray | None = None) -> dict[str, VariantResult]:
         """Every backend on one uint8 batch: one first call, then `repeats` timed calls. A remote
-        backend that fails is left out, with its message in `failed`."""
+        backend that fails is left out, with its message in `failed`. `judged`: the ImageNet
+        check's answers for the batch, which each backend's verdict joins to its own distance."""
         results = {}
         for variant, backend in list(self.backends.items()):
             try:
@@ -260,7 +298,7 @@ class Predictor:
             probs, features = timing.result
             result = VariantResult(variant, dict(zip(self.classes, map(float, probs[0]))), timing)
             if self.calibration is not None:
-                verdict = self.calibration.known(probs[:1], None if features is None else features[:1])
+                verdict = self.calibration.known(probs[:1], None if features is None else features[:1], judged)
                 if verdict is not None:  # None: a backend without the features the score needs
                     result.known_score, result.known = float(verdict[0][0]), bool(verdict[1][0])
                 scaled = openset.scale(probs[:1], self.calibration.temperature)[0]
