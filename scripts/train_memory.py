@@ -1,7 +1,7 @@
 """Peak resident memory of a training process at several batch sizes, input sizes and fine-tuning
 depths: what `core.model.training.estimate_peak_mb`'s per-architecture factor is fitted on.
 
-    python scripts/train_memory.py --arch efficientnet_lite0
+    python scripts/train_memory.py --arch efficientnet_lite0 [--grid 16x240x120,16x240x60]
 
 Each configuration trains one head epoch and one fine-tuning epoch on the mini archive in a fresh
 process (malloc arenas limited to 2, as the app's jobs run), sampled every 50 ms with psutil.
@@ -41,8 +41,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="efficientnet_lite0")
     parser.add_argument("--data", default=str(MINI))
+    parser.add_argument("--grid", default="8x224x90,16x224x90,32x224x90,16x288x90,16x224x45,16x224x142",
+                        help="configurations as BATCHxPIXELSxLAYERS (fine-tuned layers), comma-separated")
     args = parser.parse_args()
-    grid = [(8, 224, 90), (16, 224, 90), (32, 224, 90), (16, 288, 90), (16, 224, 45), (16, 224, 142)]
+    grid = [tuple(int(n) for n in cell.split("x")) for cell in args.grid.split(",")]
     env = os.environ | {"MALLOC_ARENA_MAX": "2", "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(ROOT)}
     print(f"| {args.arch}: batch | px | fine-tuned layers | peak resident (MB) |\n| --- | --- | --- | --- |")
     for batch, size, layers in grid:

@@ -1,0 +1,117 @@
+"""Assemble the photos that are not these flowers, by kind, for `python -m core openset-eval`.
+
+    python scripts/openset_sets.py MIRRORS OUT
+
+MIRRORS holds git snapshots of the public repositories below (as `owner+name/repo`, the layout
+the project's fetch tool makes; any `git clone --mirror` renamed so works). OUT receives
+
+    OUT/tune/<kind>/…   ImageNet sample photos of the even-numbered ImageNet classes: the only
+                        photos any open-set choice may look at;
+    OUT/eval/<kind>/…   the odd-numbered classes plus every photo from outside ImageNet: kept out
+                        of every choice, for reporting;
+    OUT/SOURCES.md      where each photo came from and under which licence.
+
+Nothing here is committed or shipped: the photos stay where OUT is. Sampling is seeded.
+"""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+# ImageNet-1k class index -> kind (the classes are in WordNet-id order, as the sample's file names)
+DOGS, CATS = range(151, 269), range(281, 286)
+FOOD, SCENES, PEOPLE = range(924, 970), range(970, 981), range(981, 984)
+PLANTS = [984, *range(986, 999)]  # rapeseed, lady's slipper, corn, acorn, hip, buckeye, fungi, ear
+IMAGENET_DAISY = 985  # one of the model's own classes: not a "non-flower"
+
+
+def imagenet_kind(index: int) -> str | None:
+    if index == IMAGENET_DAISY:
+        return None
+    if index in DOGS or index in CATS:
+        return "cats and dogs"
+    if index < 398:
+        return "other animals"
+    for kind, indices in (("food", FOOD), ("scenes", SCENES), ("people", PEOPLE), ("plants", PLANTS)):
+        if index in indices:
+            return kind
+    return "objects"
+
+
+# (repository, path in it, kind, licence) of the single photos from outside ImageNet
+SINGLES = [
+    ("IBM/MAX-Object-Detector", "samples/dog-human.jpg", "cats and dogs", "CC0 (Pexels)"),
+    ("IBM/MAX-Object-Detector", "samples/jockey.jpg", "people", "CC0 (Pexels)"),
+    ("IBM/MAX-Object-Detector", "samples/baby-bear.jpg", "other animals", "CC0 (Pexels)"),
+    ("IBM/MAX-Object-Detector", "samples/a-pen-i-am.jpg", "objects", "CC0"),
+    ("IBM/MAX-Image-Caption-Generator", "samples/plane.jpg", "objects", "CC0 (Pexels)"),
+    ("IBM/MAX-Image-Caption-Generator", "samples/soccer.jpg", "people", "CC0 (Pexels)"),
+    ("IBM/MAX-Image-Caption-Generator", "samples/surfing.jpg", "people", "CC0 (Pexels)"),
+    ("IBM/MAX-Human-Pose-Estimator", "samples/Pilots.jpg", "people", "CC0 (MAX samples)"),
+    ("IBM/MAX-Human-Pose-Estimator", "samples/IBM.jpeg", "people", "CC0 (MAX samples)"),
+    *[("joan-morera/SpeciesNet-Improved", f"test_data/{name}.jpg", kind, "CDLA-Permissive-1.0 (LILA camera traps)")
+      for name, kind in (("african_elephants", "other animals"), ("american_black_bear", "other animals"),
+                         ("domestic_cattle", "other animals"), ("ocelot", "other animals"),
+                         ("domestic_dog", "cats and dogs"), ("human", "people"), ("vehicle", "objects"),
+                         ("blank", "scenes"), ("blank2", "scenes"), ("blank3", "scenes"))],
+    *[("pjreddie/darknet", f"data/{name}.jpg", kind, "darknet's sample photos (public domain licence of the repository)")
+      for name, kind in (("dog", "cats and dogs"), ("eagle", "other animals"), ("giraffe", "other animals"),
+                         ("horses", "other animals"), ("person", "people"), ("kite", "scenes"))],
+]
+FOOD101 = ("srohit0/food_mnist", 20, "Food-101 (foodspotting.com photos; scientific fair use, see the dataset's licence)")
+CLOTHING = ("alexeygrigorev/clothing-dataset-small", 100, "CC0 1.0")
+IMAGENET = ("EliSchwartz/imagenet-sample-images",
+            "ImageNet (ILSVRC-2012) photos: their owners' copyright, ImageNet's terms (non-commercial research)")
+
+
+def git(mirrors: Path, repo: str, *args: str) -> bytes:
+    path = mirrors / repo.replace("/", "+") / "repo"
+    path = path / ".git" if (path / ".git").is_dir() else path  # a snapshot with a work tree
+    return subprocess.run(["git", f"--git-dir={path}", *args], check=True, capture_output=True).stdout
+
+
+def files(mirrors: Path, repo: str) -> list[str]:
+    return git(mirrors, repo, "ls-tree", "-r", "--name-only", "HEAD").decode().splitlines()
+
+
+def copy(mirrors: Path, repo: str, path: str, to: Path) -> None:
+    to.parent.mkdir(parents=True, exist_ok=True)
+    to.write_bytes(git(mirrors, repo, "show", f"HEAD:{path}"))
+
+
+def main(mirrors: Path, out: Path) -> None:
+    rng = random.Random(0)
+    sources = ["| split / kind | photos | source | licence |", "| --- | --- | --- | --- |"]
+    counts: dict[tuple[str, str, str], int] = {}
+
+    def put(split: str, kind: str, repo: str, path: str, licence: str) -> None:
+        copy(mirrors, repo, path, out / split / kind / f"{repo.split('/')[1]}-{Path(path).name}")
+        key = (f"{split} / {kind}", repo, licence)
+        counts[key] = counts.get(key, 0) + 1
+
+    photos = [f for f in files(mirrors, IMAGENET[0]) if f.endswith(".JPEG")]
+    assert len(photos) == 1000, len(photos)
+    for index, path in enumerate(sorted(photos)):
+        if (kind := imagenet_kind(index)) is not None:
+            put("tune" if index % 2 == 0 else "eval", kind, IMAGENET[0], path, IMAGENET[1])
+    food = [f for f in files(mirrors, FOOD101[0]) if f.startswith("images/") and f.count("/") == 2 and f.endswith(".jpg")]
+    for dish in sorted({Path(f).parent.name for f in food}):
+        for path in rng.sample(sorted(f for f in food if Path(f).parent.name == dish), FOOD101[1]):
+            put("eval", "food", FOOD101[0], path, FOOD101[2])
+    clothes = sorted(f for f in files(mirrors, CLOTHING[0]) if f.startswith("test/") and f.endswith(".jpg"))
+    for path in rng.sample(clothes, CLOTHING[1]):
+        put("eval", "objects", CLOTHING[0], path, CLOTHING[2])
+    for repo, path, kind, licence in SINGLES:
+        put("eval", kind, repo, path, licence)
+    sources += [f"| {where} | {n} | [{repo}](https://github.com/{repo}) | {licence} |"
+                for (where, repo, licence), n in sorted(counts.items())]
+    (out / "SOURCES.md").write_text("\n".join(sources) + "\n")
+    for split in ("tune", "eval"):
+        print(split, {d.name: len(list(d.iterdir())) for d in sorted((out / split).iterdir())})
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), Path(sys.argv[2]))
