@@ -292,9 +292,14 @@ def _separation(flowers: np.ndarray, others: np.ndarray, threshold: float, names
 
 
 def _judged(items: list, progress: ProgressFn) -> np.ndarray:
-    """The ImageNet classifier's probabilities of dataset photos, decoded at its own size."""
-    x, _, _ = data.load_arrays(items, imagenet.SIZE, progress, "load for the ImageNet check")
-    return imagenet.judge_batched(x)
+    """The ImageNet classifier's probabilities of dataset photos, decoded at its own size a chunk at
+    a time (in a training job the photos would otherwise add about 180 MB to its peak)."""
+    answers = []
+    for i in range(0, len(items), _FEATURE_CHUNK):
+        x, _, _ = data.load_arrays(items[i:i + _FEATURE_CHUNK], imagenet.SIZE)
+        answers.append(imagenet.judge_each(x))
+        progress(Event("calibrate", i + len(x), len(items), "asking the ImageNet classifier"))
+    return np.concatenate(answers)
 
 
 def _fit_imagenet_check(split: data.Split, val_typicality: np.ndarray, correct: np.ndarray,
@@ -339,7 +344,7 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
     junk, names = non_flowers(card.image_size)
     j_test = j_junk = None
     if check is not None:
-        j_test, j_junk = _judged(held_out, progress), imagenet.judge_batched(non_flowers(imagenet.SIZE)[0])
+        j_test, j_junk = _judged(held_out, progress), imagenet.judge_each(non_flowers(imagenet.SIZE)[0])
     measured: dict[str, Any] = {"split": "test" if split.test else "val", "flowers": len(x_test),
                                 "non_flowers": len(junk), "non_flower_names": names, "variants": {}}
     if no_check:
