@@ -108,13 +108,15 @@ def cmd_convert(args: argparse.Namespace) -> int:
     model_dir = _model_dir(args.model_dir)
     card = registry.read_card(model_dir)
     precisions = tuple(p.strip() for p in args.precisions.split(",") if p.strip())
-    split = calibration = None
+    split = calibration = validation = None
     if "int8" in precisions or not args.no_validate:
         split = card.rebuild_split(args.data, _print_progress)
     if "int8" in precisions:
         calibration = convert.calibration_images(split, card.image_size, args.calibration_size, card.seed,
                                                  _print_progress)
-    record = convert.convert(model_dir, calibration, precisions, _print_progress, args.calibration_size)
+        if args.accuracy_control:
+            validation = convert.validation_images(split, card.image_size, card.seed, _print_progress)
+    record = convert.convert(model_dir, calibration, precisions, _print_progress, args.calibration_size, validation)
     print(json.dumps(record, indent=2))
     if not args.no_validate:
         scores = evaluate.validate_and_record(model_dir, split, _print_progress)
@@ -380,6 +382,9 @@ def _model_commands(sub) -> None:
     c.add_argument("--calibration-size", type=int, default=settings.CALIBRATION_SIZE,
                    help=f"training photos to calibrate INT8 on (default: {settings.CALIBRATION_SIZE})")
     c.add_argument("--no-validate", action="store_true", help="skip accuracy checks on the validation split")
+    c.add_argument("--accuracy-control", action="store_true",
+                   help="INT8 with NNCF's accuracy control on validation photos: the layers whose quantized inputs "
+                        "cost most fidelity to the float model take them in floating point again (slow: minutes)")
     c.set_defaults(func=cmd_convert)
 
     e = sub.add_parser("evaluate", help="accuracy and TF agreement of every variant on a dataset")

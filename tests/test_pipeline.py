@@ -91,6 +91,36 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     assert "openvino-fp32" in registry.available_variants(path)
 
 
+
+def test_int8_with_accuracy_control_stays_close_to_the_float_model(tiny_model, tmp_path, monkeypatch):
+    """NNCF's accuracy control on the validation photos: the INT8 IR within the budget of fidelity to
+    the float model, and the card says which layers stayed in floating point and why (a budget so
+    tight that some layers must go back to floating point)."""
+    import shutil
+
+    from core.model import convert
+
+    monkeypatch.setattr(convert, "FIDELITY_DROP", 1e-5)
+    path = tmp_path / "tiny"
+    shutil.copytree(tiny_model, path)
+    card = registry.read_card(path)
+    split = card.rebuild_split()
+    validation = convert.validation_images(split, card.image_size, card.seed)
+    calibration = convert.calibration_images(split, card.image_size, 16, 0)
+    fp32 = load_backend(path, "openvino-fp32").predict(validation)
+    convert.convert(path, calibration, ("int8",), subset_size=16)  # plain post-training quantization
+    plain = convert.fidelity(load_backend(path, "openvino-int8").predict(validation), fp32).mean()
+    record = convert.convert(path, calibration, ("int8",), subset_size=16, validation=validation)["int8"]
+    control = record["accuracy_control"]
+    assert record["tool"] == "nncf.quantize_with_accuracy_control" and control["validation_images"] == len(validation)
+    assert control["reverted"] and set(control["reverted"]) <= set(record["float_layers"])
+    assert "accuracy control" in record["float_layers_why"]
+    assert registry.read_card(path).conversion["int8"] == record
+    int8 = load_backend(path, "openvino-int8").predict(validation)
+    assert convert.fidelity(int8, fp32).mean() == pytest.approx(control["fidelity"], abs=1e-4)
+    assert control["fidelity"] >= plain  # closer to the float model than plain INT8
+
+
 def test_mobilenet_v2_builds_as_the_light_recipe_does():
     """MobileNetV2 (the light model's backbone) without a download: random init, found by name, its
     top layers unfrozen with BatchNorm kept frozen."""
