@@ -144,6 +144,11 @@ class Calibration:
         """The score Predict decides by where everything it needs runs."""
         return JOINT if self.imagenet is not None else self.score
 
+    @property
+    def threshold_in_use(self) -> float:
+        """The threshold of `in_use`."""
+        return self.imagenet.threshold if self.imagenet is not None else self.threshold
+
     def known(self, probs: np.ndarray, features: np.ndarray | None = None,
               judged: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """(score, known?) of each row, or None where the score needs features the backend lacks.
@@ -155,7 +160,7 @@ class Calibration:
             score = self.distance.typicality(features)
             if self.imagenet is not None and judged is not None:
                 score = self.imagenet.joint(score, judged)
-                return score, score >= self.imagenet.threshold
+                return score, score >= self.threshold_in_use
         else:
             score = known_score(probs, self.temperature)
         return score, score >= self.threshold
@@ -374,8 +379,7 @@ def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
         flowers, others = calibration.known(p_test, f_test, j_test), calibration.known(p_junk, f_junk, j_junk)
         if flowers is None:
             continue  # an IR converted before it had a features output: no verdict from it
-        threshold = check.threshold if calibration.imagenet is not None else calibration.threshold
-        measured["variants"][variant] = _separation(flowers[0], others[0], threshold, names) | {
+        measured["variants"][variant] = _separation(flowers[0], others[0], calibration.threshold_in_use, names) | {
             "ece_before": expected_calibration_error(p_test, y_test),
             "ece_after": expected_calibration_error(scale(p_test, temperature), y_test),
         }
@@ -469,7 +473,7 @@ def evaluate_on(model_dir: Path, source: str | Path, variant: str = registry.TF_
             judged = _judged(split.test or split.val, progress), _judged(items, progress)
             scores[IMAGENET] = check.typicality(judged[0]), check.typicality(judged[1])
             scores[JOINT] = check.joint(typical[0], judged[0]), check.joint(typical[1], judged[1])
-            in_use, threshold = JOINT, check.threshold
+            in_use, threshold = calibration.in_use, calibration.threshold_in_use
     results = []
     for name, (flowers, other) in scores.items():
         at_95 = _rates(other, kinds, info.classes, float(np.quantile(flowers, 1 - KEEP)))

@@ -39,7 +39,7 @@ def setup_label(name: str) -> str:
 
 
 def setup_runtime(name: str) -> str:
-    """The runtime that answers for an offered setup (both named setups are OpenVINO)."""
+    """The runtime that answers for an offered setup (every named setup runs in OpenVINO)."""
     return OPENVINO.name if name in NAMED_SETUPS else CATALOGUE[name].runtime.name
 
 
@@ -200,7 +200,7 @@ class Predictor:
         joint score's where the ImageNet check runs here, else the model's own score's."""
         if self.calibration is None:
             return None
-        return self.calibration.imagenet.threshold if self.judge is not None else self.calibration.threshold
+        return self.calibration.threshold_in_use if self.judge is not None else self.calibration.threshold
 
     def _load_judge(self) -> tuple[imagenet.Judge | None, float | None, str]:
         """The ImageNet check where the calibration uses it; where it cannot be made here, the
