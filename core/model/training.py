@@ -28,15 +28,11 @@ from core.system import library_versions, machine_summary
 # Peak resident memory of the whole app while a transfer-learning job fine-tunes: the server with
 # the default model's Predict backends loaded, the job's fixed part (TensorFlow, the model, the
 # pipeline), the validation photos it holds, and activations that grow with batch x pixels and
-# with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers; the
-# per-architecture factor is in `architectures`, fitted on training-process peaks at several batch
-# sizes, input sizes and depths). The training photos are read from a file a batch at a time
-# (`data.RowFile`): page cache, not resident. Fitted on the 2700 MB cgroup runs in docs/safety.md
-# ("Memory"); conservative for MobileNetV2, whose fixed part is about 80 MB smaller. The job's fixed
-# part was raised by 254 MB when the job began to ask the open-set check's ImageNet classifier:
-# refitted to the EfficientNet-Lite1 run (2595 MB), which also tried NNCF's accuracy control.
+# with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers). The
+# fixed part and the activation factor are each architecture's (`architectures`), fitted on the
+# 2700 MB cgroup runs and training-process peaks in docs/safety.md ("Memory"). The training photos
+# are read from a file a batch at a time (`data.RowFile`): page cache, not resident.
 _SERVER_MB = 607.0
-_JOB_BASE_MB = 1621.0
 
 
 def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
@@ -47,7 +43,7 @@ def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
         depth = 0.1  # the frozen backbone only runs forward
     activations = arch.mb_per_batch_pixel * cfg.batch_size * cfg.image_size**2 * depth
     n_val = 0 if cfg.fit_on_val else n_train * cfg.val_fraction / max(1e-9, 1 - cfg.val_fraction - cfg.test_fraction)
-    return _SERVER_MB + _JOB_BASE_MB + n_val * cfg.image_size**2 * 3 / 2**20 + activations
+    return _SERVER_MB + arch.job_mb + n_val * cfg.image_size**2 * 3 / 2**20 + activations
 
 
 def closest_fitting_recipe(n_train: int, budget_mb: float) -> str | None:
