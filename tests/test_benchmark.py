@@ -127,6 +127,10 @@ def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
     assert set(result) == set(runs.RESULT_COLUMNS) - {"padded_images"}
     assert result["total_s_min"] <= result["total_s_median"] <= result["total_s_max"]
     assert result["throughput_ips"] == pytest.approx(10 / result["total_s_median"])
+    # The async queue's latencies are OpenVINO's own, one per request and each a real duration.
+    latencies = loaded.run(chunks)
+    assert len(latencies) == len(chunks) and all(0 < s < 10 for s in latencies)
+    assert 0 < result["batch_latency_ms_p50"] <= result["batch_latency_ms_p99"]
     sync = bench_worker.load(BACKENDS["ov-fp32"], str(tiny_model), batch=4)
     chunks, padded = bench_worker.batches_of(images, 10, 4, sync.backend.static_batch)
     assert [len(c) for c in chunks] == [4, 4, 2] and padded == 0
