@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +29,21 @@ def single_image_latency(model_dir: Path, repeats: int = 20) -> dict[str, float]
     return out
 
 
+def release_memory() -> None:
+    """Between the job's phases: drop what the last one left (Keras's graphs, compiled models) and
+    hand freed heap back to the system. Each phase otherwise started on top of the last one's
+    leftovers, and the job's peak (in Cloud's memory, beside the server) came at its end."""
+    import gc
+
+    if "keras" in sys.modules:
+        sys.modules["keras"].backend.clear_session()
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)  # glibc (Community Cloud's Debian); elsewhere nothing to do
+    except (OSError, AttributeError):
+        pass
+
+
 def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
                        models_root: Path | None = None, progress: ProgressFn = ignore) -> Path:
     """The whole path to a deployable model; returns its folder.
@@ -40,10 +57,14 @@ def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
     staging = registry.staging_dir(models_root)
     try:
         built = training.train(source, cfg, name, staging, progress, command=f"Train page: {cfg}")
+        release_memory()
         split = registry.read_card(built).rebuild_split(progress=progress)  # the split training used
         calibration = convert.calibration_images(split, cfg.image_size, CALIBRATION_SIZE, cfg.seed, progress)
         convert.convert(built, calibration, progress=progress)
+        del calibration
+        release_memory()
         evaluate.validate_and_record(built, split, progress)
+        release_memory()
         openset.calibrate(built, progress)
         progress(Event("latency", 0, 1, "measuring single-image latency"))
         registry.update_card(built, single_image_latency_ms=single_image_latency(built))

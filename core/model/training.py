@@ -28,11 +28,14 @@ from core.system import library_versions, machine_summary
 # Peak resident memory of the whole app while a transfer-learning job fine-tunes: the server with
 # the default model's Predict backends loaded, the job's fixed part (TensorFlow, the model, the
 # pipeline), the validation photos it holds, and activations that grow with batch x pixels and
-# with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers). The
-# fixed part and the activation factor are each architecture's (`architectures`), fitted on the
-# 2700 MB cgroup runs and training-process peaks in docs/safety.md ("Memory"). The training photos
-# are read from a file a batch at a time (`data.RowFile`): page cache, not resident.
+# with how deep fine-tuning reaches (most of them sit in the early, high-resolution layers; each
+# architecture's factor is in `architectures`, from training-process peaks). The fixed part is
+# fitted on the 2700 MB cgroup run of "Recommended" (EfficientNet-Lite1, batch 8: 2299 MB) after
+# the job began to release memory between its phases (docs/safety.md, "Memory"); the job's peak
+# is now its conversion, so the activation term makes the estimate conservative. The training
+# photos are read from a file a batch at a time (`data.RowFile`): page cache, not resident.
 _SERVER_MB = 607.0
+_JOB_BASE_MB = 1485.0
 
 
 def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
@@ -43,7 +46,7 @@ def estimate_peak_mb(cfg: TrainConfig, n_train: int) -> float:
         depth = 0.1  # the frozen backbone only runs forward
     activations = arch.mb_per_batch_pixel * cfg.batch_size * cfg.image_size**2 * depth
     n_val = 0 if cfg.fit_on_val else n_train * cfg.val_fraction / max(1e-9, 1 - cfg.val_fraction - cfg.test_fraction)
-    return _SERVER_MB + arch.job_mb + n_val * cfg.image_size**2 * 3 / 2**20 + activations
+    return _SERVER_MB + _JOB_BASE_MB + n_val * cfg.image_size**2 * 3 / 2**20 + activations
 
 
 def closest_fitting_recipe(n_train: int, budget_mb: float) -> str | None:
