@@ -11,6 +11,7 @@ import dataclasses
 import json
 import os
 import shlex
+import signal
 import sys
 import types
 import typing
@@ -317,6 +318,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
                                         args.batch or None)
         print(f"serving {repository} on http://{args.host}:{args.port} (KServe v2 REST); Ctrl-C stops it",
               file=sys.stderr)
+        # Ctrl-C stops it even where the parent ignored SIGINT (an ignored signal is inherited, and
+        # Python then keeps ignoring it): in the full test suite the command once started so.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         proc = serving.start_server(repository, args.port, args.host, stdout=None, stderr=None)
         try:
             return proc.wait()
