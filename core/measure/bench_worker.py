@@ -73,7 +73,7 @@ def sync_runner(backend: Backend) -> Runner:
 def async_runner(backend: Backend) -> tuple[Runner, int]:
     """OpenVINO THROUGHPUT mode: an AsyncInferQueue with the plugin's optimal number of requests, driven
     as benchmark_app drives its own, with no Python callback: on two cores, handing each finished
-    request to a Python callback (the GIL, a thread switch) cost about 8% of the throughput of
+    request to a Python callback (the GIL, a thread switch) cost 2–8% of the throughput of
     EfficientNet-Lite0 INT8 at batch 1. Each request's latency is OpenVINO's own (start to end, timed
     in C++), read with its result when the request is next taken, or at the end."""
     import openvino as ov
