@@ -46,6 +46,9 @@ class TrainConfig:
                                                     "(blend whole photos) or cutmix (paste a patch of one into another)"))
     schedule: str = field(default="constant", metadata=_help("fine-tuning learning rate: constant, or cosine "
                                                              "(one epoch of warm-up, then cosine decay to zero)"))
+    ema: float = field(default=0.0, metadata=_help(
+        "fine-tuning keeps an exponential moving average of the weights with this momentum (e.g. 0.99) and "
+        "validates and saves the average; 0: off"))
     dropout: float = 0.2
     label_smoothing: float = 0.0
     patience: int = field(default=3, metadata=_help("epochs without a better val accuracy before stopping"))
@@ -76,6 +79,8 @@ class TrainConfig:
             object.__setattr__(self, "image_size", arch.default_size)
         if self.schedule not in SCHEDULES:
             raise UserError(f"schedule must be one of {', '.join(SCHEDULES)}")
+        if not 0.0 <= self.ema < 1.0:
+            raise UserError("ema must be at least 0 (off) and below 1")
         if self.mix not in MIXES:
             raise UserError(f"mix must be one of {', '.join(MIXES)}")
         if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:

@@ -57,6 +57,37 @@ def test_cosine_schedule_warms_up_then_decays_to_zero():
     assert training.learning_rate(1e-4, "constant", 3, 10) == 1e-4
 
 
+def test_ema_keeps_and_validates_the_moving_average_of_the_weights():
+    """With `ema` the model ends on the moving average of its weights, and every epoch's validation
+    score is the average's: with a momentum of almost 1 the average stays where the first step put
+    the weights (Keras starts it there), while the weights themselves go on moving."""
+    import keras
+    import tensorflow as tf
+
+    from core.progress import ignore
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 4)).astype("float32")
+    y = keras.utils.to_categorical((x[:, 0] > 0).astype(int), 2)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(16)
+
+    def fit(ema: float):
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation="softmax")])
+        start = model.get_weights()
+        history: list = []
+        training._fit(model, ds, ds, "categorical_crossentropy", TrainConfig(arch="tutorial_cnn", patience=9),
+                      3, 0.1, "fine-tune", history, ignore, ema=ema)
+        moved = max(float(np.abs(a - b).max()) for a, b in zip(model.get_weights(), start))
+        return model, history, moved
+
+    _, _, moved = fit(0.0)
+    model, history, moved_with_ema = fit(0.9999)
+    assert moved > 0.5 and moved_with_ema < moved / 5
+    kept = max(history, key=lambda row: row["val_accuracy"])  # early stopping keeps the best epoch
+    assert model.evaluate(ds, verbose=0)[1] == pytest.approx(kept["val_accuracy"])
+
+
 @needs_lite0
 def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remade(tiny_dataset, tmp_path):
     """The transfer path end to end with the real ImageNet weights, small (32 px): the head, then

@@ -189,17 +189,22 @@ def learning_rate(lr: float, schedule: str, epochs: int, steps_per_epoch: int):
 
 
 def _fit(model, train_ds, val_ds, loss, cfg: TrainConfig, epochs: int, lr: float, phase: str,
-         history: list[dict[str, Any]], progress: ProgressFn, schedule: str = "constant") -> None:
+         history: list[dict[str, Any]], progress: ProgressFn, schedule: str = "constant", ema: float = 0.0) -> None:
     """Compile and fit for `epochs` more epochs, keeping the best validation epoch (without
-    validation photos, a final fit: every epoch runs and the last one is kept)."""
+    validation photos, a final fit: every epoch runs and the last one is kept). With `ema`, the
+    optimizer keeps a moving average of the weights: each epoch is validated on it, and it is what
+    the model keeps at the end."""
     import keras
 
     rate = learning_rate(lr, schedule, epochs, int(train_ds.cardinality()))
-    model.compile(optimizer=keras.optimizers.Adam(rate), loss=loss, metrics=["accuracy"])
+    optimizer = keras.optimizers.Adam(rate, use_ema=ema > 0, ema_momentum=ema or 0.99)
+    model.compile(optimizer=optimizer, loss=loss, metrics=["accuracy"])
     initial = len(history)
     total = initial + epochs
     progress(Event("fit", initial, total, phase))
-    callbacks = [_keras_callback(progress, total, phase, history)]
+    # Swapped in for each epoch's end, so the history, the progress and early stopping see the average.
+    callbacks = [keras.callbacks.SwapEMAWeights(swap_on_epoch=True)] if ema > 0 else []
+    callbacks.append(_keras_callback(progress, total, phase, history))
     if val_ds is not None:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_accuracy", patience=cfg.patience,
                                                        restore_best_weights=True))
@@ -268,7 +273,7 @@ def train(
         if architectures.get(cfg.arch).transfer and cfg.fine_tune_epochs > 0:
             unfreeze_top(model, cfg.fine_tune_layers)
             _fit(model, train_ds, val_ds, loss, cfg, cfg.fine_tune_epochs, cfg.fine_tune_learning_rate, "fine-tune",
-                 history, progress, cfg.schedule)
+                 history, progress, cfg.schedule, cfg.ema)
         val_acc = None  # a final fit has trained on the validation photos: no honest score there
         if not cfg.fit_on_val:
             progress(Event("evaluate", 0, 1, "measuring validation accuracy"))
