@@ -38,7 +38,9 @@ class Guard:
             return (f"accuracy {self.accuracy:.1%} is more than {ACCURACY_BUDGET:.0%} below TensorFlow's "
                     f"{self.tf_accuracy:.1%}")
         if self.agreement_with_tf < MIN_AGREEMENT:
-            return f"top-1 agreement with TensorFlow {self.agreement_with_tf:.1%} < {MIN_AGREEMENT:.0%}"
+            agreeing = round(self.agreement_with_tf * self.n_images)
+            return (f"top-1 agreement with TensorFlow {agreeing} of {self.n_images} photos "
+                    f"({self.agreement_with_tf:.2%}) < {MIN_AGREEMENT:.0%}")
         return None
 
     @classmethod
