@@ -102,10 +102,10 @@ _LITE0 = dict(_TRANSFER, arch="efficientnet_lite0", image_size=224, epochs=2, fi
 # docs/safety.md ("Memory") says.
 RECIPES: dict[str, Recipe] = {
     "Recommended": Recipe(
-        "EfficientNet-Lite1 at 240 px, 2 head + 6 epochs fine-tuning the top 120 of 187 layers (cosine), batch 8 "
-        "(fits Community Cloud)",
+        "EfficientNet-Lite1 at 240 px, 2 head + 6 epochs fine-tuning the top 120 of 187 layers (cosine), cutmix, "
+        "batch 8 (fits Community Cloud)",
         TrainConfig(**(_LITE0 | dict(arch="efficientnet_lite1", image_size=240, fine_tune_layers=120, batch_size=8)),
-                    fine_tune_epochs=6, patience=8)),
+                    fine_tune_epochs=6, patience=8, mix="cutmix")),
     "Quick": Recipe(
         "EfficientNet-Lite0 at 224 px, 2 head + 4 epochs fine-tuning the top 90 of 142 layers (cosine), batch 16",
         TrainConfig(**_LITE0, fine_tune_epochs=4, patience=6)),
