@@ -63,6 +63,19 @@ SINGLES = [
 ]
 FOOD101 = ("srohit0/food_mnist", 20, "Food-101 (foodspotting.com photos; scientific fair use, see the dataset's licence)")
 CLOTHING = ("alexeygrigorev/clothing-dataset-small", 100, "CC0 1.0")
+# (repository, folder, kind, how many to sample (None: all), licence, file names left out) of the
+# collections from outside ImageNet; a photo whose bytes another one already has is taken once
+COLLECTIONS = [
+    ("serengil/deepface", "tests/unit/dataset/", "people", None,
+     "press and publicity photos of public figures: their owners' copyright (the repository is MIT)",
+     {"img11_reflection.jpg"}),  # a mirror image of img11
+    ("ageitgey/face_recognition", "examples/", "people", None,
+     "press and publicity photos of public figures: their owners' copyright (the repository is MIT)",
+     {"obama-240p.jpg", "obama-480p.jpg", "obama-720p.jpg", "obama_small.jpg"}),  # obama-1080p, smaller
+    ("luangtatipsy/intel-image-classification-web-app", "public/images/", "scenes", 150,
+     "Intel Image Classification (buildings, forest, glacier, mountain, sea, street; 150 px): the original "
+     "authors' copyright", set()),
+]
 IMAGENET = ("EliSchwartz/imagenet-sample-images",
             "ImageNet (ILSVRC-2012) photos: their owners' copyright, ImageNet's terms (non-commercial research)")
 
@@ -82,13 +95,24 @@ def copy(mirrors: Path, repo: str, path: str, to: Path) -> None:
     to.write_bytes(git(mirrors, repo, "show", f"HEAD:{path}"))
 
 
+def _unique_photos(mirrors: Path, repo: str, folder: str, left_out: set[str]) -> list[str]:
+    seen: dict[str, str] = {}  # git blob id -> path: the same bytes under two names count once
+    for line in git(mirrors, repo, "ls-tree", "-r", "HEAD").decode().splitlines():
+        meta, path = line.split("\t", 1)
+        if (path.startswith(folder) and path.lower().endswith((".jpg", ".jpeg", ".png"))
+                and Path(path).name not in left_out):
+            seen.setdefault(meta.split()[2], path)
+    return list(seen.values())
+
+
 def main(mirrors: Path, out: Path) -> None:
     rng = random.Random(0)
     sources = ["| split / kind | photos | source | licence |", "| --- | --- | --- | --- |"]
     counts: dict[tuple[str, str, str], int] = {}
 
     def put(split: str, kind: str, repo: str, path: str, licence: str) -> None:
-        copy(mirrors, repo, path, out / split / kind / f"{repo.split('/')[1]}-{Path(path).name}")
+        name = Path(path).name if kind != "people" else path.replace("/", "_")  # people: img1.jpg twice
+        copy(mirrors, repo, path, out / split / kind / f"{repo.split('/')[1]}-{name}")
         key = (f"{split} / {kind}", repo, licence)
         counts[key] = counts.get(key, 0) + 1
 
@@ -106,6 +130,10 @@ def main(mirrors: Path, out: Path) -> None:
         put("eval", "objects", CLOTHING[0], path, CLOTHING[2])
     for repo, path, kind, licence in SINGLES:
         put("eval", kind, repo, path, licence)
+    for repo, folder, kind, n, licence, left_out in COLLECTIONS:
+        photos = sorted(_unique_photos(mirrors, repo, folder, left_out))
+        for path in photos if n is None else rng.sample(photos, n):
+            put("eval", kind, repo, path, licence)
     sources += [f"| {where} | {n} | [{repo}](https://github.com/{repo}) | {licence} |"
                 for (where, repo, licence), n in sorted(counts.items())]
     (out / "SOURCES.md").write_text("\n".join(sources) + "\n")
