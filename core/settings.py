@@ -57,6 +57,9 @@ class TrainConfig:
         "to stop early on); fix the recipe on validation first. The held-out split stays untouched"))
     val_fraction: float = 0.2
     test_fraction: float = field(default=0.0, metadata=_help("held-out share, never used for model selection"))
+    val_fold: int = field(default=0, metadata=_help(
+        "validate on another slice of the photos that are not held out (1, 2, ...; 0: the plain split): "
+        "compare recipes over several validation sets, the held-out split untouched"))
     seed: int = field(default=123, metadata=_help("draws the train / val / held-out split (and, unless "
                                                   "--train-seed is given, the training's randomness)"))
     train_seed: int | None = field(default=None, metadata=_help(

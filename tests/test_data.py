@@ -47,6 +47,19 @@ def test_split_is_seeded_stratified_and_disjoint(tiny_dataset):
     assert len(files) == len(set(files)) == 36
 
 
+def test_validation_folds_rotate_the_validation_photos_and_never_the_held_out_ones(tiny_dataset):
+    info = data.scan(tiny_dataset)  # 12 photos per class: 3 val, 3 held out, 6 train
+    folds = [data.split(info, 0.25, 0.25, seed=7, val_fold=k) for k in range(3)]
+    assert folds[0] == data.split(info, 0.25, 0.25, seed=7)  # fold 0 is the plain split
+    for f in folds:
+        assert f.test == folds[0].test and f.sizes() == {"train": 18, "val": 9, "test": 9}
+        assert set(f.train + f.val) == set(folds[0].train + folds[0].val)
+    vals = [{p for p, _ in f.val} for f in folds]
+    assert not (vals[0] & vals[1] or vals[0] & vals[2] or vals[1] & vals[2])  # 3 disjoint validation sets
+    with pytest.raises(DatasetError, match="validation fold 3 needs 12 photos"):
+        data.split(info, 0.25, 0.25, seed=7, val_fold=3)
+
+
 def test_unreadable_files_are_reported_not_fatal(tiny_dataset, tmp_path):
     bad = tmp_path / "broken.jpg"
     bad.write_bytes(b"\xff\xd8garbage")

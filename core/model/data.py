@@ -398,8 +398,11 @@ def scan(root: Path, min_images: int = MIN_IMAGES_PER_CLASS) -> DatasetInfo:
     return DatasetInfo(root=root, classes=list(files), files=files, skipped=skipped)
 
 
-def split(info: DatasetInfo, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 123) -> Split:
-    """Shuffle each class with `seed` and cut it into train / val / test."""
+def split(info: DatasetInfo, val_fraction: float = 0.2, test_fraction: float = 0.0, seed: int = 123,
+          val_fold: int = 0) -> Split:
+    """Shuffle each class with `seed` and cut it into train / val / test. `val_fold` k > 0 validates
+    on the k-th next slice of the photos that are not held out, the held-out ones unchanged: a
+    cross-validation that never touches the held-out split (fold 0 is the plain split)."""
     rng = random.Random(seed)
     parts: dict[str, list[tuple[Path, int]]] = {"train": [], "val": [], "test": []}
     for label, cls in enumerate(info.classes):
@@ -407,9 +410,15 @@ def split(info: DatasetInfo, val_fraction: float = 0.2, test_fraction: float = 0
         rng.shuffle(items)
         n_val = max(1, round(len(items) * val_fraction)) if val_fraction > 0 else 0
         n_test = round(len(items) * test_fraction)
-        parts["val"] += [(p, label) for p in items[:n_val]]
-        parts["test"] += [(p, label) for p in items[n_val : n_val + n_test]]
-        parts["train"] += [(p, label) for p in items[n_val + n_test :]]
+        test = items[n_val : n_val + n_test]
+        rest = items[:n_val] + items[n_val + n_test :]
+        if val_fold and (val_fold + 1) * n_val > len(rest):
+            raise DatasetError(f"validation fold {val_fold} needs {(val_fold + 1) * n_val} photos of {cls}, "
+                               f"it has {len(rest)} outside the held-out split")
+        val = rest[val_fold * n_val : (val_fold + 1) * n_val]
+        parts["val"] += [(p, label) for p in val]
+        parts["test"] += [(p, label) for p in test]
+        parts["train"] += [(p, label) for p in rest[: val_fold * n_val] + rest[(val_fold + 1) * n_val :]]
     return Split(info.classes, parts["train"], parts["val"], parts["test"], seed)
 
 

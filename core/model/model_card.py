@@ -36,6 +36,7 @@ class SplitSpec:
     val_fraction: float
     test_fraction: float
     seed: int
+    val_fold: int = 0
     train: int = 0
     val: int = 0
     test: int = 0
@@ -145,7 +146,7 @@ class ModelCard:
         if tuple(info.classes) != self.classes:
             raise ModelError(f"the dataset's classes {info.classes} differ from the model's {list(self.classes)}")
         s = self.data.split
-        return data.split(info, s.val_fraction, s.test_fraction, s.seed)
+        return data.split(info, s.val_fraction, s.test_fraction, s.seed, s.val_fold)
 
     def _source(self, source: str | None = None) -> str:
         source = source or self.data.source

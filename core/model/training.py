@@ -136,7 +136,7 @@ def load_and_split(source: str | Path, cfg: TrainConfig, scratch: Path, progress
     (`data.RowFile`): its pages are page cache, which the kernel can drop and re-read under memory
     pressure, so the data set costs the job no memory of its own (2346 photos at 288 px are 584 MB)."""
     info = data.scan(data.resolve(source, progress=progress))
-    split = data.split(info, cfg.val_fraction, cfg.test_fraction, cfg.seed)
+    split = data.split(info, cfg.val_fraction, cfg.test_fraction, cfg.seed, cfg.val_fold)
     fitted = split.train + split.val if cfg.fit_on_val else split.train
     x_train, y_train, bad_train = data.load_arrays(fitted, cfg.image_size, progress, "load train",
                                                    backing=scratch / "train.npy")
@@ -235,7 +235,7 @@ def record(name: str, cfg: TrainConfig, source: str | Path, prepared: Prepared, 
     return ModelCard(
         name=name, arch=cfg.arch, classes=tuple(info.classes), image_size=int(cfg.image_size),
         alpha=cfg.alpha if cfg.arch == "mobilenet_v2" else None, config=cfg,
-        data=DataRecord(str(source), SplitSpec(cfg.val_fraction, cfg.test_fraction, cfg.seed, **sizes),
+        data=DataRecord(str(source), SplitSpec(cfg.val_fraction, cfg.test_fraction, cfg.seed, val_fold=cfg.val_fold, **sizes),
                         info.n_images, info.counts, tuple(prepared.unreadable), len(info.skipped)),
         training=TrainingRecord(round(seconds, 1), command, len(history), tuple(history)),
         scores={} if val_accuracy is None else {"val": Scores(sizes["val"], {registry.TF_VARIANT: val_accuracy})},
