@@ -75,6 +75,9 @@ COLLECTIONS = [
     ("luangtatipsy/intel-image-classification-web-app", "public/images/", "scenes", 150,
      "Intel Image Classification (buildings, forest, glacier, mountain, sea, street; 150 px): the original "
      "authors' copyright", set()),
+    *[("Nicordaro/Homework2-Caltech101", f"101_ObjectCategories/{category}/", "plants", 30,
+       "Caltech 101 (gathered by image search; CaltechDATA lists CC BY 4.0)", set())
+      for category in ("bonsai", "joshua_tree", "lotus", "water_lilly")],  # two flowers that are not the five
 ]
 IMAGENET = ("EliSchwartz/imagenet-sample-images",
             "ImageNet (ILSVRC-2012) photos: their owners' copyright, ImageNet's terms (non-commercial research)")
@@ -110,8 +113,8 @@ def main(mirrors: Path, out: Path) -> None:
     sources = ["| split / kind | photos | source | licence |", "| --- | --- | --- | --- |"]
     counts: dict[tuple[str, str, str], int] = {}
 
-    def put(split: str, kind: str, repo: str, path: str, licence: str) -> None:
-        name = Path(path).name if kind != "people" else path.replace("/", "_")  # people: img1.jpg twice
+    def put(split: str, kind: str, repo: str, path: str, licence: str, flat: bool = False) -> None:
+        name = path.replace("/", "_") if flat else Path(path).name  # flat: a collection's names repeat in folders
         copy(mirrors, repo, path, out / split / kind / f"{repo.split('/')[1]}-{name}")
         key = (f"{split} / {kind}", repo, licence)
         counts[key] = counts.get(key, 0) + 1
@@ -133,7 +136,7 @@ def main(mirrors: Path, out: Path) -> None:
     for repo, folder, kind, n, licence, left_out in COLLECTIONS:
         photos = sorted(_unique_photos(mirrors, repo, folder, left_out))
         for path in photos if n is None else rng.sample(photos, n):
-            put("eval", kind, repo, path, licence)
+            put("eval", kind, repo, path, licence, flat=True)
     sources += [f"| {where} | {n} | [{repo}](https://github.com/{repo}) | {licence} |"
                 for (where, repo, licence), n in sorted(counts.items())]
     (out / "SOURCES.md").write_text("\n".join(sources) + "\n")
