@@ -66,7 +66,9 @@ def how_to_read() -> None:
                         "the training photos look like (such as daisy, bee or vase)")
             st.markdown(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on "
                         "the model's validation split, so that a stated 80% is right about 80% of the time. A photo "
-                        f"that {rule} is called not one of the classes.")
+                        f"that {rule} is called not one of the classes. It tells the training photos' kind of thing "
+                        "from other things, not from others of the same kind: for the flower models, a lotus or a "
+                        "water lily passes for one of the five (measured in docs/model.md).")
             if model.judge_missing:
                 st.markdown(f"The ImageNet check does not run on this server ({model.judge_missing}): the distance "
                             "decides alone.")
