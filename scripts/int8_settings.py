@@ -57,6 +57,10 @@ def main() -> int:
             keep=stem, ranges=RangeEstimatorParametersSet.MINMAX),
         "stem and first block in float, activation ranges from histograms (the choice)": dict(
             keep=stem, ranges=RangeEstimatorParametersSet.HISTOGRAM),
+        "that + every depthwise convolution in float": dict(
+            keep=sorted(set(stem) | {op.get_friendly_name() for op in fp32.get_ordered_ops()
+                                     if op.get_type_name() == "GroupConvolution"}),
+            ranges=RangeEstimatorParametersSet.HISTOGRAM),
     }
     print(f"{card.name}: {len(photos)} validation photos; error of INT8 against FP32 "
           "(1 - fidelity: the mean total variation distance of the probabilities)\n")
