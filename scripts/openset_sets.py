@@ -75,9 +75,10 @@ COLLECTIONS = [
     ("luangtatipsy/intel-image-classification-web-app", "public/images/", "scenes", 150,
      "Intel Image Classification (buildings, forest, glacier, mountain, sea, street; 150 px): the original "
      "authors' copyright", set()),
-    *[("Nicordaro/Homework2-Caltech101", f"101_ObjectCategories/{category}/", "plants", 30,
+    *[("Nicordaro/Homework2-Caltech101", f"101_ObjectCategories/{category}/", kind, 30,
        "Caltech 101 (gathered by image search; CaltechDATA lists CC BY 4.0)", set())
-      for category in ("bonsai", "joshua_tree", "lotus", "water_lilly")],  # two flowers that are not the five
+      for category, kind in (("bonsai", "plants"), ("joshua_tree", "plants"),
+                             ("lotus", "other flowers"), ("water_lilly", "other flowers"))],
 ]
 IMAGENET = ("EliSchwartz/imagenet-sample-images",
             "ImageNet (ILSVRC-2012) photos: their owners' copyright, ImageNet's terms (non-commercial research)")
