@@ -88,7 +88,8 @@ if card.openset:
         f"{tf.get('flowers_rejected', 0)} of {measured['flowers']} held-out flowers and accepts "
         f"{len(tf.get('non_flowers_accepted', []))} of {measured['non_flowers']} pictures that are not flowers "
         f"(AUROC {tf.get('auroc', 0):.3f}; a small set: photos shipped with scikit-learn and scikit-image, noise, "
-        "flat colours and charts).")
+        "flat colours and charts)"
+        + (f"; accepted: {', '.join(tf['non_flowers_accepted'])}." if tf.get("non_flowers_accepted") else "."))
     if measured.get("candidates"):
         st.dataframe(pd.DataFrame([{"score": openset.SCORE_NAMES[name], "AUROC": m["auroc"],
                                     "false positives at 95% true positives": m["fpr_at_95_tpr"],

@@ -133,6 +133,8 @@ def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
     assert not at.exception, at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "brings the expected calibration error on the held-out split from" in text
+    accepted = registry.read_card(shipped_model).openset["measured"]["variants"]["tensorflow"]["non_flowers_accepted"]
+    assert all(name in text for name in accepted)  # which pictures pass, by name, not only how many
     assert any("Is the stated confidence right?" in c.proto.spec for c in at.get("plotly_chart"))
     # The candidate scores, measured, with the one in use marked.
     candidates = next(d.value for d in at.dataframe if "score" in d.value.columns)
