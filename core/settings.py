@@ -88,6 +88,8 @@ class TrainConfig:
             raise UserError(f"mix must be one of {', '.join(MIXES)}")
         if self.epochs < 1 or self.fine_tune_epochs < 0 or self.batch_size < 1:
             raise UserError("epochs and batch size must be at least 1, fine-tune epochs at least 0")
+        if self.val_fold < 0:
+            raise UserError("the validation fold must be 0 (the plain split) or more")
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,9 @@ import pytest
 
 from conftest import MINI_ARCHIVE, make_dataset, needs_mini
 from core.model import data
+from core.errors import UserError
 from core.model.data import DatasetError
+from core.settings import TrainConfig
 
 
 def test_scan_lists_classes_and_skips_non_images(tmp_path):
@@ -58,6 +60,8 @@ def test_validation_folds_rotate_the_validation_photos_and_never_the_held_out_on
     assert not (vals[0] & vals[1] or vals[0] & vals[2] or vals[1] & vals[2])  # 3 disjoint validation sets
     with pytest.raises(DatasetError, match="validation fold 3 needs 12 photos"):
         data.split(info, 0.25, 0.25, seed=7, val_fold=3)
+    with pytest.raises(UserError, match="validation fold must be 0"):
+        TrainConfig(val_fold=-1)
 
 
 def test_unreadable_files_are_reported_not_fatal(tiny_dataset, tmp_path):
