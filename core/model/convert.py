@@ -100,7 +100,7 @@ def float_layers(ov_model, arch: str) -> list[str]:
 
 def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRATION_SIZE,
                   keep_float: list[str] = (), validation: np.ndarray | None = None,
-                  max_drop: float | None = None, progress: ProgressFn = ignore):
+                  max_drop: float | None = None, progress: ProgressFn = ignore, reference: np.ndarray | None = None):
     """NNCF post-training quantization, calibrated on `calibration` (uint8 NHWC training images),
     with `keep_float` left in floating point; given `validation` photos, with NNCF's accuracy
     control on them (`nncf.quantize_with_accuracy_control`): the layers whose quantized inputs cost
@@ -124,7 +124,8 @@ def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRAT
     ranges = AdvancedQuantizationParameters(activations_range_estimator_params=RangeEstimatorParametersSet.HISTOGRAM)
     if validation is None or len(validation) == 0:
         return nncf.quantize(ov_model, samples, advanced_parameters=ranges, **common)
-    reference = _probabilities(_compile(ov_model), validation)
+    if reference is None:  # the float model's probabilities on `validation`, unless the caller has them
+        reference = _probabilities(_compile(ov_model), validation)
     steps = iter(range(1, 10_000))
 
     def validate(compiled, indices) -> tuple[float, list[float]]:
@@ -187,7 +188,8 @@ def _int8(ov_model, arch: str, calibration: np.ndarray, subset_size: int, valida
         return model, extra
     reference = _probabilities(_compile(ov_model), validation)
     plain = float(fidelity(_probabilities(_compile(model), validation), reference).mean())
-    controlled = quantize_int8(ov_model, calibration, subset_size, keep_float, validation, progress=progress)
+    controlled = quantize_int8(ov_model, calibration, subset_size, keep_float, validation, progress=progress,
+                               reference=reference)
     achieved = float(fidelity(_probabilities(_compile(controlled), validation), reference).mean())
     reverted = [n for n in float_input_layers(controlled) if n not in keep_float]
     control = {"metric": "fidelity to the float model: 1 - total variation distance of the probabilities, mean "
