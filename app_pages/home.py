@@ -69,7 +69,7 @@ def show_evaluation(evaluated: dict) -> None:
 
 
 if card.openset:
-    calibration = openset.from_card(card.openset)  # what was measured; the distance itself is not needed here
+    calibration = openset.from_card(card.openset, entry.path)
     measured = calibration.measured
     tf = measured["variants"].get("tensorflow", {})
     st.subheader("Confidence and photos that are not flowers")
@@ -78,9 +78,9 @@ if card.openset:
             if calibration.score == openset.MAHALANOBIS else
             f"has a top calibrated probability under **{calibration.threshold:.2f}**")
     if calibration.imagenet is not None:
-        rule = (f"looks less like the training flowers than {calibration.keep:.0%} of correctly classified "
-                "validation flowers, by this model's features (Mahalanobis distance) and an ImageNet classifier's "
-                "answer (EfficientNet-Lite0) multiplied")
+        rule = (f"is farther from its nearest training photos than {calibration.keep:.0%} of correctly classified "
+                "validation flowers, in the features of an ImageNet classifier (EfficientNet-Lite0, which knows "
+                "1000 kinds of thing)")
     st.markdown(
         f"Temperature **{calibration.temperature:.2f}** (fitted on the validation split) brings the expected "
         f"calibration error on the held-out split from {tf.get('ece_before', 0):.3f} to "
@@ -99,8 +99,8 @@ if card.openset:
                                    for name, m in measured["candidates"].items()]),
                      hide_index=True, column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
         st.caption("The candidate scores, measured with TensorFlow: the one with the higher AUROC of the two every "
-                   "runtime can compute is used, joined by the ImageNet check where it can run (it was chosen on a "
-                   "tuning set of real photos of other things, docs/model.md).")
+                   "runtime can compute is used where the ImageNet check cannot run; where it can, the check decides (it was "
+                   "chosen on a tuning set of real photos of other things, docs/model.md).")
     if calibration.evaluated:
         show_evaluation(calibration.evaluated)
     st.plotly_chart(charts.reliability_diagram(measured, calibration.temperature), width="stretch",

@@ -45,11 +45,11 @@ def main() -> None:
     compile_s = time.perf_counter() - t0
     photo = np.random.default_rng(0).integers(0, 256, (1, imagenet.SIZE, imagenet.SIZE, 3), np.uint8)
     for _ in range(5):
-        judge.probabilities(photo)
+        judge.opinion(photo)
     times = []
     for _ in range(args.photos):
         t0 = time.perf_counter()
-        judge.probabilities(photo)
+        judge.opinion(photo)
         times.append((time.perf_counter() - t0) * 1000)
     q = statistics.quantiles(times, n=20)
     print(json.dumps({

@@ -5,10 +5,11 @@
 MIRRORS holds git snapshots of the public repositories below (as `owner+name/repo`, the layout
 the project's fetch tool makes; any `git clone --mirror` renamed so works). OUT receives
 
-    OUT/tune/<kind>/…   ImageNet sample photos of the even-numbered ImageNet classes: the only
-                        photos any open-set choice may look at;
-    OUT/eval/<kind>/…   the odd-numbered classes plus every photo from outside ImageNet: kept out
-                        of every choice, for reporting;
+    OUT/tune/<kind>/…   ImageNet sample photos of the even-numbered ImageNet classes, and every
+                        other photo of the COLLECTIONS (people, scenes, plants, other flowers):
+                        the only photos any open-set choice may look at;
+    OUT/eval/<kind>/…   the odd-numbered classes, the rest of the COLLECTIONS and every other photo
+                        from outside ImageNet: kept out of every choice, for reporting;
     OUT/SOURCES.md      where each photo came from and under which licence.
 
 Nothing here is committed or shipped: the photos stay where OUT is. Sampling is seeded.
@@ -63,8 +64,10 @@ SINGLES = [
 ]
 FOOD101 = ("srohit0/food_mnist", 20, "Food-101 (foodspotting.com photos; scientific fair use, see the dataset's licence)")
 CLOTHING = ("alexeygrigorev/clothing-dataset-small", 100, "CC0 1.0")
-# (repository, folder, kind, how many to sample (None: all), licence, file names left out) of the
-# collections from outside ImageNet; a photo whose bytes another one already has is taken once
+# (repository, folder, kind, how many to sample for each split (None: all), licence, file names left
+# out) of the collections from outside ImageNet, shared between the splits photo by photo (the ImageNet
+# sample alone had too few people and plants to choose on); a photo whose bytes another one already
+# has is taken once
 COLLECTIONS = [
     ("serengil/deepface", "tests/unit/dataset/", "people", None,
      "press and publicity photos of public figures: their owners' copyright (the repository is MIT)",
@@ -72,7 +75,7 @@ COLLECTIONS = [
     ("ageitgey/face_recognition", "examples/", "people", None,
      "press and publicity photos of public figures: their owners' copyright (the repository is MIT)",
      {"obama-240p.jpg", "obama-480p.jpg", "obama-720p.jpg", "obama_small.jpg"}),  # obama-1080p, smaller
-    ("luangtatipsy/intel-image-classification-web-app", "public/images/", "scenes", 150,
+    ("luangtatipsy/intel-image-classification-web-app", "public/images/", "scenes", 75,
      "Intel Image Classification (buildings, forest, glacier, mountain, sea, street; 150 px): the original "
      "authors' copyright", set()),
     *[("Nicordaro/Homework2-Caltech101", f"101_ObjectCategories/{category}/", kind, 30,
@@ -136,8 +139,8 @@ def main(mirrors: Path, out: Path) -> None:
         put("eval", kind, repo, path, licence)
     for repo, folder, kind, n, licence, left_out in COLLECTIONS:
         photos = sorted(_unique_photos(mirrors, repo, folder, left_out))
-        for path in photos if n is None else rng.sample(photos, n):
-            put("eval", kind, repo, path, licence, flat=True)
+        for i, path in enumerate(photos if n is None else rng.sample(photos, min(2 * n, len(photos)))):
+            put("tune" if i % 2 == 0 else "eval", kind, repo, path, licence, flat=True)
     sources += [f"| {where} | {n} | [{repo}](https://github.com/{repo}) | {licence} |"
                 for (where, repo, licence), n in sorted(counts.items())]
     (out / "SOURCES.md").write_text("\n".join(sources) + "\n")

