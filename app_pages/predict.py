@@ -107,10 +107,11 @@ for r in results:
         chart_key = f"chart-{r.name}-{id(r)}-{top_k}"
         if r.known is False:
             # No confident wrong answer on a photo that is not one of the classes.
-            st.warning(openset_message(r, entry.card.classes) + " "
-                       + " · ".join(f"{setup_label(v)}: {x.known_score:.0%}" for v, x in r.results.items()
-                                    if x.known_score is not None)
-                       + f" (a flower scores at least {model.threshold:.0%})")
+            scores = {setup_label(v): x.known_score for v, x in r.results.items() if x.known_score is not None}
+            # Where the ImageNet check decides, every backend has the same score: say it once.
+            said = (f"Score {next(iter(scores.values())):.0%} for every backend" if len(set(scores.values())) == 1
+                    else " · ".join(f"{name}: {score:.0%}" for name, score in scores.items()))
+            st.warning(f"{openset_message(r, entry.card.classes)} {said} (a flower scores at least {model.threshold:.0%})")
         elif r.agree:
             confidence = f", calibrated confidence {first.calibrated[first.top_class]:.0%}" if first.calibrated else ""
             st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
