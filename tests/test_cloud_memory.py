@@ -63,9 +63,10 @@ class HealthProbe:
 
 
 def answer(page):
-    """Every photo's verdict: a class (agreed or not), or "not one of the classes"."""
+    """Every photo's verdict: a class (agreed or not), or "not one of the classes" (saying what it
+    looks like instead where the ImageNet classifier is sure)."""
     return (page.get_by_text("backends agree").or_(page.get_by_text("Backends disagree"))
-            .or_(page.get_by_text("This does not look like one of")))
+            .or_(page.get_by_text("This does not look like one of")).or_(page.get_by_text("This looks like")))
 
 
 def predict_in_another_browser(browser, url: str, photo) -> float:
