@@ -35,6 +35,32 @@ def test_lite0_matches_the_reference_conversion_on_real_photos():
 
 
 @needs_lite0
+@needs_mini
+def test_the_openvino_build_is_the_keras_network_without_keras(monkeypatch):
+    """The ImageNet check's network built with OpenVINO's own operations (no TensorFlow: Python 3.14)
+    answers as the Keras one on real photos, at a size that is not a multiple of 32 too; a weight it
+    would leave unused is an error, as in the Keras build."""
+    import keras
+    import openvino as ov
+
+    for size in (224, 200):
+        photos = np.stack([load_for_model(mini_photo(cls, i), size) for cls in ("daisy", "roses") for i in range(2)])
+        network = efficientnet_lite.build("efficientnet_lite0", size, include_top=True)
+        probabilities, features = keras.Model(network.inputs, [network.output, network.get_layer("avg_pool").output]
+                                              ).predict(photos.astype(np.float32), verbose=0)
+        compiled = ov.Core().compile_model(efficientnet_lite.build_openvino("efficientnet_lite0", size), "CPU",
+                                           {"INFERENCE_PRECISION_HINT": "f32"})
+        answer = compiled(photos)
+        assert np.abs(answer["imagenet"] - probabilities).max() < 1e-4
+        assert np.abs(answer["features"] - features).max() < 1e-4
+    real = efficientnet_lite.read_state_dict
+    monkeypatch.setattr(efficientnet_lite, "read_state_dict",
+                        lambda path: real(path) | {"_blocks.99._extra.weight": np.zeros(3, np.float32)})
+    with pytest.raises(UserError, match="unused"):
+        efficientnet_lite.build_openvino("efficientnet_lite0", 64)
+
+
+@needs_lite0
 def test_any_input_size_and_every_weight_of_the_file_is_used_exactly_once(monkeypatch):
     model = efficientnet_lite.build("efficientnet_lite0", 200)  # not a multiple of 32: "same" padding copes
     assert model.output_shape == (None, 1280)

