@@ -60,9 +60,10 @@ def how_to_read() -> None:
                     f"top calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
                     "classified validation flowers score)")
             if model.judge is not None:
-                rule = ("is farther from its nearest training photos than 95% of correctly classified validation "
-                        "flowers are, in the features of an ImageNet classifier (EfficientNet-Lite0, which knows 1000 "
-                        "kinds of thing: the same verdict whichever backend answers)")
+                rule = ("is farther from its nearest training photos than 95% of other photos of these flowers are "
+                        "(validation photos, and training photos it is not compared with), in the features of an "
+                        "ImageNet classifier (EfficientNet-Lite0, which knows 1000 kinds of thing: the same verdict "
+                        "whichever backend answers)")
             st.markdown(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on "
                         "the model's validation split, so that a stated 80% is right about 80% of the time. A photo "
                         f"that {rule} is called not one of the classes. It tells the training photos' kind of thing "

@@ -115,10 +115,9 @@ class ImageNetCheck:
     7.3% of them for a flower at 95% of flowers kept (1.9% of those that are not other flowers),
     against 9.9% (4.0%) for its predecessor here, the product of the model's own Mahalanobis
     typicality and the ImageNet probability of the classes flowers look like; and it rejects every
-    synthetic picture as that did. Nearest neighbours
-    rather than a class mean: training photos of one class are many kinds of picture (a close-up,
-    a field, a bouquet on a table), and a photo needs to be close to some of them, not to their
-    average."""
+    synthetic picture as that did. Nearest neighbours rather than a class mean: training photos of
+    one class are many kinds of picture (a close-up, a field, a bouquet on a table), and a photo
+    needs to be close to some of them, not to their average."""
 
     kin: tuple[int, ...]  # ImageNet classes the training photos look like: never named as what a photo is instead
     reference: tuple[float, ...]  # QUANTILES of the flowers' similarity, from the least similar to the most
