@@ -15,9 +15,9 @@ docs/model.md ("Other flowers pass for these five") quotes its output. Nothing h
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import json
-import random
 import subprocess
 import sys
 from pathlib import Path
@@ -63,11 +63,6 @@ def judged_items(items: list) -> imagenet.Opinion:
     return imagenet.judge_each(x)
 
 
-def nearest(judged: imagenet.Opinion, reference: np.ndarray, k: int = openset.NEIGHBOURS) -> np.ndarray:
-    unit = judged.features / np.linalg.norm(judged.features, axis=1, keepdims=True)
-    return np.sort(unit @ reference.T, axis=1)[:, -k:].mean(1)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("mirrors", type=Path)
@@ -93,14 +88,14 @@ def main() -> int:
     # training photos), besides the check.
     others = np.flatnonzero(~five & ~np.isin(ids, [k for k, n in names.items() if n in KEPT_UNSEEN])
                             & (np.array(splits) == "train"))
-    apart = judged.features[others] / np.linalg.norm(judged.features[others], axis=1, keepdims=True)
+    apart = dataclasses.replace(check, neighbours=judged.features[others] / np.linalg.norm(
+        judged.features[others], axis=1, keepdims=True))  # the same check, other species to compare with
 
     def margin(j: imagenet.Opinion) -> np.ndarray:
-        return nearest(j, check.neighbours) - nearest(j, apart)
+        return check.similarity(j) - apart.similarity(j)
 
     split = card.rebuild_split()
-    shuffled = random.Random(0).sample(split.train, len(split.train))
-    flowers = judged_items(split.val + shuffled[openset.IMAGENET_TRAINING_SAMPLE:][:openset.IMAGENET_THRESHOLD_SAMPLE])
+    flowers = judged_items(split.val + openset.imagenet_check_photos(split)[1])
     threshold = float(np.quantile(margin(flowers), args.cost))
 
     def verdict(j: imagenet.Opinion) -> np.ndarray:

@@ -95,11 +95,6 @@ def fit_distance(features: np.ndarray, labels: np.ndarray, n_classes: int, k: in
     return Distance(projection, (means @ projection).astype(np.float32))
 
 
-def share_at_most(reference: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """Share of the sorted `reference` at or below each value (0 to 1)."""
-    return np.searchsorted(reference, values, side="right") / len(reference)
-
-
 @dataclass(frozen=True)
 class ImageNetCheck:
     """Does a photo look like the model's training photos to a network that knows 1000 other
@@ -355,6 +350,14 @@ def _judged(items: list, progress: ProgressFn) -> imagenet.Opinion:
     return imagenet.Opinion.concatenate(answers)
 
 
+def imagenet_check_photos(split: data.Split) -> tuple[list, list]:
+    """The training photos the ImageNet check compares a photo with, and the other training photos
+    that, with the validation flowers, set its threshold (seeded)."""
+    shuffled = random.Random(0).sample(split.train, len(split.train))
+    return (shuffled[:IMAGENET_TRAINING_SAMPLE],
+            shuffled[IMAGENET_TRAINING_SAMPLE:IMAGENET_TRAINING_SAMPLE + IMAGENET_THRESHOLD_SAMPLE])
+
+
 def _fit_imagenet_check(split: data.Split, correct: np.ndarray,
                         progress: ProgressFn) -> tuple[ImageNetCheck | None, imagenet.Opinion | None, str]:
     """The ImageNet check, the validation photos' ImageNet opinion, and why not where it cannot be made."""
@@ -363,9 +366,7 @@ def _fit_imagenet_check(split: data.Split, correct: np.ndarray,
     except (UserError, registry.ModelError) as exc:
         return None, None, str(exc)
     progress(Event("calibrate", 1, 4, "asking an ImageNet classifier about the training and validation photos"))
-    shuffled = random.Random(0).sample(split.train, len(split.train))
-    neighbours = shuffled[:IMAGENET_TRAINING_SAMPLE]
-    others = shuffled[IMAGENET_TRAINING_SAMPLE:IMAGENET_TRAINING_SAMPLE + IMAGENET_THRESHOLD_SAMPLE]
+    neighbours, others = imagenet_check_photos(split)
     j_val = _judged(split.val, progress)
     flowers = imagenet.Opinion.concatenate([j_val.take(correct)] + ([_judged(others, progress)] if others else []))
     return ImageNetCheck.fit(_judged(neighbours, progress), flowers), j_val, ""
