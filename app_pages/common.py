@@ -21,6 +21,7 @@ from core.runtimes import availability
 from core.app.access import AccessConfig, Role
 from core.errors import UserError
 from core.app.jobs import RUNNER, Job, JobBusy
+from core.runtimes.backends import load_backend
 from core.runtimes.predict import ImageResult, Predictor, default_setups
 from core.settings import OVSettings
 from core.measure.tuned import TUNED_FILE
@@ -199,16 +200,33 @@ def predict_defaults(entry: registry.ModelEntry) -> tuple[list[str], OVSettings]
     return default_setups(entry.path), OVSettings(precision="f32")
 
 
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _openvino_settings(model_dir: str, variant: str, settings: OVSettings, stamp: float) -> Future[dict]:
+    return _LOADER.submit(lambda: load_backend(Path(model_dir), variant, settings).settings())
+
+
+def _settled(loader, *key):
+    """The result of the loader's future for `key`; a failure is not kept: the next run tries again."""
+    future = loader(*key)
+    wait([future])
+    if future.exception() is not None:
+        loader.clear(*key)
+    return future.result()
+
+
+def openvino_settings(entry: registry.ModelEntry, variant: str, settings: OVSettings) -> dict:
+    """What OpenVINO's CPU plugin chose for one of the model's IRs under `settings` (precision,
+    streams, threads): compiled once per server on the loader thread, without a whole Predictor."""
+    return _settled(_openvino_settings, str(entry.path), variant, settings, _stamp(entry.path))
+
+
 def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
     """The loaded backends, shared by every session (waiting for the background load if it runs)."""
     key = (str(entry.path), tuple(variants), settings, _stamp(entry.path))
-    future = _loading(*key)
-    if not future.done():
-        with st.spinner("Loading and compiling the model (once per server)..."):
-            wait([future])
-    if future.exception() is not None:
-        _loading.clear(*key)  # a failed load is not kept: the next run tries again
-    return future.result()
+    if _loading(*key).done():
+        return _settled(_loading, *key)
+    with st.spinner("Loading and compiling the model (once per server)..."):
+        return _settled(_loading, *key)
 
 
 _PREDICTIONS_KEY = "predictions"

@@ -3,7 +3,7 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import page_model, predictor, serving_download, show_quality, tensorflow_missing_notice
+from app_pages.common import openvino_settings, page_model, serving_download, show_quality, tensorflow_missing_notice
 from core.measure import charts
 from core.model import evaluate, openset
 from core.runtimes.backends import device_info
@@ -110,7 +110,7 @@ st.subheader("Runtime")
 info = device_info()
 settings = OVSettings()
 ov_variants = [v for v in entry.variants if CATALOGUE[v].runtime is OPENVINO]
-used = predictor(entry, ov_variants[:1], settings).backends[ov_variants[0]].settings() if ov_variants else {}
+used = openvino_settings(entry, ov_variants[0], settings) if ov_variants else {}
 st.markdown(
     f"- OpenVINO device: **{info['device']}** — {info['name']}\n"
     f"- Precision the CPU plugin picks by default: **{info['default_precision']}**"

@@ -188,11 +188,12 @@ class Predictor:
         with ThreadPoolExecutor(1, thread_name_prefix="load-tensorflow") as pool:
             tf = pool.submit(self._warm, registry.TF_VARIANT) if registry.TF_VARIANT in variants else None
             outcomes = {v: self._warm(v) for v in variants if v != registry.TF_VARIANT}
+            # The ImageNet check is an OpenVINO network too: made here, while TensorFlow still loads.
+            self.judge, self.judge_load_s, self.judge_missing = self._load_judge()
             if tf is not None:
                 outcomes[registry.TF_VARIANT] = tf.result()
         for variant in variants:
             self._add(variant, outcomes[variant])
-        self.judge, self.judge_load_s, self.judge_missing = self._load_judge()
 
     @property
     def threshold(self) -> float | None:
