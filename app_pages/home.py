@@ -73,14 +73,7 @@ if card.openset:
     measured = calibration.measured
     tf = measured["variants"].get("tensorflow", {})
     st.subheader("Confidence and photos that are not flowers")
-    rule = (f"is farther from every class (Mahalanobis distance on the penultimate features) than "
-            f"{calibration.keep:.0%} of correctly classified validation flowers"
-            if calibration.score == openset.MAHALANOBIS else
-            f"has a top calibrated probability under **{calibration.threshold:.2f}**")
-    if calibration.imagenet is not None:
-        rule = (f"is farther from its nearest training photos than {calibration.keep:.0%} of other photos of these "
-                "flowers (validation photos, and training photos it is not compared with), in the features of an "
-                "ImageNet classifier (EfficientNet-Lite0, which knows 1000 kinds of thing)")
+    rule = calibration.rule(imagenet_runs=True)  # what the card says; Predict says what runs there
     st.markdown(
         f"Temperature **{calibration.temperature:.2f}** (fitted on the validation split) brings the expected "
         f"calibration error on the held-out split from {tf.get('ece_before', 0):.3f} to "

@@ -9,7 +9,7 @@ import streamlit as st
 from app_pages.common import (page_model, classify_all, predict_defaults, predictor, start_loading,
                               tensorflow_missing_notice)
 from core.measure import charts
-from core.model import images, openset
+from core.model import images
 from core.runtimes.predict import REPEATS, offered_setups, setup_label
 from core.settings import PRECISIONS, OVSettings
 
@@ -54,16 +54,9 @@ def how_to_read() -> None:
     """Below the answers: what the numbers mean, and the one-time costs."""
     with st.expander("How to read these results"):
         if model.calibration is not None:
-            rule = ("is farther from every class than 95% of correctly classified validation flowers (its "
-                    "typicality, the share of those flowers at least as far, is under 5%)"
-                    if model.calibration.score == openset.MAHALANOBIS else
-                    f"top calibrated probability is under {model.calibration.threshold:.2f} (what 5% of correctly "
-                    "classified validation flowers score)")
+            rule = model.calibration.rule(imagenet_runs=model.judge is not None)
             if model.judge is not None:
-                rule = ("is farther from its nearest training photos than 95% of other photos of these flowers are "
-                        "(validation photos, and training photos it is not compared with), in the features of an "
-                        "ImageNet classifier (EfficientNet-Lite0, which knows 1000 kinds of thing: the same verdict "
-                        "whichever backend answers)")
+                rule += ": the same verdict whichever backend answers"
             st.markdown(f"Probabilities are calibrated: temperature {model.calibration.temperature:.2f}, fitted on "
                         "the model's validation split, so that a stated 80% is right about 80% of the time. A photo "
                         f"that {rule} is called not one of the classes. It tells the training photos' kind of thing "

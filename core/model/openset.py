@@ -188,6 +188,19 @@ class Calibration:
         """The threshold of `in_use`."""
         return self.imagenet.threshold if self.imagenet is not None else self.threshold
 
+    def rule(self, imagenet_runs: bool) -> str:
+        """When a photo is called not one of the classes, as the pages say it ("a photo that …"):
+        by the ImageNet check where it runs, else by the model's own score."""
+        if self.imagenet is not None and imagenet_runs:
+            return (f"is farther from its nearest training photos than {self.keep:.0%} of other photos of these "
+                    "flowers are (validation photos, and training photos it is not compared with), in the features "
+                    "of an ImageNet classifier (EfficientNet-Lite0, which knows 1000 kinds of thing)")
+        if self.score == MAHALANOBIS:
+            return (f"is farther from every class (Mahalanobis distance on the penultimate features) than "
+                    f"{self.keep:.0%} of correctly classified validation flowers")
+        return (f"has a top calibrated probability under {self.threshold:.2f} (what {1 - self.keep:.0%} of "
+                "correctly classified validation flowers score)")
+
     def known(self, probs: np.ndarray, features: np.ndarray | None = None,
               judged: imagenet.Opinion | None = None) -> tuple[np.ndarray, np.ndarray] | None:
         """(score, known?) of each row, or None where the score needs features the backend lacks.
