@@ -15,9 +15,10 @@ import signal
 import sys
 import types
 import typing
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, TextIO
 
 from core import settings
 from core.model import variants
@@ -118,10 +119,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
         if args.accuracy_control:
             validation = convert.validation_images(split, card.image_size, card.seed, _print_progress)
     record = convert.convert(model_dir, calibration, precisions, _print_progress, args.calibration_size, validation)
-    print(json.dumps(record, indent=2))
+    print(json.dumps(record, indent=2), file=args.stdout)
     if not args.no_validate:
         scores = evaluate.validate_and_record(model_dir, split, _print_progress)
-        print(json.dumps({subset: asdict(s) for subset, s in scores.items()}, indent=2))
+        print(json.dumps({subset: asdict(s) for subset, s in scores.items()}, indent=2), file=args.stdout)
     return 0
 
 
@@ -129,11 +130,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from core.model import evaluate
 
     variants = args.variants.split(",") if args.variants else None
+    if args.data is None and args.split is None:  # the model's own photos: the held-out ones, not its training set
+        args.split = "test"
     scores, unreadable = evaluate.evaluate_dataset(_model_dir(args.model_dir), args.data, variants,
                                                    config_from(settings.OVSettings, args), _print_progress,
                                                    args.split)
     if args.json:
-        print(json.dumps(asdict(scores) | {"subset": args.split, "unreadable": unreadable}))
+        print(json.dumps(asdict(scores) | {"subset": args.split, "unreadable": unreadable}), file=args.stdout)
         return 0
     print(f"{scores.n_images} images" + (f" ({len(unreadable)} unreadable, skipped)" if unreadable else ""))
     for variant, accuracy in scores.accuracy.items():
@@ -153,7 +156,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     results = [predictor.classify(Path(p).name, Path(p).read_bytes() if Path(p).is_file() else b"")
                for p in args.images]
     if args.json:
-        print(json.dumps({"model": predictor.card.name, "images": [r.to_dict() for r in results]}))
+        print(json.dumps({"model": predictor.card.name, "images": [r.to_dict() for r in results]}), file=args.stdout)
     else:
         for r in results:
             if r.error:
@@ -190,7 +193,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
     table = predict.page_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
                                      _print_progress)
     if args.json:
-        print(json.dumps({"machine": machine_summary(), "photos": args.photos, "rows": table.to_dict("records")}))
+        print(json.dumps({"machine": machine_summary(), "photos": args.photos, "rows": table.to_dict("records")}), file=args.stdout)
     else:
         print(table.to_string(index=False, float_format=lambda v: f"{v:.3g}"))
     return 0
@@ -206,7 +209,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     if args.benchmark_app:
         tuning = benchmark_app.check_winners(model_dir, tuning, args.benchmark_app, _print_progress)
     if args.json:
-        print(json.dumps(tuning.to_dict()))
+        print(json.dumps(tuning.to_dict()), file=args.stdout)
         return 0
     for objective, best in tuning.winners.items():
         if best is None:
@@ -234,7 +237,7 @@ def cmd_openset_eval(args: argparse.Namespace) -> int:
     if args.record:
         openset.record_evaluation(_model_dir(args.model_dir), report, args.record)
     if args.json:
-        print(json.dumps(asdict(report)))
+        print(json.dumps(asdict(report)), file=args.stdout)
         return 0
     print(f"{report.model} ({report.variant}): {report.flowers} held-out flowers")
     for s in report.scores:
@@ -254,7 +257,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
     calibration = openset.calibrate(_model_dir(args.model_dir), _print_progress)
     if args.json:
-        print(json.dumps(calibration.to_card()))
+        print(json.dumps(calibration.to_card()), file=args.stdout)
         return 0
     m = calibration.measured
     print(f"temperature {calibration.temperature:.2f}; score: {openset.SCORE_NAMES[calibration.score]}, threshold "
@@ -393,7 +396,8 @@ def _model_commands(sub) -> None:
 
     e = sub.add_parser("evaluate", help="accuracy and TF agreement of every variant on a dataset")
     e.add_argument("--model-dir", default=None)
-    e.add_argument("--data", required=True)
+    e.add_argument("--data", default=None, help="a data set (default: the model's own, recorded on its card, whose "
+                                                 "held-out split is then scored unless --split says otherwise)")
     e.add_argument("--variants", default=None, help="comma-separated, default: all available")
     e.add_argument("--split", choices=("train", "val", "test"), default=None,
                    help="evaluate only this part of the model's own seeded split of --data")
@@ -504,13 +508,42 @@ def _serving_commands(sub) -> None:
     lt.set_defaults(func=cmd_loadtest)
 
 
+@contextmanager
+def _json_stdout(json_only: bool) -> Iterator[TextIO]:
+    """Where the commands write their JSON document. With --json, stdout holds exactly that one
+    document: while the command runs, whatever a library prints (TensorFlow's SavedModel export
+    prints its signature) goes to stderr, at the file-descriptor level too where stdout is fd 1."""
+    if not json_only:
+        yield sys.stdout
+        return
+    document = sys.stdout
+    try:
+        on_fd_1 = document.fileno() == 1
+    except (AttributeError, OSError, ValueError):  # a captured stream (tests calling main in process)
+        on_fd_1 = False
+    document.flush()
+    if on_fd_1:
+        document = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+    saved, sys.stdout = sys.stdout, sys.stderr
+    try:
+        yield document
+    finally:
+        document.flush()
+        sys.stdout = saved
+        if on_fd_1:
+            os.dup2(document.fileno(), 1)
+            document.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = build_parser().parse_args(argv)
     from core.errors import UserError
 
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    with _json_stdout(bool(getattr(args, "json", False))) as args.stdout:
+        try:
+            return args.func(args)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2

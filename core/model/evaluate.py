@@ -13,6 +13,7 @@ from core.runtimes.backends import Backend, load_backend
 from core.model.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings
+from core.model.variants import CATALOGUE
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,18 +105,20 @@ def confusion_matrix(labels: np.ndarray, predicted: np.ndarray, n_classes: int) 
     return matrix.tolist()
 
 
-def evaluate_dataset(model_dir: Path, source: str | Path, variants: list[str] | None = None,
+def evaluate_dataset(model_dir: Path, source: str | Path | None, variants: list[str] | None = None,
                      ov_settings: OVSettings | None = None, progress: ProgressFn = ignore,
                      subset: str | None = None) -> tuple[Scores, list[str]]:
     """Score every variant on a dataset whose class folders are named like the model's classes;
     returns the scores and the unreadable files.
 
     With `subset` ("train", "val" or "test"), only that part of the model's own seeded split of
-    `source` is used, which reproduces the scores on its card.
+    `source` (None: the data set recorded on its card) is used, which reproduces the card's scores.
     """
     card = registry.read_card(model_dir)
     if subset is not None:
-        items = getattr(card.rebuild_split(str(source), progress), subset)
+        items = getattr(card.rebuild_split(None if source is None else str(source), progress), subset)
+    elif source is None:
+        raise data.DatasetError("name a data set, or a part of the model's own split (--split)")
     else:
         info = data.scan(data.resolve(source, progress=progress), min_images=1)
         unknown = [c for c in info.classes if c not in card.classes]
@@ -162,24 +165,28 @@ def validate_and_record(model_dir: Path, split: data.Split | None = None, progre
     return scores
 
 
-def variant_table(model_dir: Path) -> pd.DataFrame:
-    """One row per variant: size on disk and the scores recorded on the card."""
+def variant_table(model_dir: Path, latency: bool = True) -> pd.DataFrame:
+    """One row per variant, in words a visitor reads: its label, size on disk and the scores
+    recorded on the card as percentages (TensorFlow's agreement with itself is a dash, not a
+    number). `latency`: the training job's single-image latency (all variants in its one process)."""
     import pandas as pd
 
     card = registry.read_card(model_dir)
     rows = []
     for variant in registry.available_variants(model_dir):
-        row: dict[str, Any] = {"variant": variant,
-                               "size (MB)": round(registry.variant_size_bytes(model_dir, variant) / 1e6, 2)}
-        for subset, label in (("val", "val"), ("test", "held-out")):
-            if subset in card.scores and variant in card.scores[subset].accuracy:
-                row[f"{label} accuracy"] = card.scores[subset].accuracy[variant]
-                low, high = card.scores[subset].accuracy_ci95[variant]
-                row[f"{label} 95% interval"] = f"{low:.1%}–{high:.1%}"
-        for subset, s in card.scores.items():
-            if variant in s.agreement_with_tf:
-                row[f"top-1 agreement with TF ({subset})"] = s.agreement_with_tf[variant]
-        if variant in card.single_image_latency_ms:
-            row["single-image latency (ms)"] = card.single_image_latency_ms[variant]
+        row: dict[str, Any] = {"variant": CATALOGUE[variant].label,
+                               "size": f"{registry.variant_size_bytes(model_dir, variant) / 1e6:.1f} MB"}
+        for subset, label in (("val", "validation"), ("test", "held-out")):
+            scores = card.scores.get(subset)
+            if scores is None or variant not in scores.accuracy:
+                continue
+            low, high = scores.accuracy_ci95[variant]
+            row[f"{label} accuracy"] = f"{scores.accuracy[variant]:.1%} ({low:.1%}–{high:.1%})"
+            agreement = scores.agreement_with_tf.get(variant)
+            row[f"same answer as TensorFlow ({label})"] = (
+                "—" if variant == registry.TF_VARIANT or agreement is None
+                else f"{agreement:.1%} ({round(agreement * scores.n_images)} of {scores.n_images})")
+        if latency and variant in card.single_image_latency_ms:
+            row["one photo in the training job (ms)"] = round(card.single_image_latency_ms[variant], 2)
         rows.append(row)
     return pd.DataFrame(rows)

@@ -5,8 +5,10 @@ and the app says what is missing and how to fix it."""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import platform
+import threading
 from functools import cache
 
 TF_SUPPORTED_PYTHONS = "3.11–3.13"  # TensorFlow 2.21's wheels (cp310–cp313) within what Cloud offers
@@ -32,9 +34,18 @@ def tensorflow_missing() -> str | None:
             "`pip install -r requirements.txt` on Python 3.11–3.13.")
 
 
+_IMPORT_LOCK = threading.Lock()
+
+
 def require_tensorflow() -> None:
-    """Raise the user-facing reason before anything that needs TensorFlow starts."""
+    """Before anything that needs TensorFlow: raise the user-facing reason where it is missing,
+    else import TensorFlow and Keras, once per process. The lock matters: two threads importing
+    TensorFlow at once (the Predictor's loader beside a remake of the FP32 IR) see its modules
+    half-initialised and fail (`dataset_ops` has no attribute `DatasetV2`)."""
     from core.errors import UserError
 
     if (why := tensorflow_missing()) is not None:
         raise UserError(why)
+    with _IMPORT_LOCK:
+        importlib.import_module("tensorflow")
+        importlib.import_module("keras")

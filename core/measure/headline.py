@@ -1,0 +1,127 @@
+"""Home's headline: TensorFlow against OpenVINO's best setup within the accuracy budget, one photo
+at a time, time and memory, from a saved benchmark run of the model (never a typed number).
+
+The run is an ordinary sweep (`python -m core benchmark`), each backend in its own process. A
+shipped model carries one in its folder (`HEADLINE_DIR`); a run a visitor or the owner saves on
+the Benchmark page that has the same backends is newer and, measured on this server, wins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from core.errors import UserError
+from core.measure import runs
+from core.model import registry
+from core.model.evaluate import Guard
+from core.model.variants import CATALOGUE, OPENVINO
+from core.settings import BASELINE, BACKENDS
+from core.system import describe_cpu
+
+HEADLINE_DIR = "headline"  # in a model folder: its saved run, as `--out MODEL/headline` writes it
+# The sweep that makes it (docs/results.md): TensorFlow and every OpenVINO IR, one photo at a time.
+HEADLINE_BACKENDS = ["tf-function", "ov-fp32", "ov-fp32-default", "ov-fp16", "ov-int8"]
+
+
+@dataclass(frozen=True)
+class Side:
+    backend: str  # a key of settings.BACKENDS
+    label: str
+    precision: str  # what the runtime reported running in
+    latency_ms: float  # per photo: the median over the run's calls at batch 1
+    latency_p90_ms: float
+    memory_mb: float  # the backend's whole process at its peak (runtime, model and working memory)
+
+
+@dataclass(frozen=True)
+class Headline:
+    tensorflow: Side
+    openvino: Side
+    machine: str  # "AMD EPYC, 2 cores"
+    measured: str  # the run's date, YYYY-MM-DD
+    photos: int
+    repeats: int
+    run_id: str
+    openvino_left_out: dict[str, str]  # faster OpenVINO setups outside the accuracy budget, and why
+
+    @property
+    def speedup(self) -> float:
+        return self.tensorflow.latency_ms / self.openvino.latency_ms
+
+    @property
+    def memory_ratio(self) -> float:
+        return self.tensorflow.memory_mb / self.openvino.memory_mb
+
+    def sentence(self) -> str:
+        return (f"On {self.machine}, OpenVINO answers a photo in {self.openvino.latency_ms:.1f} ms, "
+                f"**{self.speedup:.1f}× faster** than TensorFlow ({self.tensorflow.latency_ms:.1f} ms), and its "
+                f"process needs **{self.memory_ratio:.1f}× less memory** ({self.openvino.memory_mb:.0f} MB "
+                f"against {self.tensorflow.memory_mb:.0f} MB).")
+
+    def how(self) -> str:
+        left_out = "".join(f" {CATALOGUE[BACKENDS[b].variant].label} is left out: {why}."
+                           for b, why in self.openvino_left_out.items())
+        return (f"Measured {self.measured} on {self.machine} (run {self.run_id}): each backend alone in its own "
+                f"process, one photo at a time, {self.photos} photos × {self.repeats} runs, the median per photo; "
+                f"memory is the process's peak resident size. OpenVINO's setup: {self.openvino.label} "
+                f"(runs in {self.openvino.precision}), the fastest within the accuracy budget (top-1 within 1 "
+                f"point of TensorFlow and agreeing on 99% of held-out photos).{left_out}")
+
+
+def _side(row: pd.Series) -> Side:
+    return Side(row["backend"], row["label"], str(row["precision"]), float(row["batch_latency_ms_p50"]),
+                float(row["batch_latency_ms_p90"]), float(row["rss_peak_mb"]))
+
+
+def from_run(run: dict[str, Any], card) -> Headline | None:
+    """The headline a saved run gives for a model card, or None if it lacks TensorFlow or OpenVINO
+    at batch 1 or no OpenVINO setup in it is within the accuracy budget."""
+    df = runs.frame(run)
+    df = df[df["batch"] == 1]
+    if df.empty:
+        return None
+    size = int(df["size"].max())
+    df = df[df["size"] == size].set_index("backend", drop=False)
+    if BASELINE not in df.index:
+        return None
+    within, left_out = [], {}
+    for backend, row in df.iterrows():
+        if backend not in BACKENDS or CATALOGUE.get(BACKENDS[backend].variant) is None \
+                or CATALOGUE[BACKENDS[backend].variant].runtime is not OPENVINO:
+            continue
+        guard = Guard.from_card(card, BACKENDS[backend].variant)
+        if guard is None:
+            continue
+        if guard.reason is None:
+            within.append(row)
+        else:
+            left_out[backend] = guard.reason
+    if not within:
+        return None
+    best = min(within, key=lambda r: r["batch_latency_ms_p50"])
+    faster_left_out = {b: why for b, why in left_out.items()
+                       if df.loc[b, "batch_latency_ms_p50"] < best["batch_latency_ms_p50"]}
+    return Headline(_side(df.loc[BASELINE]), _side(best), describe_cpu(run["machine"]), run["finished"][:10], size,
+                    int(df.loc[BASELINE, "repeats"]), run["id"], faster_left_out)
+
+
+def find(entry: registry.ModelEntry, roots: list[Path]) -> Headline | None:
+    """The newest usable headline for the model: from runs saved under `roots` (the Benchmark
+    page's) or the one shipped in its folder."""
+    candidates: list[tuple[str, Path]] = []
+    for root in [entry.path / HEADLINE_DIR, *roots]:
+        candidates += [(run_id, root) for run_id in runs.list_runs(root)]
+    for run_id, root in sorted(candidates, key=lambda c: c[0], reverse=True):
+        try:
+            run = runs.load_run(run_id, root)
+        except UserError:  # an unreadable run is skipped here; the Benchmark page says why
+            continue
+        if run.get("model", {}).get("name") != entry.name:
+            continue
+        if (headline := from_run(run, entry.card)) is not None:
+            return headline
+    return None
