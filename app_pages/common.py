@@ -169,9 +169,11 @@ def _load_predictor(model_dir: str, variants: tuple[str, ...], settings: OVSetti
     # the whole heap again and again: paused during the load, it took 0.6 s less (2.0 → 1.4 s).
     gc.disable()
     try:
-        predictor = Predictor(Path(model_dir), list(variants), settings)
+        predictor = Predictor(Path(model_dir), list(variants), settings, background=True)
     finally:
         gc.enable()
+    # (TensorFlow's own import goes on in the Predictor's thread after this returns; the collector is
+    # back on by then: the price of answering with OpenVINO first.)
     # Streamlit runs a full garbage collection after every script run (twice once Keras is
     # imported: its clear_session collects too). With TensorFlow's object graph in the process
     # each took long enough to stall every session; frozen objects are skipped by the collector.

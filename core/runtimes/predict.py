@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from core.errors import UserError
 from core.model import artifacts, imagenet, openset, registry
@@ -28,6 +29,9 @@ if TYPE_CHECKING:
 
 REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
 RETRY_S = 30  # between attempts to reach a remote server that did not answer
+# In the background, TensorFlow's import (seconds of CPU, holding the GIL) waits for the first photo
+# to be answered, or this long: on a cold server it had doubled the first answer's time.
+TENSORFLOW_DELAY_S = 3.0
 TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
 IMAGENET_CHECK = "imagenet-check"  # not a backend: the open-set check's ImageNet classifier, in load times
 NAMED_SETUPS = {IMAGENET_CHECK: "ImageNet check (EfficientNet-Lite0, OpenVINO f32)", TUNED_LATENCY: "OpenVINO, tuned for latency", remote.REMOTE_SETUP: "OpenVINO (remote server)"}
@@ -170,7 +174,17 @@ class ImageResult:
 class Predictor:
     """Loaded, warmed-up backends of one model; safe to share between app sessions."""
 
-    def __init__(self, model_dir: Path, variants: list[str] | None = None, ov_settings: OVSettings | None = None):
+    def __init__(self, model_dir: Path, variants: list[str] | None = None, ov_settings: OVSettings | None = None,
+                 background: bool = False):
+        """Load and warm every backend of `variants`. What needs TensorFlow (its backend, and a file
+        a shipped folder leaves out, remade from model.keras) loads in a thread of its own, started
+        first: `background` returns as soon as the rest is ready and lets it join when it is
+        (`pending` says what is still coming), so a cold server's first answer does not wait for
+        TensorFlow's import; otherwise this waits for it."""
+        # The open-set check's numpy work is a few small matmuls per photo; OpenBLAS's worker threads
+        # then spin for milliseconds and took the cores from the call timed next: OpenVINO FP16 18.9 ms
+        # instead of 10.0 on the page (docs/benchmarking.md). One BLAS thread in this process.
+        threadpool_limits(1, user_api="blas")
         self.model_dir = Path(model_dir)
         self.card = registry.read_card(self.model_dir)
         self.classes: list[str] = list(self.card.classes)
@@ -180,20 +194,57 @@ class Predictor:
         variants = variants or registry.available_variants(self.model_dir)
         self.backends: dict[str, Backend] = {}
         self.unavailable: dict[str, str] = {}  # a remote server that did not answer: the local backends go on
+        self.failed: dict[str, str] = {}  # what could not load in the background, and why
         self.first_inference_ms: dict[str, float] = {}
-        self._lock = threading.Lock()
+        self._order = list(variants)
+        self._lock = threading.RLock()  # retry_unavailable holds it while _add takes it
         self._retry_at = time.monotonic() + RETRY_S  # a failure at load was just seen
-        # TensorFlow (seconds to import) loads in a thread of its own while the others load here, one
-        # after another: two first OpenVINO calls at once can deadlock in pybind11's numpy set-up.
-        with ThreadPoolExecutor(1, thread_name_prefix="load-tensorflow") as pool:
-            tf = pool.submit(self._warm, registry.TF_VARIANT) if registry.TF_VARIANT in variants else None
-            outcomes = {v: self._warm(v) for v in variants if v != registry.TF_VARIANT}
-            # The ImageNet check is an OpenVINO network too: made here, while TensorFlow still loads.
+        with_tensorflow = [v for v in variants if v == TF_VARIANT
+                           or (v in CATALOGUE and not artifacts.path(self.model_dir, v).exists())]
+        self.pending: set[str] = set(with_tensorflow)
+        self._background = background
+        self._answered = threading.Event()  # a photo was answered: TensorFlow may load now
+        # Two first OpenVINO calls at once can deadlock in pybind11's numpy set-up: the thread warms
+        # an IR it made only once the OpenVINO backends here have made theirs.
+        openvino_warm = threading.Event()
+        thread = threading.Thread(target=self._load_with_tensorflow, args=(with_tensorflow, openvino_warm),
+                                  name="load-tensorflow", daemon=True)
+        # Waiting for everything, TensorFlow's import overlaps the rest; in the background it starts
+        # after them, so that it does not slow the first answer (it holds the GIL for seconds).
+        if with_tensorflow and not background:
+            thread.start()
+        try:
+            for variant in variants:
+                if variant not in with_tensorflow:
+                    self._add(variant, self._warm(variant))
+            # The ImageNet check is an OpenVINO network too.
             self.judge, self.judge_load_s, self.judge_missing = self._load_judge()
-            if tf is not None:
-                outcomes[registry.TF_VARIANT] = tf.result()
-        for variant in variants:
-            self._add(variant, outcomes[variant])
+        finally:
+            openvino_warm.set()
+        if with_tensorflow and background:
+            thread.start()
+        if with_tensorflow and not background:
+            thread.join()
+            if self.failed:
+                raise registry.ModelError("; ".join(f"{v}: {why}" for v, why in self.failed.items()))
+
+    def _load_with_tensorflow(self, variants: list[str], openvino_warm: threading.Event) -> None:
+        """In the loading thread: make the missing files, load TensorFlow, then warm what was made."""
+        if self._background:
+            self._answered.wait(TENSORFLOW_DELAY_S)
+        for variant in sorted(variants, key=lambda v: v != TF_VARIANT):
+            try:
+                if variant == TF_VARIANT:
+                    outcome = self._warm(variant)
+                else:
+                    artifacts.ensure(self.model_dir, variant)
+                    openvino_warm.wait()
+                    outcome = self._warm(variant)
+                self._add(variant, outcome)
+            except Exception as exc:  # kept for the page and the caller; the other backends go on
+                self.failed[variant] = str(exc) or type(exc).__name__
+            finally:
+                self.pending.discard(variant)
 
     @property
     def threshold(self) -> float | None:
@@ -230,14 +281,16 @@ class Predictor:
         return backend, first_s
 
     def _add(self, variant: str, outcome: tuple[Backend, float] | str) -> None:
-        """Keep a warmed-up backend, or note why a remote one is unavailable."""
+        """Keep a warmed-up backend (in the order asked for), or note why a remote one is unavailable."""
         if isinstance(outcome, str):
             self.unavailable[variant] = outcome
             return
         backend, first_s = outcome
-        self.first_inference_ms[variant] = first_s * 1000
-        self.backends[variant] = backend
-        self.unavailable.pop(variant, None)
+        with self._lock:
+            self.first_inference_ms[variant] = first_s * 1000
+            loaded = self.backends | {variant: backend}
+            self.backends = {v: loaded[v] for v in self._order if v in loaded}
+            self.unavailable.pop(variant, None)
 
     def retry_unavailable(self) -> None:
         """Try the remote backends that failed again, at most every RETRY_S (every page run calls
@@ -281,6 +334,7 @@ class Predictor:
             result.looks_like = self.calibration.imagenet.looks_like(judged)
         result.results = self.time_every_backend(to_model_input(img, self.image_size)[None], repeats, result.failed,
                                                  judged)
+        self._answered.set()
         return result
 
     def time_every_backend(self, batch: np.ndarray, repeats: int = REPEATS, failed: dict[str, str] | None = None,
@@ -289,7 +343,7 @@ class Predictor:
         backend that fails is left out, with its message in `failed`. `judged`: the ImageNet
         check's opinion of the batch, which decides every backend's verdict where it is given."""
         results = {}
-        for variant, backend in list(self.backends.items()):
+        for variant, backend in self.backends.items():  # replaced whole when a backend joins, never changed
             try:
                 timing = time_calls(lambda b=backend: b.infer(batch), repeats, warmup=1)
             except remote.RemoteError as exc:
@@ -309,6 +363,16 @@ class Predictor:
 
 
 # ---------------------------------------------------------------- the Predict page's figures against isolated runs
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.fromarray(image).save(out, "PNG")
+    return out.getvalue()
+
 
 # The backend a sweep runs for each of the Predict page's variants.
 PREDICT_PEERS = {TF_VARIANT: "tf-function"} | {ir_variant(p): f"ov-{p}" for p in ("fp32", "fp16", "int8")}
@@ -337,7 +401,8 @@ def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: 
     photos, _ = prepare_images(cfg, progress)
     progress(Event("latency", 0, n, "loading every backend in this process, as the app's server does"))
     predictor = Predictor(Path(model_dir), variants)
-    per_photo = [predictor.time_every_backend(photos[i : i + 1]) for i in range(n)]
+    # Each photo as the page classifies it: decoded, judged by the ImageNet check, then every backend timed.
+    per_photo = [predictor.classify(f"photo-{i}.png", _png(photos[i])).results for i in range(n)]
     rows = []
     for v in variants:
         page_ms = float(np.median([r[v].latency_ms for r in per_photo]))
