@@ -8,10 +8,13 @@ import streamlit as st
 
 from app_pages.common import (page_model, classify_all, predict_defaults, predictor, start_loading,
                               tensorflow_missing_notice)
+from core.app import examples
 from core.measure import charts
 from core.model import images
 from core.runtimes.predict import REPEATS, offered_setups, setup_label
 from core.settings import PRECISIONS, OVSettings
+
+EXAMPLE_KEY = "example"  # Home's "Try it" sets it before switching here
 
 st.title(":material/image_search: Predict")
 tensorflow_missing_notice()
@@ -33,21 +36,47 @@ with st.sidebar:
     )
     top_k = st.slider("Top-k", 1, len(entry.card.classes), min(3, len(entry.card.classes)), key="top-k")
 
+# A visitor from a shared link has no photo at hand: one tap on an example gives a verdict.
+catalogue = examples.load()
+offered_examples, held_out = catalogue.for_model(entry.card) if catalogue else ([], False)
+example = None
+if offered_examples:
+    picked = st.pills("Try an example", [e.label for e in offered_examples], key=EXAMPLE_KEY,
+                      help="One photo of each kind, " + ("held out of this model's training: it never saw them, as "
+                                                         "it never saw yours." if held_out else
+                                                         "from flower_photos; this model may have trained on them.")
+                      + " And one that is not a flower.")
+    example = catalogue.by_label(picked) if picked else None
 uploads = st.file_uploader(
     "Photos", key="photos", type=[s.lstrip(".") for s in images.IMAGE_SUFFIXES], accept_multiple_files=True,
     help="jpg, png, webp, bmp, gif (first frame). EXIF orientation is honoured.",
 )
 use_camera = st.toggle("Use the camera")
 shot = st.camera_input("Take a photo") if use_camera else None
-files = [(f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
+files = ([(example.path.name, example.path.read_bytes())] if example else []) + [
+    (f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
 
 if not variants:
     st.info("Choose at least one backend in the sidebar.")
     st.stop()
 model = predictor(entry, variants, OVSettings(precision=precision))
 model.retry_unavailable()
-for variant, message in model.unavailable.items():
+for variant, message in (model.unavailable | model.failed).items():
     st.warning(f"{setup_label(variant)} is left out: {message}")
+
+
+@st.fragment(run_every=1.0)
+def still_loading() -> None:
+    """After a server starts, TensorFlow loads for seconds more: the others answer meanwhile, and the
+    whole page runs again (timing every backend anew) once it has joined."""
+    if not model.pending:
+        st.rerun(scope="app")
+    st.info(f"{', '.join(map(setup_label, sorted(model.pending)))}: still loading (once per server); its answer "
+            "joins here when ready, and every backend is timed again then.", icon=":material/hourglass_top:")
+
+
+if model.pending:
+    still_loading()
 
 
 def how_to_read() -> None:
@@ -82,7 +111,7 @@ def openset_message(r, classes: list[str]) -> str:
 
 
 if not files:
-    st.info("Upload one or more flower photos to see every backend's answer.")
+    st.info("Tap an example, or upload flower photos, to see every backend's answer.")
     how_to_read()
     st.stop()
 
@@ -108,12 +137,15 @@ for r in results:
             st.warning(f"{openset_message(r, entry.card.classes)} {said} (a flower scores at least {model.threshold:.0%})")
         elif r.agree:
             confidence = f", calibrated confidence {first.calibrated[first.top_class]:.0%}" if first.calibrated else ""
-            st.success(f"**{first.top_class}** — all {len(r.results)} backends agree{confidence}")
+            st.success(f"**{first.top_class}**, one of the {len(entry.card.classes)} kinds this model knows — "
+                       f"all {len(r.results)} backends agree{confidence}")
         else:
             st.warning("Backends disagree: " + ", ".join(f"{setup_label(v)}: {x.top_class}"
                                                           for v, x in r.results.items()))
         left, right = st.columns([1, 2])
         left.image(images.for_display(r.image), caption=r.name, width="stretch")
+        if example is not None and r.name == example.path.name:
+            left.caption(example.credit_line)
         with right:
             if r.known is False:
                 with st.expander("Show the probabilities anyway"):
@@ -125,6 +157,8 @@ for r in results:
                                   for v, x in r.results.items())
                        + (f" · ImageNet check: {r.imagenet_ms:.1f} ms, once per photo" if r.imagenet_ms else ""))
 
+if model.calibration is not None:
+    st.caption(model.calibration.scope(entry.card.classes))
 if len(results) > 1:
     st.subheader("All results")
     table = pd.DataFrame([r.table_row() for r in results])

@@ -49,6 +49,8 @@ SCORE_NAMES = {MSP: "maximum softmax probability after temperature scaling",
                IMAGENET: "an ImageNet classifier's features: mean cosine similarity to the 5 nearest training photos"}
 DISTANCE_FILE = "openset.npz"
 NEIGHBOURS_FILE = "imagenet-neighbours.npz"  # the ImageNet check's training photos
+# The kinds of other things the check is known to let through (docs/model.md): Predict names them.
+PASSING_KINDS = ("other flowers", "plants")
 TEMPERATURES = np.geomspace(0.25, 8.0, 241)
 _FEATURE_CHUNK = 64  # training photos decoded at a time while fitting the distance
 IMAGENET_TRAINING_SAMPLE = 600  # training photos (seeded) the ImageNet check compares a photo with
@@ -200,6 +202,25 @@ class Calibration:
                     f"{self.keep:.0%} of correctly classified validation flowers")
         return (f"has a top calibrated probability under {self.threshold:.2f} (what {1 - self.keep:.0%} of "
                 "correctly classified validation flowers score)")
+
+    def taken_for_a_class(self) -> dict[str, float]:
+        """Per kind of other thing, the share the check in use took for one of the classes at the
+        model's threshold, as `python -m core openset-eval --record` measured it (empty if never)."""
+        report = self.evaluated.get("report")
+        used = next((s for s in report["scores"] if s["in_use"]), None) if report else None
+        return {r["kind"]: r["accepted"] for r in used["at_model"]} if used else {}
+
+    def scope(self, classes: tuple[str, ...] | list[str]) -> str:
+        """What an answer means and what passes for one of the classes, in a sentence for visitors."""
+        taken = self.taken_for_a_class()
+        known = (f"This model knows only {len(classes)} kinds: {', '.join(classes)}. An answer says which of "
+                 "them a photo looks most like.")
+        passed = [f"{share:.0%} of {kind}" for kind, share in taken.items() if kind in PASSING_KINDS]
+        if not passed:
+            return known
+        return (f"{known} Its check of \"not one of them\" tells them from most other things, but not from other "
+                f"flowers or many plants: in a test on photos it had never seen, {' and '.join(passed)} passed "
+                "for one of them (docs/model.md).")
 
     def known(self, probs: np.ndarray, features: np.ndarray | None = None,
               judged: imagenet.Opinion | None = None) -> tuple[np.ndarray, np.ndarray] | None:
