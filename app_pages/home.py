@@ -1,32 +1,47 @@
-"""Home: what the app does and the active model's card."""
+"""Home: what this is, the result it exists for, an invitation to try it, then the model's card."""
 
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import openvino_settings, page_model, serving_download, show_quality, tensorflow_missing_notice
-from core.measure import charts
-from core.model import evaluate, openset
+from app_pages.common import (openvino_settings, page_model, results_roots, serving_download, show_quality,
+                              tensorflow_missing_notice)
+from core.app import examples
+from core.measure import charts, headline
+from core.model import evaluate, openset, registry
 from core.runtimes.backends import device_info
 from core.model.variants import CATALOGUE, OPENVINO
 from core.settings import OVSettings
+from core.system import describe_cpu, machine_summary
 
-st.title(":material/local_florist: Flower classifier: TensorFlow → OpenVINO")
-st.markdown(
-    """
-Train a flower classifier, convert it to **OpenVINO IR** (FP32, FP16, INT8), check that every
-variant still gives TensorFlow's answers, and measure the speed-up honestly.
-
-- **Predict** — upload photos or use the camera; TensorFlow and OpenVINO answer side by side.
-- **Benchmark** — sweeps over test and batch sizes, each backend in its own process.
-- **Train** — train on `flower_photos` or on your own photos, then convert and quantize.
-"""
-)
+st.title(":material/local_florist: Flowers: TensorFlow → OpenVINO")
+st.markdown("A flower-photo classifier trained with TensorFlow and converted to OpenVINO: show it a photo, and see "
+            "both answer side by side, and how much faster OpenVINO does.")
 tensorflow_missing_notice()
-
 entry = page_model()
 
+catalogue = examples.load()
+offered, _ = catalogue.for_model(entry.card) if catalogue else ([], False)
+if st.button("Try it on a photo", type="primary", icon=":material/photo_camera:"):
+    if offered:  # Predict opens with its first example already answered
+        st.session_state["example"] = offered[0].label
+    st.switch_page("app_pages/predict.py")
+
+result = headline.find(entry, results_roots())
+if result is not None:
+    st.markdown(result.sentence())
+    # Filled last: the browser loads plotly.js (4.7 MB) for a page's first chart, and holds back every
+    # element sent after one until then; sent last, it delays only itself.
+    chart_slot = st.empty()
+    here = describe_cpu(machine_summary())
+    st.caption(result.how() + ("" if here == result.machine else
+                               f" This server is {here}: its own numbers differ; the Benchmark page measures them."))
+else:
+    st.info("No speed measurement of this model yet: the Benchmark page measures TensorFlow against OpenVINO on "
+            "this server.", icon=":material/speed:")
+
 card = entry.card
-st.header(f"Model: `{entry.name}`")
+st.divider()
+st.header(f"The model: {entry.name}")
 cols = st.columns(4)
 cols[0].metric("Architecture", card.architecture)
 cols[1].metric("Input", f"{card.image_size}×{card.image_size} RGB")
@@ -36,20 +51,29 @@ st.write("**Classes:** " + ", ".join(card.classes))
 st.caption(f"Preprocessing: {card.preprocessing}")
 
 st.subheader("Variants")
-table = evaluate.variant_table(entry.path)
-st.dataframe(table, hide_index=True, width="stretch",
-             column_config={c: st.column_config.NumberColumn(format="%.4f") for c in table.columns
-                            if "accuracy" in c or "agreement" in c})
+st.dataframe(evaluate.variant_table(entry.path, latency=False), hide_index=True, width="stretch")
 serving_download(entry, f"serving-{entry.name}")
 n_test = card.scores["test"].n_images if "test" in card.scores else None
 held_out = f"a held-out split never used for training or model selection ({n_test} images)" if n_test else ""
 if "val" in card.scores:
-    st.caption(f"Accuracy on the model's validation split ({card.scores['val'].n_images} images)"
-               + (f" and on {held_out}." if n_test else ".")
-               + " Single-image latency: median of 20 warm calls in the training job's process.")
+    st.caption(f"Accuracy, with its 95% interval, on the model's validation split ({card.scores['val'].n_images} "
+               "images)" + (f" and on {held_out}." if n_test else "."))
 elif card.config is not None and card.config.fit_on_val and n_test:
     st.caption(f"A final fit: trained on the training and validation photos once its recipe was fixed on validation; "
-               f"its accuracy is on {held_out}. Single-image latency: median of 20 warm calls.")
+               f"its accuracy is on {held_out}, with its 95% interval.")
+
+calibration = openset.from_card(card.openset, entry.path) if card.openset else None
+if calibration is not None:
+    st.markdown(calibration.scope(card.classes))
+
+# The details are drawn only when asked for: a first visit (often a cold server) stays light.
+whole_card = st.toggle("Show the whole card: accuracy per class, confidence, the runtime, library versions",
+                       key="whole-card")
+if result is not None:
+    chart_slot.plotly_chart(charts.headline(result), width="stretch", config=charts.STATIC_CHART,
+                            key=f"headline-{entry.name}")
+if not whole_card:
+    st.stop()
 
 st.subheader("Accuracy per class")
 show_quality(entry)
@@ -68,8 +92,7 @@ def show_evaluation(evaluated: dict) -> None:
                                                  for c in ("taken for a flower", "keeping 95% of flowers")})
 
 
-if card.openset:
-    calibration = openset.from_card(card.openset, entry.path)
+if calibration is not None:
     measured = calibration.measured
     tf = measured["variants"].get("tensorflow", {})
     st.subheader("Confidence and photos that are not flowers")
@@ -102,7 +125,8 @@ if card.openset:
 st.subheader("Runtime")
 info = device_info()
 settings = OVSettings()
-ov_variants = [v for v in entry.variants if CATALOGUE[v].runtime is OPENVINO]
+# A file that is there: asking which precision OpenVINO runs in must not wait for a remade FP32 IR.
+ov_variants = [v for v in registry.ready_variants(entry.path) if CATALOGUE[v].runtime is OPENVINO]
 used = openvino_settings(entry, ov_variants[0], settings) if ov_variants else {}
 st.markdown(
     f"- OpenVINO device: **{info['device']}** — {info['name']}\n"

@@ -25,23 +25,34 @@ def library_versions() -> dict[str, str]:
     return out
 
 
+# The widest vector instructions a CPU has, as /proc/cpuinfo's flags name them, widest first: what
+# decides OpenVINO's default precision (bf16) and INT8's speed (VNNI), so every result names it.
+VECTOR_ISAS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512_vnni", "AVX-512 VNNI"),
+               ("avx512f", "AVX-512"), ("avx2", "AVX2"))
+
+
 def machine_summary() -> dict[str, Any]:
     cpu = platform.processor() or platform.machine()
+    flags: set[str] = set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
                 cpu = line.split(":", 1)[1].strip()
-                break
+            elif line.startswith("flags") and not flags:
+                flags = set(line.split(":", 1)[1].split())
     except OSError:
         pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_quota_cores": cpu_quota_cores(), "system": platform.platform()}
+    isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)
+    return {"cpu": cpu, "cores": os.cpu_count(), "cpu_quota_cores": cpu_quota_cores(), "system": platform.platform(),
+            "isa": isa}
 
 
 def describe_cpu(machine: dict[str, Any]) -> str:
-    """"AMD EPYC, 2 cores" or, under a quota, "AMD EPYC, 2 cores, capped at 0.5 core": the same words
-    wherever a result names its machine."""
+    """"AMD EPYC (AVX2), 2 cores" or, under a quota, "…, 2 cores, capped at 0.5 core": the same words
+    wherever a result names its machine (results saved before the ISA was recorded lack it)."""
     quota = machine.get("cpu_quota_cores")
-    return f"{machine['cpu']}, {machine['cores']} cores" + (f", capped at {quota:g} core(s)" if quota else "")
+    isa = f" ({machine['isa']})" if machine.get("isa") else ""
+    return f"{machine['cpu']}{isa}, {machine['cores']} cores" + (f", capped at {quota:g} core(s)" if quota else "")
 
 
 def cpu_quota_cores(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> float | None:

@@ -14,6 +14,7 @@ from core.settings import BACKENDS, BASELINE
 from core.model.variants import RUNTIMES
 
 if TYPE_CHECKING:
+    from core.measure.headline import Headline
     from core.runtimes.predict import VariantResult
 
 
@@ -47,6 +48,27 @@ def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
 
 # On a phone Plotly's toolbar sits over a small chart's bars; these charts need no zoom or pan.
 STATIC_CHART = {"displayModeBar": False}
+
+
+def headline(h: Headline) -> go.Figure:
+    """Home's comparison: time per photo and process memory, TensorFlow against OpenVINO."""
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(1, 2, subplot_titles=("ms per photo", "memory, MB"),
+                        horizontal_spacing=0.12)
+    sides = [("TensorFlow", h.tensorflow, FAMILIES["tensorflow"][6]), ("OpenVINO", h.openvino, FAMILIES["openvino"][6])]
+    for name, side, colour in sides:
+        fig.add_bar(y=[name], x=[side.latency_ms], orientation="h", marker_color=colour, row=1, col=1,
+                    error_x={"type": "data", "symmetric": False, "array": [side.latency_p90_ms - side.latency_ms],
+                             "arrayminus": [0]},
+                    text=[f"{side.latency_ms:.1f} ms"], textposition="auto", name=name, showlegend=False,
+                    hovertemplate=f"{side.label}<br>median %{{x:.2f}} ms, p90 {side.latency_p90_ms:.2f} ms<extra></extra>")
+        fig.add_bar(y=[name], x=[side.memory_mb], orientation="h", marker_color=colour, row=1, col=2,
+                    text=[f"{side.memory_mb:.0f} MB"], textposition="auto", showlegend=False,
+                    hovertemplate=f"{side.label}<br>peak %{{x:.0f}} MB<extra></extra>")
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(height=220, margin={"l": 10, "r": 10, "t": 40, "b": 10}, bargap=0.35)
+    return fig
 
 
 # ---------------------------------------------------------------- benchmark charts

@@ -70,6 +70,11 @@ def available_variants(model_dir: Path) -> list[str]:
     return [v for v in VARIANTS if (v != TF_VARIANT or availability.has_tensorflow()) and _present(model_dir, v)]
 
 
+def ready_variants(model_dir: Path) -> list[str]:
+    """The available variants whose file is there now: none of them waits for a remake."""
+    return [v for v in available_variants(model_dir) if variant_path(model_dir, v).exists()]
+
+
 def present_peers(model_dir: Path) -> list[str]:
     """The peers (core.model.peers) whose files have been made for this model (or can be remade)."""
     return [v for v in PEER_VARIANTS if _present(model_dir, v)]
