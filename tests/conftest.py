@@ -216,6 +216,22 @@ def app_url():
         yield url
 
 
+def wait_until_loaded(timeout: float = 180) -> None:
+    """Until the shared Predictor of the Predict page's defaults has every backend: TensorFlow loads
+    in the background after a server starts, and AppTest runs no timed fragment to see it join."""
+    import time
+
+    import app_pages.common as common
+    from core.model import registry
+
+    entry = registry.list_models()[0]
+    model = common.predictor(entry, *common.predict_defaults(entry))
+    deadline = time.monotonic() + timeout
+    while model.pending and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not model.pending and not model.failed, model.failed
+
+
 def results_table(at):
     """The Predict page's results table (the one with a verdict per photo)."""
     return next(d.value for d in at.dataframe if "verdict" in d.value.columns)
@@ -262,7 +278,8 @@ def app_test(page: str | None = None, timeout: float = 180):
 # Every test file, longest first (as measured on 2 cores), so that the two workers (pytest.ini) finish
 # together: each takes the next file when it runs dry.
 SLOW_FIRST = ("test_cloud_memory.py", "test_public_safety.py", "test_pipeline.py", "test_benchmark.py", "test_tune.py",
-              "test_cli.py", "test_cloud_cpu.py", "test_browser.py", "test_crash_safety.py", "test_requirements.py",
+              "test_cli.py", "test_cloud_cpu.py", "test_browser.py", "test_readme.py", "test_crash_safety.py",
+              "test_requirements.py",
               "test_train_page.py", "test_no_tensorflow.py", "test_app.py", "test_jobs.py", "test_safety.py",
               "test_serving.py", "test_openset.py", "test_backbones.py", "test_concurrency.py", "test_images.py",
               "test_bad_inputs.py", "test_registry.py", "test_data.py", "test_system.py")

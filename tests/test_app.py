@@ -4,39 +4,63 @@ import io
 
 import pytest
 from PIL import Image
-from conftest import app_test, mini_photo, needs_mini, results_table
+from conftest import app_test, mini_photo, needs_mini, results_table, wait_until_loaded
 from fakes import fake_predictor  # noqa: F401  (a fixture)
 
 from core.model import registry
+from core.model.registry import read_card
 
 
 def start(page: str | None = None):
     return app_test(page)
 
 
-def test_home_shows_the_model_card(shipped_model):
+def test_home_leads_with_the_measured_result_and_an_invitation_then_the_card(shipped_model):
     at = start()
-    assert at.title[0].value.endswith("Flower classifier: TensorFlow → OpenVINO")
+    assert at.title[0].value.endswith("Flowers: TensorFlow → OpenVINO")
     text = " ".join(m.value for m in at.markdown)
-    assert "daisy, dandelion, roses, sunflowers, tulips" in text
-    assert "Precision the CPU plugin picks by default" in text
-    assert "Precision this app runs OpenVINO in: **f32**" in text
+    # The result, from the run shipped with the model (never a typed number), with its machine and date.
+    from core.measure import headline
+    from core.model.registry import ModelEntry, read_card
+
+    result = headline.find(ModelEntry(shipped_model.name, shipped_model, read_card(shipped_model)), [])
+    assert result is not None and result.speedup > 1 and result.memory_ratio > 1
+    assert result.sentence() in text and f"{result.speedup:.1f}× faster" in text
+    assert any(result.machine in c.value and "Measured 20" in c.value for c in at.caption)
+    assert any(c.proto.spec and "ms per photo" in c.proto.spec for c in at.get("plotly_chart"))
+    assert at.button[0].label == "Try it on a photo"
+    # The card in words a visitor reads: labels, percentages, no None.
     variants = at.dataframe[0].value
-    assert list(variants["variant"]) == ["tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8"]
-    assert (variants["held-out accuracy"] > 0.85).all()
-    assert variants["held-out 95% interval"].str.match(r"\d+\.\d%–\d+\.\d%").all()
-    # Per class, on the held-out split, with its size and interval; the confusion matrix as a chart.
-    assert "294 photos" in text and "Wilson" in text  # the held-out split's size, and the interval's kind
-    assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
+    assert list(variants["variant"]) == ["TensorFlow", "OpenVINO FP32", "OpenVINO FP16", "OpenVINO INT8"]
+    assert variants["held-out accuracy"].str.match(r"9\d\.\d% \(\d+\.\d%–\d+\.\d%\)").all()
+    assert "None" not in variants.to_string() and variants.iloc[0, -1] == "—"
+    assert "knows only 5 kinds" in text and "of other flowers" in text  # the scope, with measured shares
     assert at.selectbox(key="model-selector").value.endswith(f"/{registry.DEFAULT_MODEL}")
     assert "Role: **visitor**" in at.sidebar.info[0].value  # nothing configured: safe by default
     assert [b.proto.label for b in at.get("download_button")] == ["Download for OpenVINO Model Server"]
+
+    at.toggle(key="whole-card").set_value(True).run()  # the rest of the card, on request
+    text = " ".join(m.value for m in at.markdown)
+    assert "Precision the CPU plugin picks by default" in text
+    assert "Precision this app runs OpenVINO in: **f32**" in text
+    assert "294 photos" in text and "Wilson" in text  # the held-out split's size, and the interval's kind
+    assert any("predicted" in c.proto.spec for c in at.get("plotly_chart"))
+
+
+def test_try_it_opens_predict_with_an_example_answered(shipped_model, fake_predictor):
+    at = start()
+    at.button[0].click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["example"] == "daisy"
+    assert any("daisy" in s.value and "kinds this model knows" in s.value for s in at.success)
+    assert any("Flickr photo" in c.value and "CC BY 2.0" in c.value for c in at.caption)  # the photo's credit
 
 
 @needs_mini
 @pytest.mark.parametrize("cls", ["daisy", "sunflowers"])
 def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_model, cls):
     at = start("app_pages/predict.py")
+    wait_until_loaded()
     at.file_uploader(key="photos").set_value([
         (f"{cls}.jpg", mini_photo(cls), "image/jpeg"),
         ("broken.jpg", b"\xff\xd8\xff\xe0 truncated", "image/jpeg"),
@@ -47,7 +71,8 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
     from core.runtimes.predict import default_setups
 
     n = len(default_setups(registry.list_models()[0].path))  # what the page runs by default
-    assert n >= 3 and verdict.startswith(f"**{cls}** — all {n} backends agree, calibrated confidence ")
+    assert n >= 3 and verdict.startswith(f"**{cls}**, one of the 5 kinds this model knows — all {n} backends agree, "
+                                         "calibrated confidence ")
     errors = [e.value for e in at.error]
     assert any("broken.jpg" in e and "corrupt" in e for e in errors)
     assert any("empty.png" in e and "empty" in e for e in errors)
@@ -56,9 +81,20 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
     assert list(table["verdict"]) == [cls, "error", "error"] and table.loc[0, "openvino-int8 class"] == cls
 
 
-def test_predict_without_upload_invites_one(shipped_model, fake_predictor):
+def test_predict_without_upload_offers_examples_with_their_credits(shipped_model, fake_predictor):
     at = start("app_pages/predict.py")
-    assert any("Upload one or more flower photos" in i.value for i in at.info)
+    assert any("Tap an example, or upload" in i.value for i in at.info)
+    pills = at.get("button_group")[0]
+    assert pills.proto.options and [o.content for o in pills.proto.options] == [
+        "daisy", "dandelion", "roses", "sunflowers", "tulips", "not a flower"]
+    from core.app import examples
+
+    catalogue = examples.load()
+    for example in catalogue.photos:  # every photo is there, credited and licensed as the rules allow
+        assert example.path.is_file() and example.licence in ("CC BY 2.0", "CC0 1.0") and example.link.startswith("https://")
+    photos, held_out = catalogue.for_model(read_card(shipped_model))
+    assert held_out and len(photos) == 6
+
 
 
 def test_predictions_are_kept_until_measured_again(shipped_model, fake_predictor, monkeypatch):
@@ -93,11 +129,11 @@ def test_a_model_loading_in_the_background_is_shared_and_a_failed_load_is_retrie
 
     attempts = []
 
-    def flaky(*args):
+    def flaky(*args, **kwargs):
         attempts.append(args)
         if len(attempts) == 1:
             raise RuntimeError("the disk hiccuped")
-        return fake_predictor(*args)
+        return fake_predictor(*args, **kwargs)
 
     monkeypatch.setattr(common, "Predictor", flaky)
     other = [v for v in variants if v != variants[0]]

@@ -1,7 +1,7 @@
 """The real browser path: Chromium drives `streamlit run`. (Training through the browser, from an
 uploaded archive to the finished model, is in test_cloud_memory, inside Cloud's memory limit.)"""
 
-from conftest import ROOT, mini_photo, needs_chromium, needs_mini, wait_for_script
+from conftest import ROOT, mini_photo, needs_chromium, needs_mini, streamlit_server, wait_for_script
 
 pytestmark = [needs_chromium, needs_mini]
 
@@ -11,7 +11,7 @@ def test_upload_a_photo_and_read_the_prediction(app_url, browser, tmp_path):
     photo.write_bytes(mini_photo("sunflowers"))
     page = browser.new_page()
     page.goto(f"{app_url}/predict", timeout=60_000)
-    page.get_by_text("Upload one or more flower photos").wait_for(timeout=120_000)
+    page.get_by_text("Tap an example, or upload").wait_for(timeout=120_000)
     page.locator("input[type=file]").first.set_input_files(str(photo))
     verdict = page.get_by_text("backends agree").first
     verdict.wait_for(timeout=120_000)
@@ -38,21 +38,31 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     page = context.new_page()
     page.goto(app_url, timeout=60_000)
-    page.get_by_text("Accuracy per class").wait_for(timeout=120_000)
+    page.get_by_text("Show the whole card").wait_for(timeout=120_000)
+    # The first screen: what this is, the invitation, and the result in words.
+    for text in ("TensorFlow → OpenVINO", "faster"):
+        box = page.get_by_text(text).first.bounding_box()
+        assert box is not None and box["y"] + box["height"] <= PHONE["height"], (text, box)
+    try_it = page.get_by_role("button", name="Try it on a photo")
+    assert try_it.bounding_box()["y"] + try_it.bounding_box()["height"] <= PHONE["height"]
     assert no_sideways_scroll(page)
     page.screenshot(path=str(shots / "phone-home.png"), full_page=True)
 
-    page.goto(f"{app_url}/predict", timeout=60_000)
-    page.get_by_text("Upload one or more flower photos").wait_for(timeout=120_000)
-    # Both reachable (Streamlit renders the page in steps: wait for each, not just the first text).
-    page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)
+    # No photo at hand: one tap gives a verdict, on Predict's first screen.
+    try_it.tap()
     page.get_by_text("Use the camera").wait_for(state="visible", timeout=60_000)
-    page.locator("input[type=file]").first.set_input_files(str(photo))
-    verdict = page.get_by_text("backends agree").or_(page.get_by_text("This does not look like one of")).first
+    page.locator("input[type=file]").first.wait_for(state="attached", timeout=60_000)  # upload reachable too
+    verdict = page.get_by_text("backends agree").first
     verdict.wait_for(timeout=120_000)
+    assert verdict.inner_text().startswith("daisy, one of the 5 kinds this model knows")
     box = verdict.bounding_box()
     assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= PHONE["width"]
     assert box["y"] + box["height"] <= PHONE["height"], box  # the answer is on the first screen, unscrolled
+    page.get_by_text("Flickr photo").first.wait_for(timeout=60_000)  # the example's credit
+    page.get_by_text("not a flower", exact=True).tap()  # the non-flower example
+    page.get_by_text("This looks like").first.wait_for(timeout=120_000)
+    page.locator("input[type=file]").first.set_input_files(str(photo))  # and an upload beside it
+    page.get_by_text("daisy.jpg").first.wait_for(timeout=120_000)
     page.wait_for_timeout(1000)  # the chart lays itself out
     assert no_sideways_scroll(page)
     chart = page.locator(".js-plotly-plot").first
@@ -74,3 +84,26 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     page.locator(".st-key-tune button").wait_for(timeout=120_000)  # the button, found by its widget key
     assert no_sideways_scroll(page)
     context.close()
+
+
+def test_a_first_choice_of_openvino_fp32_on_a_fresh_server_answers(browser):
+    """The shipped folder has no FP32 IR: choosing it first on a fresh server remakes it from the Keras
+    model (TensorFlow imported once, on the loading thread) while the others answer, and then it
+    answers too."""
+    with streamlit_server("fp32-first") as (url, _):
+        page = browser.new_page()
+        page.goto(f"{url}/predict", timeout=60_000)
+        page.get_by_text("Tap an example, or upload").wait_for(timeout=120_000)
+        wait_for_script(page)
+        backends = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Backends").locator("input")
+        backends.fill("OpenVINO FP32")
+        backends.press("Enter")
+        page.keyboard.press("Escape")
+        page.locator('[data-testid="stMultiSelect"]').filter(has_text="OpenVINO FP32").wait_for(timeout=30_000)
+        wait_for_script(page)
+        page.get_by_text("daisy", exact=True).click()
+        page.get_by_text("kinds this model knows").first.wait_for(timeout=120_000)
+        # Once TensorFlow and the remade IR have joined, every backend, FP32 included, has answered.
+        page.get_by_text("OpenVINO FP32:").first.wait_for(timeout=180_000)
+        assert page.get_by_text("is left out").count() == 0
+        page.close()

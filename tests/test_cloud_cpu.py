@@ -41,13 +41,14 @@ def test_the_smallest_cloud_app_serves_home_and_predict(browser, tmp_path):
         with streamlit_server("cloud-smallest", preexec_fn=lambda: (group.enter(), quota.enter()), cold=True) as (url, server):
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url, timeout=120_000)
-            page.get_by_text("Library versions").wait_for(timeout=180_000)
+            page.get_by_text("Show the whole card").wait_for(timeout=180_000)
             page.goto(f"{url}/predict", timeout=120_000)
             page.locator("input[type=file]").first.set_input_files(str(photo))
             answer(page).first.wait_for(timeout=180_000)
+            # The light model ships every file: TensorFlow joins the others once it has loaded.
+            page.get_by_text("all 4 backends agree").wait_for(timeout=180_000)
             page.wait_for_timeout(3000)
             assert server.poll() is None, "the server was killed"
-            assert page.get_by_text("all 4 backends agree").count() == 1  # the light model: every file shipped
             page.close()
     finally:
         report |= {"peak_rss_mb": round(group.peak_rss_mb), "oom_kills": group.oom_kills}

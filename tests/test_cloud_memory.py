@@ -74,7 +74,7 @@ def predict_in_another_browser(browser, url: str, photo) -> float:
     context = browser.new_context()
     page = context.new_page()
     page.goto(f"{url}/predict", timeout=120_000)
-    page.get_by_text("Upload one or more flower photos").wait_for(timeout=180_000)
+    page.get_by_text("Tap an example, or upload").wait_for(timeout=180_000)
     t0 = time.perf_counter()
     page.locator("input[type=file]").first.set_input_files(str(photo))
     answer(page).first.wait_for(timeout=120_000)
@@ -177,7 +177,7 @@ def predict_photos(page, url: str, photos: list) -> float:
     """Seconds from opening the Predict page to every photo's answer from every default backend."""
     t0 = time.time()
     page.goto(f"{url}/predict", timeout=120_000)
-    page.get_by_text("Upload one or more flower photos").wait_for(timeout=180_000)
+    page.get_by_text("Tap an example, or upload").wait_for(timeout=180_000)
     page.locator("input[type=file]").first.set_input_files([str(p) for p in photos])
     page.get_by_text("All results").wait_for(timeout=300_000)
     assert answer(page).count() == len(photos)
@@ -253,7 +253,7 @@ def own_model_on_predict(page, url: str) -> None:
     """The visitor's own model is theirs to pick on the Predict page."""
     page.goto(f"{url}/predict", timeout=120_000)
     choose(page, "Model", "cloud-model (yours)")
-    page.get_by_text("Upload one or more flower photos").wait_for(timeout=120_000)
+    page.get_by_text("Tap an example, or upload").wait_for(timeout=120_000)
 
 
 def finish(report: dict, group: MemoryCgroup, quota: CpuQuota | None, tmp_path) -> None:

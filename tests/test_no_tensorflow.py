@@ -70,7 +70,7 @@ def test_every_page_without_tensorflow_in_chromium(browser, tmp_path):
     with streamlit_server("no-tensorflow", python=str(NO_TF_PYTHON), cold=True) as (url, _):
         page = browser.new_page()
         page.goto(url, timeout=60_000)
-        page.get_by_text("Library versions").wait_for(timeout=120_000)  # Home, drawn to its end
+        page.get_by_text("Show the whole card").wait_for(timeout=120_000)  # Home, drawn to its end
         assert page.locator(NOTICE).is_visible()
         assert_ran_clean(page, "/")
 

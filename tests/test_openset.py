@@ -144,6 +144,7 @@ def test_the_imagenet_check_is_fitted_on_flowers_and_kept_with_the_model(tmp_pat
 
 def test_home_shows_the_calibration_and_its_reliability_diagram(shipped_model):
     at = app_test()
+    at.toggle(key="whole-card").set_value(True).run()  # the card's details, drawn on request
     assert not at.exception, at.exception
     text = " ".join(m.value for m in at.markdown)
     assert "brings the expected calibration error on the held-out split from" in text

@@ -236,12 +236,13 @@ def test_serve_command_stops_its_server(tiny_model):
 @needs_server
 def test_predict_page_shows_the_remote_server_beside_the_local_runtimes(tiny_model, tiny_dataset, server,
                                                                          monkeypatch):
-    from conftest import app_test
+    from conftest import app_test, wait_until_loaded
 
     monkeypatch.setenv("FLOWERS_MODELS_DIR", str(tiny_model.parent))
     monkeypatch.setenv(remote.URL_ENV, server)
     monkeypatch.setenv(remote.MODEL_ENV, "tiny")
     at = app_test("app_pages/predict.py", timeout=300)
+    wait_until_loaded()
     backends = at.multiselect(key="backends")
     assert remote.REMOTE_SETUP in backends.value and "OpenVINO (remote server)" in backends.options
     photo = next(iter(data.scan(tiny_dataset).files.values()))[0]

@@ -6,6 +6,7 @@ import pytest
 
 from conftest import app_test, make_dataset
 from core.model import registry
+from core.model.variants import CATALOGUE
 from core.app.jobs import RUNNER
 
 
@@ -35,8 +36,8 @@ def test_owner_trains_tutorial_cnn_from_a_data_root(tiny_dataset, tmp_path, monk
     at.run()
     assert any("`page-cnn` is ready" in s.value for s in at.success)
     table = at.dataframe[0].value
-    assert list(table["variant"]) == list(registry.VARIANTS)
-    assert {"val accuracy", "single-image latency (ms)", "size (MB)"} <= set(table.columns)
+    assert list(table["variant"]) == [CATALOGUE[v].label for v in registry.VARIANTS]
+    assert {"validation accuracy", "one photo in the training job (ms)", "size"} <= set(table.columns)
     assert "page-cnn" in at.selectbox(key="model-selector").options  # the owner's model is shared, not "(yours)"
     assert (models / "page-cnn" / registry.METADATA_FILE).exists()
     assert len(job.rows) == 1 and "val_accuracy" in job.rows[0]
