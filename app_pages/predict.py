@@ -65,18 +65,29 @@ for variant, message in (model.unavailable | model.failed).items():
     st.warning(f"{setup_label(variant)} is left out: {message}")
 
 
-@st.fragment(run_every=1.0)
+DRAWN_WITH = "predict-drawn-with"  # what this page's last full run showed: loaded, failed, still loading
+
+
+def loading_state() -> tuple:
+    return tuple(model.backends), tuple(model.failed), tuple(sorted(model.pending))
+
+
+st.session_state[DRAWN_WITH] = loading_state()
+
+
+# Called on every full run: with run_every=None (nothing pending) its timed reruns stop.
+@st.fragment(run_every=1.0 if model.pending else None)
 def still_loading() -> None:
     """After a server starts, TensorFlow loads for seconds more: the others answer meanwhile, and the
-    whole page runs again (timing every backend anew) once it has joined."""
-    if not model.pending:
+    whole page runs again once (timing every backend anew) when it has joined."""
+    if loading_state() != st.session_state[DRAWN_WITH]:
         st.rerun(scope="app")
-    st.info(f"{', '.join(map(setup_label, sorted(model.pending)))}: still loading (once per server); its answer "
-            "joins here when ready, and every backend is timed again then.", icon=":material/hourglass_top:")
+    if model.pending:
+        st.info(f"{', '.join(map(setup_label, sorted(model.pending)))}: still loading (once per server); its answer "
+                "joins here when ready, and every backend is timed again then.", icon=":material/hourglass_top:")
 
 
-if model.pending:
-    still_loading()
+still_loading()
 
 
 def how_to_read() -> None:
