@@ -47,8 +47,9 @@ def test_tune_runs_as_a_job_measures_and_saves_the_winners(tuned_model):
     winners saved in the model folder."""
     from core.app.jobs import RUNNER
 
+    # 20 s: with 10 s, on the AVX2 machine under the suite's load, the peer was sometimes never reached.
     RUNNER.start("tune", "tuning tiny", "core.measure.tune:tune_job",
-                 {"model_dir": str(tuned_model), "objective": "both", "budget_s": 10.0, "p99_ms": None,
+                 {"model_dir": str(tuned_model), "objective": "both", "budget_s": 20.0, "p99_ms": None,
                   "variants": ["openvino-fp32", "openvino-int8"], "peer_variants": ["litert"]})
     job = RUNNER.wait(300)
     assert job.status == "done", job.error
