@@ -29,7 +29,7 @@ st.caption(
 may_tune = rules.may_write(entry.private) and not no_tensorflow  # the accuracy guard runs TensorFlow
 with st.container(border=True):
     t1, t2, t3 = st.columns(3)
-    objective = t1.selectbox("Objective", ["both", "latency", "throughput"], key="objective")
+    objective = t1.selectbox("Objective", tuned.OBJECTIVE_CHOICES, key="objective")
     budget = t2.number_input("Time budget (s)", 30, int(caps.bench_max_seconds or 600),
                              300 if rules.allows(Action.UNCAPPED_JOBS) else 240, step=30, key="budget")
     p99 = t3.number_input("p99 limit (ms; 0: none)", 0.0, 10_000.0, 0.0, key="p99")

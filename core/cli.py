@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Iterator, TextIO
 
 from core import settings
+from core.measure import tuned
 from core.model import variants
 from core.progress import Event
 
@@ -200,7 +201,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
-    from core.measure import benchmark_app, tune, tuned
+    from core.measure import benchmark_app, tune
 
     model_dir = _model_dir(args.model_dir)
     tuning = tune.tune(model_dir, args.objective, args.budget_s, args.p99_ms, _print_progress,
@@ -445,7 +446,7 @@ def _measure_commands(sub) -> None:
     tu = sub.add_parser("tune", help="the fastest OpenVINO setup within the accuracy budget, against the peers at "
                                      "their best; saves tuned.json")
     tu.add_argument("--model-dir", default=None)
-    tu.add_argument("--objective", choices=("latency", "throughput", "both"), default="both")
+    tu.add_argument("--objective", choices=tuned.OBJECTIVE_CHOICES, default=tuned.BOTH)
     tu.add_argument("--budget-s", type=float, default=300, help="time budget in seconds (default: 300)")
     tu.add_argument("--p99-ms", type=float, default=None, help="setups whose p99 batch latency is above this are "
                                                                "ineligible")

@@ -238,11 +238,9 @@ def test_benchmark_app_is_fed_the_same_real_photos(tiny_model):
 def test_a_visitor_cannot_make_peer_files_in_a_shared_model(tiny_model, tmp_path):
     import shutil
 
-    from core.model import artifacts
-
     model = tmp_path / "shared"
     shutil.copytree(tiny_model, model)
-    shutil.rmtree(artifacts.path(model, "litert").parent)
+    shutil.rmtree(registry.variant_path(model, "litert").parent)
     assert "litert" in benchmark.available_backends(model)  # the owner's sweep would make it
     offered = benchmark.available_backends(model, make_peers=False)
     assert "litert" not in offered and "litert-int8" in offered and "ov-fp32" in offered

@@ -93,7 +93,7 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     """The transfer path end to end with the real ImageNet weights, small (32 px): the head, then
     fine-tuning the top of the backbone with the recipe levers (cosine, strong augmentation,
     cutmix); then, as in a shipped folder, the FP32 IR left out and remade from model.keras."""
-    from core.model import architectures, artifacts, evaluate
+    from core.model import architectures, evaluate
 
     cfg = TrainConfig(arch="efficientnet_lite0", image_size=32, epochs=1, fine_tune_epochs=2, fine_tune_layers=20,
                       batch_size=8, schedule="cosine", strong_augment=True, mix="cutmix", patience=5,
@@ -110,7 +110,7 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     assert not any(layer.trainable for layer in backbone.layers if "_bn" in layer.name)
 
     # As in a shipped folder, the FP32 IR is not there: loading it remakes it from model.keras, once.
-    ir = artifacts.path(path, "openvino-fp32")
+    ir = registry.variant_path(path, "openvino-fp32")
     assert not ir.exists() and "openvino-fp32" not in registry.available_variants(path)
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
     ov_probs = load_backend(path, "openvino-fp32").predict(images)

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from core import children
-from core.model import artifacts, data, evaluate, registry
+from core.model import data, evaluate, registry
 from core.runtimes import remote
 from core.measure.runs import (LOAD_COLUMNS, RESULT_COLUMNS, RUN_VERSION, Cell, CellResult, CellSettings,
                                LoadResult, save_run)
@@ -37,7 +37,7 @@ def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
     model's folder) from the Keras model: the peers, and what a shipped folder leaves out."""
     variants = set(registry.available_variants(Path(model_dir))) | set(registry.present_peers(Path(model_dir)))
     if not make_peers:  # nothing is written into the folder: only the files that are there
-        variants = {v for v in variants if v == registry.TF_VARIANT or artifacts.path(Path(model_dir), v).exists()}
+        variants = {v for v in variants if v == registry.TF_VARIANT or registry.variant_path(Path(model_dir), v).exists()}
     if remote.serves(Path(model_dir)):
         variants.add(REMOTE_SETUP)
     return [k for k, spec in BACKENDS.items()

@@ -25,7 +25,8 @@ from typing import Any, Callable
 import numpy as np
 
 from core.measure import benchmark, runs
-from core.measure.tuned import (OBJECTIVES, TUNED_FILE, Candidate, Failure, GuardSettings, Reported, Tuning)
+from core.measure.tuned import (BOTH, OBJECTIVE_CHOICES, OBJECTIVES, TUNED_FILE, Candidate, Failure, GuardSettings,
+                               Reported, Tuning)
 from core.model import data, evaluate, registry
 from core.runtimes.backends import device_info, native_precisions
 from core.errors import UserError
@@ -136,9 +137,9 @@ def tune(model_dir: Path, objective: str = "both", budget_s: float = 300, p99_ms
          on_candidate: Callable[[Candidate], None] | None = None) -> Tuning:
     """Search, guard and measure (over `variants`, default every IR variant, and `peer_variants`,
     default every peer); save the tuning into the model folder and return it."""
-    if objective not in (*OBJECTIVES, "both"):
-        raise UserError(f"objective must be latency, throughput or both, not {objective!r}")
-    objectives = OBJECTIVES if objective == "both" else (objective,)
+    if objective not in OBJECTIVE_CHOICES:
+        raise UserError(f"objective must be one of {', '.join(OBJECTIVE_CHOICES)}, not {objective!r}")
+    objectives = OBJECTIVES if objective == BOTH else (objective,)
     started = time.monotonic()
     model_dir = Path(model_dir)
     info = device_info()

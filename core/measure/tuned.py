@@ -24,6 +24,8 @@ from core.settings import OVSettings, RunSetup
 TUNED_FILE = "tuned.json"
 TUNED_VERSION = 2
 OBJECTIVES = ("latency", "throughput")
+BOTH = "both"  # tune for every objective
+OBJECTIVE_CHOICES = (BOTH, *OBJECTIVES)  # what the Tune page and the CLI offer
 
 
 @dataclass(frozen=True)

@@ -20,16 +20,12 @@ from core.runtimes import availability
 SOURCES = {ONNX_INT8_VARIANT: ONNX_VARIANT}  # quantized from that file, so made after it
 
 
-def path(model_dir: Path, variant: str) -> Path:
-    return Path(model_dir) / CATALOGUE[variant].file
-
-
 def ensure(model_dir: Path, variant: str, progress: ProgressFn = ignore) -> Path:
     """The variant's file, made (atomically) if it is not there yet. A remade file (a shipped
     folder's) keeps the card's scores, as the same code made it from the same model.keras; a file
     made for the first time is scored by `evaluate.ensure_scored`."""
     model_dir = Path(model_dir)
-    target = path(model_dir, variant)
+    target = registry.variant_path(model_dir, variant)
     if target.exists():
         return target
     if variant in IR_VARIANTS and CATALOGUE[variant].calibrated:

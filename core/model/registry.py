@@ -59,8 +59,10 @@ def check_name(name: str) -> str:
 
 
 def variant_path(model_dir: Path, variant: str) -> Path:
-    if variant not in VARIANTS:
-        raise ModelError(f"unknown variant {variant!r}; known: {', '.join(VARIANTS)}")
+    """Where a variant's file lives in a model folder: the one place that says it (the catalogue's
+    `file`), for the model's own variants and the peers' alike."""
+    if variant not in CATALOGUE:
+        raise ModelError(f"unknown variant {variant!r}; known: {', '.join(CATALOGUE)}")
     return Path(model_dir) / CATALOGUE[variant].file
 
 

@@ -177,7 +177,7 @@ class OpenVINOBackend(Backend):
 
 
 def _peer_file(model_dir: Path, variant: str) -> Path:
-    path = Path(model_dir) / CATALOGUE[variant].file
+    path = registry.variant_path(model_dir, variant)
     if not path.exists():
         raise registry.ModelError(f"{path} is missing; it is made by core.model.artifacts.ensure")
     return path

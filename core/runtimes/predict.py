@@ -6,7 +6,6 @@ import dataclasses
 import gc
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,7 +65,7 @@ def default_setups(model_dir: Path) -> list[str]:
     shipped folder leaves out (the FP32 IR) is remade from model.keras only when someone picks it,
     so a cold start does not wait for a conversion."""
     return [v for v in offered_setups(model_dir)
-            if v not in CATALOGUE or artifacts.path(model_dir, v).exists()]
+            if v not in CATALOGUE or registry.variant_path(model_dir, v).exists()]
 
 
 NOT_ONE_OF_THEM = "not one of the classes"
@@ -201,7 +200,7 @@ class Predictor:
         self._lock = threading.RLock()  # retry_unavailable holds it while _add takes it
         self._retry_at = time.monotonic() + RETRY_S  # a failure at load was just seen
         with_tensorflow = [v for v in variants if v == TF_VARIANT
-                           or (v in CATALOGUE and not artifacts.path(self.model_dir, v).exists())]
+                           or (v in CATALOGUE and not registry.variant_path(self.model_dir, v).exists())]
         self.pending: set[str] = set(with_tensorflow)
         self._background = background
         self._answered = threading.Event()  # a photo was answered: TensorFlow may load now
