@@ -172,8 +172,8 @@ def _load_predictor(model_dir: str, variants: tuple[str, ...], settings: OVSetti
         predictor = Predictor(Path(model_dir), list(variants), settings, background=True)
     finally:
         gc.enable()
-    # (TensorFlow's own import goes on in the Predictor's thread after this returns; the collector is
-    # back on by then: the price of answering with OpenVINO first.)
+    # (TensorFlow's own objects are made in the Predictor's loading thread after this returns: it
+    # freezes them itself once they are loaded.)
     # Streamlit runs a full garbage collection after every script run (twice once Keras is
     # imported: its clear_session collects too). With TensorFlow's object graph in the process
     # each took long enough to stall every session; frozen objects are skipped by the collector.

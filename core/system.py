@@ -32,14 +32,12 @@ VECTOR_ISAS = (("amx_bf16", "AMX"), ("avx512_bf16", "AVX-512 BF16"), ("avx512_vn
 
 
 def machine_summary() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    flags: set[str] = set()
+    cpu, flags = platform.processor() or platform.machine(), set()
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and cpu == (platform.processor() or platform.machine()):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and not flags:
-                flags = set(line.split(":", 1)[1].split())
+        first = Path("/proc/cpuinfo").read_text().split("\n\n")[0]  # the first processor's entry
+        info = {k.strip(): v.strip() for k, v in (line.split(":", 1) for line in first.splitlines() if ":" in line)}
+        cpu = info.get("model name") or cpu
+        flags = set(info.get("flags", "").split())
     except OSError:
         pass
     isa = next((name for flag, name in VECTOR_ISAS if flag in flags), None)

@@ -17,14 +17,12 @@ import pandas as pd
 from core.errors import UserError
 from core.measure import runs
 from core.model import registry
-from core.model.evaluate import Guard
+from core.model.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
 from core.model.variants import CATALOGUE, OPENVINO
 from core.settings import BASELINE, BACKENDS
 from core.system import describe_cpu
 
-HEADLINE_DIR = "headline"  # in a model folder: its saved run, as `--out MODEL/headline` writes it
-# The sweep that makes it (docs/results.md): TensorFlow and every OpenVINO IR, one photo at a time.
-HEADLINE_BACKENDS = ["tf-function", "ov-fp32", "ov-fp32-default", "ov-fp16", "ov-int8"]
+HEADLINE_DIR = "headline"  # in a model folder: its saved run, as `--out MODEL/headline` writes it (docs/results.md)
 
 
 @dataclass(frozen=True)
@@ -68,8 +66,9 @@ class Headline:
         return (f"Measured {self.measured} on {self.machine} (run {self.run_id}): each backend alone in its own "
                 f"process, one photo at a time, {self.photos} photos × {self.repeats} runs, the median per photo; "
                 f"memory is the process's peak resident size. OpenVINO's setup: {self.openvino.label} "
-                f"(runs in {self.openvino.precision}), the fastest within the accuracy budget (top-1 within 1 "
-                f"point of TensorFlow and agreeing on 99% of held-out photos).{left_out}")
+                f"(runs in {self.openvino.precision}), the fastest within the accuracy budget (accuracy at most "
+                f"{ACCURACY_BUDGET:.0%} below TensorFlow's, the same top-1 answer on at least {MIN_AGREEMENT:.0%} of "
+                f"held-out photos).{left_out}")
 
 
 def _side(row: pd.Series) -> Side:
@@ -90,8 +89,7 @@ def from_run(run: dict[str, Any], card) -> Headline | None:
         return None
     within, left_out = [], {}
     for backend, row in df.iterrows():
-        if backend not in BACKENDS or CATALOGUE.get(BACKENDS[backend].variant) is None \
-                or CATALOGUE[BACKENDS[backend].variant].runtime is not OPENVINO:
+        if backend not in BACKENDS or BACKENDS[backend].runtime != OPENVINO.name:
             continue
         guard = Guard.from_card(card, BACKENDS[backend].variant)
         if guard is None:
@@ -113,8 +111,8 @@ def find(entry: registry.ModelEntry, roots: list[Path]) -> Headline | None:
     """The newest usable headline for the model: from runs saved under `roots` (the Benchmark
     page's) or the one shipped in its folder."""
     candidates: list[tuple[str, Path]] = []
-    for root in [entry.path / HEADLINE_DIR, *roots]:
-        candidates += [(run_id, root) for run_id in runs.list_runs(root)]
+    for root in [entry.path / HEADLINE_DIR, *roots]:  # a run's id ends with its model's name: read only those
+        candidates += [(run_id, root) for run_id in runs.list_runs(root) if run_id.endswith(f"-{entry.name}")]
     for run_id, root in sorted(candidates, key=lambda c: c[0], reverse=True):
         try:
             run = runs.load_run(run_id, root)

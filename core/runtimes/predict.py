@@ -223,7 +223,7 @@ class Predictor:
             openvino_warm.set()
         if with_tensorflow and background:
             thread.start()
-        if with_tensorflow and not background:
+        elif with_tensorflow:
             thread.join()
             if self.failed:
                 raise registry.ModelError("; ".join(f"{v}: {why}" for v, why in self.failed.items()))
