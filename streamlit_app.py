@@ -4,7 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from app_pages.common import access_panel, model_selector, policy, predict_defaults, start_loading
+from app_pages.models import model_selector
+from app_pages.predictors import predict_defaults, start_loading
+from app_pages.session import access_panel, policy
 from core import paths
 from core.app import workspace
 from core.app.access import Page

@@ -1,19 +1,21 @@
 """Benchmark: configure a sweep, watch it run, and read the charts of saved runs."""
 
 import json
-from dataclasses import asdict
 from functools import partial
 
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (current_workspace, page_model, policy, results_roots, show_job_failure, show_progress,
-                              starting_job, tensorflow_missing_notice, watched_job)
-from core import settings, system
+from app_pages.job_views import show_job_failure, show_progress, starting_job, watched_job
+from app_pages.models import page_model, results_roots
+from app_pages.session import current_workspace, policy, tensorflow_missing_notice
+from core import settings
 from core.measure import benchmark, charts, runs
-from core.model import images, variants
+from core.model import images
+from core import variants
 from core.app.access import Action
 from core.errors import UserError
+from core.app import launch
 from core.app.jobs import RUNNER
 
 st.title(":material/speed: Benchmark")
@@ -73,9 +75,8 @@ if submitted:
         cfg = settings.SweepConfig(str(entry.path), chosen, sizes, sorted(batches), int(repeats), int(warmup),
                                     str(image_dir) if image_dir else None)
         out_root = rules.output_root(results_roots()[0], ws.results)
-        RUNNER.start("benchmark", f"benchmark of {entry.name}", "core.measure.benchmark:sweep_job",
-                     {"config": asdict(cfg), "out_root": str(out_root)}, owner=ws.key,
-                     time_limit_s=caps.bench_max_seconds, on_end=ws.clear_data)
+        launch.start_sweep(RUNNER, cfg, out_root, owner=ws.key, time_limit_s=caps.bench_max_seconds,
+                           on_end=ws.clear_data)
         st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1
 
 
@@ -118,23 +119,14 @@ picked = st.multiselect("Runs (pick one, or two to compare)", ordered, default=o
 if not picked:
     st.stop()
 loaded = [runs.load_run(r, saved[r]) for r in picked]
-frames = []
-for run in loaded:
-    df = runs.frame(run)
-    if len(loaded) > 1:
-        df["backend"] = run["id"][:15] + " · " + df["backend"]
-        df["label"] = run["id"][:15] + " · " + df["label"]
-    frames.append(df)
-df = pd.concat(frames, ignore_index=True)
+df = runs.compared(loaded)
 if df.empty:
     st.warning("This run has no results.")
     st.stop()
 
 for run in loaded:
     with st.container(border=True):
-        st.markdown(f"**{run['id']}** — model `{run['model']['name']}`, {run['images']['unique_images']} distinct "
-                    f"photos from {run['images']['origin']}, {run['config']['repeats']} repeats after "
-                    f"{run['config']['warmup']} warm-up; {system.describe_cpu(run['machine'])}")
+        st.markdown(runs.described(run))
         for line in runs.summary(run):
             st.markdown(f"- {line}")
         if run.get("benchmark_app"):

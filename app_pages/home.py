@@ -3,13 +3,15 @@
 import pandas as pd
 import streamlit as st
 
-from app_pages.common import (openvino_settings, page_model, results_roots, serving_download, show_quality,
-                              tensorflow_missing_notice)
+from app_pages.models import page_model, results_roots, serving_download, show_quality
+from app_pages.predictors import openvino_settings
+from app_pages.session import tensorflow_missing_notice
 from core.app import examples
 from core.measure import charts, headline
-from core.model import evaluate, openset, registry
+from core.model import openset, registry
+from core.quality import evaluate
 from core.runtimes.backends import device_info
-from core.model.variants import CATALOGUE, OPENVINO
+from core.variants import CATALOGUE, OPENVINO
 from core.settings import OVSettings
 from core.system import describe_cpu, machine_summary
 
@@ -78,48 +80,21 @@ if not whole_card:
 st.subheader("Accuracy per class")
 show_quality(entry)
 
-def show_evaluation(evaluated: dict) -> None:
-    """The check on real photos of other things, per kind (`python -m core openset-eval --record`)."""
-    report = evaluated["report"]
-    used = next(s for s in report["scores"] if s["in_use"])
-    at_95 = {r["kind"]: r["accepted"] for r in used["at_95"]}
-    st.markdown(f"On real photos that are not these flowers ({evaluated['set']}): AUROC **{used['auroc']:.3f}**; at "
-                f"the model's threshold it keeps {used['flowers_kept_at_model']:.1%} of the {report['flowers']} "
-                "held-out flowers and takes these shares of other photos for a flower:")
-    st.dataframe(pd.DataFrame([{"kind": r["kind"], "photos": r["photos"], "taken for a flower": r["accepted"],
-                                "keeping 95% of flowers": at_95.get(r["kind"])} for r in used["at_model"]]),
-                 hide_index=True, column_config={c: st.column_config.NumberColumn(format="percent")
-                                                 for c in ("taken for a flower", "keeping 95% of flowers")})
-
-
 if calibration is not None:
-    measured = calibration.measured
-    tf = measured["variants"].get("tensorflow", {})
     st.subheader("Confidence and photos that are not flowers")
-    rule = calibration.rule(imagenet_runs=True)  # what the card says; Predict says what runs there
-    st.markdown(
-        f"Temperature **{calibration.temperature:.2f}** (fitted on the validation split) brings the expected "
-        f"calibration error on the held-out split from {tf.get('ece_before', 0):.3f} to "
-        f"**{tf.get('ece_after', 0):.3f}**. A photo that {rule} is called not one of the classes: that rejects "
-        f"{tf.get('flowers_rejected', 0)} of {measured['flowers']} held-out flowers and accepts "
-        f"{len(tf.get('non_flowers_accepted', []))} of {measured['non_flowers']} pictures that are not flowers "
-        f"(AUROC {tf.get('auroc', 0):.3f}; a small set: photos shipped with scikit-learn and scikit-image, noise, "
-        "flat colours and charts)"
-        + (f"; accepted: {', '.join(tf['non_flowers_accepted'])}." if tf.get("non_flowers_accepted") else "."))
-    if measured.get("candidates"):
-        st.dataframe(pd.DataFrame([{"score": openset.SCORE_NAMES[name], "AUROC": m["auroc"],
-                                    "false positives at 95% true positives": m["fpr_at_95_tpr"],
-                                    "held-out flowers rejected": m["flowers_rejected"],
-                                    "non-flowers accepted": len(m["non_flowers_accepted"]),
-                                    "used": name == calibration.in_use}
-                                   for name, m in measured["candidates"].items()]),
-                     hide_index=True, column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
+    st.markdown(calibration.confidence_summary())  # what the card says; Predict says what runs there
+    if rows := calibration.candidate_rows():
+        st.dataframe(pd.DataFrame(rows), hide_index=True,
+                     column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
         st.caption("The candidate scores, measured with TensorFlow: the one with the higher AUROC of the two every "
                    "runtime can compute is used where the ImageNet check cannot run; where it can, the check decides (it was "
                    "chosen on a tuning set of real photos of other things, docs/model.md).")
-    if calibration.evaluated:
-        show_evaluation(calibration.evaluated)
-    st.plotly_chart(charts.reliability_diagram(measured, calibration.temperature), width="stretch",
+    if calibration.evaluated is not None:  # `python -m core openset-eval --record`
+        st.markdown(calibration.evaluated.summary())
+        st.dataframe(pd.DataFrame(calibration.evaluated.rows()), hide_index=True,
+                     column_config={c: st.column_config.NumberColumn(format="percent")
+                                    for c in ("taken for a flower", "keeping 95% of flowers")})
+    st.plotly_chart(charts.reliability_diagram(calibration.measured, calibration.temperature), width="stretch",
                     key=f"reliability-{entry.name}")
 
 st.subheader("Runtime")

@@ -6,8 +6,9 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
-from app_pages.common import (page_model, classify_all, predict_defaults, predictor, start_loading,
-                              tensorflow_missing_notice)
+from app_pages.models import page_model
+from app_pages.predictors import classify_all, predict_defaults, predictor, start_loading
+from app_pages.session import tensorflow_missing_notice
 from core.app import examples
 from core.measure import charts
 from core.model import images

@@ -3,7 +3,8 @@ export, and deleting one."""
 
 import streamlit as st
 
-from app_pages.common import forget_selection, model_line, policy, serving_download
+from app_pages.models import forget_selection, model_line, serving_download
+from app_pages.session import policy
 from core.app.access import Action
 from core.model import registry
 

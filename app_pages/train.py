@@ -10,14 +10,16 @@ import plotly.express as px
 import streamlit as st
 from PIL import Image
 
-from app_pages.common import (access_config, current_workspace, forget_selection, model_line, policy,
-                              show_job_failure, show_quality, starting_job, tensorflow_missing_notice, watched_job)
-from core import paths, settings, system
+from app_pages.job_views import show_job_failure, starting_job, watched_job
+from app_pages.models import forget_selection, model_line, show_quality
+from app_pages.session import access_config, current_workspace, policy, tensorflow_missing_notice
+from core import paths, system
 from core.app import workspace
-from core.model import architectures, data, registry, training
+from core.model import architectures, data, recipes, registry, training
 from core.app.access import Action
 from core.errors import UserError
 from core.model.images import ImageError, for_display, open_image
+from core.app import launch
 from core.app.jobs import RUNNER
 
 
@@ -107,9 +109,9 @@ if info is not None:
 # ---------------------------------------------------------------- recipe, memory and start
 with st.container(border=True):
     st.subheader("Model")
-    recipe_name = st.selectbox("Recipe", list(settings.RECIPES), key="recipe",
-                               format_func=lambda r: f"{r} — {settings.RECIPES[r].summary}")
-    recipe = settings.RECIPES[recipe_name].config
+    recipe_name = st.selectbox("Recipe", list(recipes.RECIPES), key="recipe",
+                               format_func=lambda r: f"{r} — {recipes.RECIPES[r].summary}")
+    recipe = recipes.RECIPES[recipe_name].config
     c1, c2, c3 = st.columns(3)
     arch = c1.selectbox("Architecture", list(architectures.ARCHS), index=architectures.ARCHS.index(recipe.arch),
                         key=f"arch-{recipe_name}", format_func=architectures.describe,
@@ -129,22 +131,22 @@ with st.container(border=True):
     augment = c1.checkbox("Augmentation (flip, rotate, zoom)", recipe.augment, key=f"aug-{recipe_name}")
     strong = c2.checkbox("Stronger: random crops and colour jitter", recipe.strong_augment, key=f"strong-{recipe_name}",
                          disabled=not augment)
-    mix = c2.selectbox("Mixing", list(settings.MIXES), index=settings.MIXES.index(recipe.mix), key=f"mix-{recipe_name}",
+    mix = c2.selectbox("Mixing", list(recipes.MIXES), index=recipes.MIXES.index(recipe.mix), key=f"mix-{recipe_name}",
                        help="mixup blends two training photos and their labels; cutmix pastes a patch of one "
                             "photo into another, labels weighted by area")
     fit_on_val = c4.checkbox("Final fit on train + validation", recipe.fit_on_val, key=f"final-{recipe_name}",
                              help="Trains on the validation photos too, for exactly the epochs above (no early "
                                   "stopping), once a recipe is fixed. The held-out split stays untouched and is "
                                   "the model's accuracy; the calibration is fitted on photos it has seen.")
-    schedule = c3.selectbox("Fine-tuning learning rate", list(settings.SCHEDULES),
-                            index=settings.SCHEDULES.index(recipe.schedule), key=f"sched-{recipe_name}",
+    schedule = c3.selectbox("Fine-tuning learning rate", list(recipes.SCHEDULES),
+                            index=recipes.SCHEDULES.index(recipe.schedule), key=f"sched-{recipe_name}",
                             help="cosine: one epoch of warm-up, then a cosine decay to zero")
     # The default is set once per session: a default that changed every minute reset what was typed.
     st.session_state.setdefault("name", f"{arch}-{time.strftime('%Y%m%d-%H%M')}")
     name = st.text_input("Model name", key="name")
     cfg = None
     try:
-        cfg = settings.TrainConfig(**(asdict(recipe) | dict(
+        cfg = recipes.TrainConfig(**(asdict(recipe) | dict(
             arch=arch, alpha=alpha, image_size=int(size), epochs=int(epochs),
             fine_tune_epochs=int(ft_epochs) if architectures.get(arch).transfer else 0, fine_tune_layers=int(ft_layers),
             batch_size=int(batch), augment=augment, strong_augment=augment and strong, mix=mix,
@@ -153,7 +155,7 @@ with st.container(border=True):
         st.error(str(exc))
     fits = True
     if cfg is not None and info is not None:
-        n_train = round(info.n_images * (1 - cfg.test_fraction - (0 if cfg.fit_on_val else cfg.val_fraction)))
+        n_train = cfg.training_photos(info.n_images)
         estimate = training.estimate_peak_mb(cfg, n_train)
         budget = caps.memory_budget_mb
         text = (f"Estimated peak memory of the app while this trains: **{estimate:.0f} MB** ({n_train} training "
@@ -173,22 +175,17 @@ with st.container(border=True):
                    f"about {1 / quota:.0f}× as long as with a full core"
                    + (f"; it is stopped after {caps.train_max_seconds / 60:.0f} min."
                       if caps.train_max_seconds else "."))
-    blocked = cfg is None or architectures.weights_missing(cfg)
+    blocked = cfg is None or architectures.weights_missing(cfg.arch, cfg.weights)
     start = st.button("Train, convert and validate", type="primary", key="start",
                       disabled=info is None or blocked or not fits)
 
-if cfg is not None and (note := architectures.weights_note(cfg)):
+if cfg is not None and (note := architectures.weights_note(cfg.arch, cfg.alpha, cfg.image_size, cfg.weights)):
     st.info(note)
 
 if start and info is not None and cfg is not None:
     with starting_job("training"):
-        target = rules.output_root(paths.models_dir(), ws.models)
-        registry.check_name(name)
-        if (target / name).exists() or (paths.models_dir() / name).exists():
-            raise registry.ModelError(f"a model named {name!r} already exists; choose another name")
-        RUNNER.start("training", f"training {name}", "core.app.workflow:train_job",
-                     {"source": str(info.root), "config": asdict(cfg), "name": name, "models_root": str(target)},
-                     owner=ws.key, time_limit_s=caps.train_max_seconds, on_end=ws.clear_data)
+        launch.start_training(RUNNER, info.root, cfg, name, rules.output_root(paths.models_dir(), ws.models),
+                              owner=ws.key, time_limit_s=caps.train_max_seconds, on_end=ws.clear_data)
         st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1
 
 

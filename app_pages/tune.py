@@ -2,12 +2,15 @@
 
 import streamlit as st
 
-from app_pages.common import (current_workspace, page_model, policy, show_job_failure, show_progress, starting_job,
-                              tensorflow_missing_notice, watched_job)
+from app_pages.job_views import show_job_failure, show_progress, starting_job, watched_job
+from app_pages.models import page_model
+from app_pages.session import current_workspace, policy, tensorflow_missing_notice
 from core.app.access import Action
+from core.app import launch
 from core.app.jobs import RUNNER
-from core.measure import charts, tuned
-from core.model import evaluate
+from core.measure import charts
+from core.model import tuned
+from core.quality import evaluate
 
 st.title(":material/tune: Tune")
 entry = page_model()
@@ -40,11 +43,8 @@ with st.container(border=True):
                    "your own on the Train page to tune it.")
     if st.button("Find the best setup", disabled=not may_tune, key="tune"):
         with starting_job("tune"):
-            RUNNER.start("tune", f"tuning {entry.name}", "core.measure.tune:tune_job",
-                         {"model_dir": str(entry.path), "objective": objective, "budget_s": float(budget),
-                          "p99_ms": float(p99) or None},
-                         # the budget bounds the search; the accuracy guard and start-up come on top
-                         owner=ws.key, time_limit_s=caps.bench_max_seconds + 120 if caps.bench_max_seconds else None)
+            launch.start_tuning(RUNNER, entry.path, objective, budget, p99, owner=ws.key,
+                                search_cap_s=caps.bench_max_seconds)
 
 
 @st.fragment(run_every=1.0)

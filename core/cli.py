@@ -20,9 +20,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Iterator, TextIO
 
-from core import settings
-from core.measure import tuned
-from core.model import variants
+from core import settings, variants
+from core.model import recipes, tuned
 from core.progress import Event
 
 
@@ -95,8 +94,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from core.model import data, training
 
     # A named recipe (the Train page's) is the starting point; flags given on top override it.
-    base = asdict(settings.RECIPES[args.recipe].config) if args.recipe else {}
-    cfg = config_from(settings.TrainConfig, args, base)
+    base = asdict(recipes.RECIPES[args.recipe].config) if args.recipe else {}
+    cfg = config_from(recipes.TrainConfig, args, base)
     out = Path(args.out)
     command = "python -m core " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     path = training.train(args.data or data.OFFICIAL_URL, cfg, out.name, out.parent, _print_progress,
@@ -106,7 +105,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_convert(args: argparse.Namespace) -> int:
-    from core.model import convert, evaluate, registry
+    from core.model import convert, registry
+    from core.quality import evaluate
 
     model_dir = _model_dir(args.model_dir)
     card = registry.read_card(model_dir)
@@ -128,7 +128,7 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from core.model import evaluate
+    from core.quality import evaluate
 
     variants = args.variants.split(",") if args.variants else None
     if args.data is None and args.split is None:  # the model's own photos: the held-out ones, not its training set
@@ -188,10 +188,10 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def cmd_latency(args: argparse.Namespace) -> int:
-    from core.runtimes import predict
+    from core.measure import latency
     from core.system import machine_summary
 
-    table = predict.page_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
+    table = latency.page_vs_isolated(_model_dir(args.model_dir), args.images, args.photos, args.repeats,
                                      _print_progress)
     if args.json:
         print(json.dumps({"machine": machine_summary(), "photos": args.photos, "rows": table.to_dict("records")}), file=args.stdout)
@@ -233,8 +233,9 @@ def cmd_tune(args: argparse.Namespace) -> int:
 
 def cmd_openset_eval(args: argparse.Namespace) -> int:
     from core.model import openset
+    from core.quality import calibrate
 
-    report = openset.evaluate_on(_model_dir(args.model_dir), args.data, args.variant, _print_progress)
+    report = calibrate.evaluate_on(_model_dir(args.model_dir), args.data, args.variant, _print_progress)
     if args.record:
         openset.record_evaluation(_model_dir(args.model_dir), report, args.record)
     if args.json:
@@ -255,8 +256,9 @@ def cmd_openset_eval(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from core.model import openset
+    from core.quality import calibrate
 
-    calibration = openset.calibrate(_model_dir(args.model_dir), _print_progress)
+    calibration = calibrate.calibrate(_model_dir(args.model_dir), _print_progress)
     if args.json:
         print(json.dumps(calibration.to_card()), file=args.stdout)
         return 0
@@ -376,9 +378,9 @@ def _model_commands(sub) -> None:
     """train, convert, evaluate, predict, calibrate."""
     t = sub.add_parser("train", help="train a model on a dataset URL, archive or folder")
     t.add_argument("--data", default=None, help="dataset URL, .tgz/.zip archive or folder (default: official flower_photos)")
-    t.add_argument("--recipe", choices=list(settings.RECIPES), default=None,
+    t.add_argument("--recipe", choices=list(recipes.RECIPES), default=None,
                    help="start from one of the Train page's recipes; other flags override it")
-    add_fields(t, settings.TrainConfig)
+    add_fields(t, recipes.TrainConfig)
     t.add_argument("--out", required=True, help="model folder to create, e.g. models/my-flowers")
     t.add_argument("--overwrite", action="store_true")
     t.set_defaults(func=cmd_train)

@@ -19,7 +19,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from core.model import data, evaluate, registry  # noqa: E402
+from core.model import data, registry  # noqa: E402
+from core.quality import evaluate
 from core.runtimes.backends import device_info, load_backend, native_precisions  # noqa: E402
 from core.settings import OVSettings  # noqa: E402
 from core.system import describe_cpu, machine_summary  # noqa: E402

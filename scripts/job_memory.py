@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.app import workflow  # noqa: E402
 from core.progress import Event  # noqa: E402
-from core.settings import RECIPES  # noqa: E402
+from core.model.recipes import RECIPES  # noqa: E402
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ def sample():
         peak = max(peak, me.memory_info().rss); time.sleep(0.05)
 threading.Thread(target=sample, daemon=True).start()
 from core.model import training
-from core.settings import TrainConfig
+from core.model.recipes import TrainConfig
 arch, batch, size, layers, data = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 cfg = TrainConfig(arch=arch, image_size=size, epochs=1, fine_tune_epochs=1, fine_tune_layers=layers,
                   batch_size=batch, val_fraction=0.2)

@@ -109,9 +109,10 @@ def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     import fcntl
     import shutil
 
-    from core.model import convert, data, evaluate, training
-    from core.settings import TrainConfig
-    from core.model.variants import PEER_VARIANTS
+    from core.model import convert, data, training
+    from core.quality import evaluate
+    from core.model.recipes import TrainConfig
+    from core.variants import PEER_VARIANTS
 
     base = tmp_path_factory.getbasetemp()
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base  # this run's, for every worker
@@ -221,11 +222,11 @@ def wait_until_loaded(timeout: float = 180) -> None:
     in the background after a server starts, and AppTest runs no timed fragment to see it join."""
     import time
 
-    import app_pages.common as common
+    import app_pages.predictors as predictors
     from core.model import registry
 
     entry = registry.list_models()[0]
-    model = common.predictor(entry, *common.predict_defaults(entry))
+    model = predictors.predictor(entry, *predictors.predict_defaults(entry))
     deadline = time.monotonic() + timeout
     while model.pending and time.monotonic() < deadline:
         time.sleep(0.2)

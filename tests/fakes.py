@@ -12,7 +12,7 @@ import pytest
 from core.model import registry
 from core.runtimes.backends import Backend
 from core.runtimes.predict import Predictor
-from core.measure.tuned import Candidate, Reported
+from core.model.tuned import Candidate, Reported
 from core.settings import OVSettings, RunSetup
 
 
@@ -63,9 +63,9 @@ def fake_predictor(monkeypatch):
     """Pages get `FakePredictor`s (Streamlit's resource cache is cleared before and after)."""
     import streamlit as st
 
-    import app_pages.common as common
+    import app_pages.predictors as predictors
 
     st.cache_resource.clear()
-    monkeypatch.setattr(common, "Predictor", FakePredictor)
+    monkeypatch.setattr(predictors, "Predictor", FakePredictor)
     yield FakePredictor
     st.cache_resource.clear()

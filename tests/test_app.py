@@ -118,14 +118,14 @@ def test_a_model_loading_in_the_background_is_shared_and_a_failed_load_is_retrie
                                                                                   monkeypatch):
     """Home starts loading Predict's backends after it is drawn; Predict waits for that same load.
     A load that fails is not kept: the next page run tries again."""
-    import app_pages.common as common
+    import app_pages.predictors as predictors
     from core.model.registry import ModelEntry, read_card
 
     entry = ModelEntry(shipped_model.name, shipped_model, read_card(shipped_model))
-    variants, settings = common.predict_defaults(entry)
-    common.start_loading(entry, variants, settings)
-    first = common.predictor(entry, variants, settings)
-    assert common.predictor(entry, variants, settings) is first
+    variants, settings = predictors.predict_defaults(entry)
+    predictors.start_loading(entry, variants, settings)
+    first = predictors.predictor(entry, variants, settings)
+    assert predictors.predictor(entry, variants, settings) is first
 
     attempts = []
 
@@ -135,9 +135,9 @@ def test_a_model_loading_in_the_background_is_shared_and_a_failed_load_is_retrie
             raise RuntimeError("the disk hiccuped")
         return fake_predictor(*args, **kwargs)
 
-    monkeypatch.setattr(common, "Predictor", flaky)
+    monkeypatch.setattr(predictors, "Predictor", flaky)
     other = [v for v in variants if v != variants[0]]
     with pytest.raises(RuntimeError):
-        common.predictor(entry, other, settings)
-    assert common.predictor(entry, other, settings).backends.keys() == set(other)
+        predictors.predictor(entry, other, settings)
+    assert predictors.predictor(entry, other, settings).backends.keys() == set(other)
     assert len(attempts) == 2

@@ -11,6 +11,7 @@ from conftest import TINY_SIZE, app_test
 from core.measure import bench_worker, benchmark, benchmark_app, runs
 from core.model import registry
 from core.settings import BACKENDS, SWEEP_PRESETS, SweepConfig
+from tests import job_targets
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +200,7 @@ def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, mon
     assert RUNNER.current is None or not RUNNER.current.running
 
     release = tmp_path / "release"
-    RUNNER.start("benchmark", "a sweep that blocks", "tests.job_targets:wait_for", {"path": str(release)})
+    RUNNER.start("benchmark", "a sweep that blocks", job_targets.wait_for, {"path": str(release)})
     at.text_input(key=f"sizes-{next(iter(SWEEP_PRESETS))}").set_value("4")
     at.button(key="run-sweep").click().run()
     assert not at.error

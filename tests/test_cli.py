@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import MINI_ARCHIVE, ROOT, make_dataset, mini_photo, needs_mini
-from core.model import registry
+from core.model import recipes, registry
 
 
 def cli_here(capsys, *args) -> tuple[int, str]:
@@ -67,13 +67,13 @@ def test_flags_come_from_the_settings_dataclasses():
 
     parser = cli.build_parser()
     args = parser.parse_args(["train", "--recipe", "Quick", "--batch-size", "8", "--no-augment", "--out", "x"])
-    cfg = cli.config_from(settings.TrainConfig, args, dataclasses.asdict(settings.RECIPES["Quick"].config))
-    assert cfg == dataclasses.replace(settings.RECIPES["Quick"].config, batch_size=8, augment=False)
+    cfg = cli.config_from(recipes.TrainConfig, args, dataclasses.asdict(recipes.RECIPES["Quick"].config))
+    assert cfg == dataclasses.replace(recipes.RECIPES["Quick"].config, batch_size=8, augment=False)
     args = parser.parse_args(["benchmark", "--batch", "1,8", "--backends", "tf-serving,ov-int8"])
     sweep = cli.config_from(settings.SweepConfig, args)
     assert sweep.batches == [1, 8] and sweep.backends == ["tf-function", "ov-int8"]  # the old name still works
     assert sweep.sizes == settings.SweepConfig().sizes
-    for cls, command in ((settings.TrainConfig, "train"), (settings.SweepConfig, "benchmark"),
+    for cls, command in ((recipes.TrainConfig, "train"), (settings.SweepConfig, "benchmark"),
                          (settings.OVSettings, "predict")):
         sub = parser._subparsers._group_actions[0].choices[command]
         assert {f.name for f in dataclasses.fields(cls)} <= {a.dest for a in sub._actions}, command

@@ -10,7 +10,7 @@ from conftest import MINI_ARCHIVE, make_dataset, needs_mini
 from core.model import data
 from core.errors import UserError
 from core.model.data import DatasetError
-from core.settings import TrainConfig
+from core.model.recipes import TrainConfig
 
 
 def test_scan_lists_classes_and_skips_non_images(tmp_path):
@@ -144,7 +144,7 @@ def test_training_photos_are_read_back_without_being_mapped(tiny_dataset, tmp_pa
     """The decoded training set is read a batch at a time from its file (page cache the kernel may
     drop), not mapped into the job: mapped pages would count as the job's own memory."""
     from core.model import training
-    from core.settings import TrainConfig
+    from core.model.recipes import TrainConfig
 
     cfg = TrainConfig(arch="tutorial_cnn", image_size=32, val_fraction=0.25)
     prepared = training.load_and_split(tiny_dataset, cfg, tmp_path)

@@ -8,8 +8,8 @@ import psutil
 import pytest
 
 from core.app.jobs import JobBusy, JobRunner
+from tests import job_targets
 
-TARGETS = "tests.job_targets"
 
 
 def child_pid(job) -> int:
@@ -23,7 +23,7 @@ def child_pid(job) -> int:
 
 def test_a_job_reports_progress_rows_and_result_from_its_own_process():
     runner = JobRunner()
-    job = runner.start("demo", "counts", f"{TARGETS}:count", {"n": 4}, owner="a" * 32)
+    job = runner.start("demo", "counts", job_targets.count, {"n": 4}, owner="a" * 32)
     assert runner.wait(60).status == "done", job.error
     assert job.result == 6 and [r["i"] for r in job.rows] == [0, 1, 2, 3]
     assert job.by_stage["step"].fraction == 1.0 and job.peak_rss_mb >= 0
@@ -32,20 +32,20 @@ def test_a_job_reports_progress_rows_and_result_from_its_own_process():
 def test_second_job_is_refused_while_one_runs_and_names_no_data(tmp_path):
     runner = JobRunner()
     release = tmp_path / "release"
-    runner.start("training", "training secret-name", f"{TARGETS}:wait_for", {"path": str(release)})
+    runner.start("training", "training secret-name", job_targets.wait_for, {"path": str(release)})
     with pytest.raises(JobBusy, match="busy with another training job") as refused:
-        runner.start("benchmark", "second", f"{TARGETS}:count", {"n": 1})
+        runner.start("benchmark", "second", job_targets.count, {"n": 1})
     assert "secret-name" not in str(refused.value)
     release.touch()
     assert runner.wait(60).result == "released"
-    assert runner.start("benchmark", "third", f"{TARGETS}:count", {"n": 1}) is not None
+    assert runner.start("benchmark", "third", job_targets.count, {"n": 1}) is not None
     runner.wait(60)
 
 
 def test_cancel_kills_the_child_and_on_end_runs(tmp_path):
     runner = JobRunner()
     ended = []
-    job = runner.start("demo", "waits", f"{TARGETS}:wait_for", {"path": str(tmp_path / "never")},
+    job = runner.start("demo", "waits", job_targets.wait_for, {"path": str(tmp_path / "never")},
                        on_end=lambda: ended.append(True))
     pid = child_pid(job)
     assert pid != os.getpid()
@@ -56,7 +56,7 @@ def test_cancel_kills_the_child_and_on_end_runs(tmp_path):
 
 def test_time_limit_stops_the_job_with_a_message(tmp_path):
     runner = JobRunner()
-    job = runner.start("benchmark", "slow", f"{TARGETS}:wait_for", {"path": str(tmp_path / "never")},
+    job = runner.start("benchmark", "slow", job_targets.wait_for, {"path": str(tmp_path / "never")},
                        time_limit_s=1)
     assert runner.wait(30).status == "failed"
     assert "1 s time limit" in job.error
@@ -64,16 +64,16 @@ def test_time_limit_stops_the_job_with_a_message(tmp_path):
 
 def test_user_errors_bugs_and_kills_are_told_apart(tmp_path):
     runner = JobRunner()
-    job = runner.start("demo", "mistake", f"{TARGETS}:user_mistake", {})
+    job = runner.start("demo", "mistake", job_targets.user_mistake, {})
     runner.wait(60)
     assert job.status == "failed" and job.error == "every class needs at least 2 images"
 
-    job = runner.start("demo", "bug", f"{TARGETS}:bug", {})
+    job = runner.start("demo", "bug", job_targets.bug, {})
     runner.wait(60)
     assert job.status == "failed" and job.error.startswith("internal error (exit code 3)")
 
     # What the OOM killer does: SIGKILL from outside.
-    job = runner.start("demo", "killed", f"{TARGETS}:wait_for", {"path": str(tmp_path / "never")})
+    job = runner.start("demo", "killed", job_targets.wait_for, {"path": str(tmp_path / "never")})
     os.kill(child_pid(job), signal.SIGKILL)
     runner.wait(30)
     assert job.status == "failed" and "killed by SIGKILL" in job.error and "out of memory" in job.error
@@ -89,8 +89,9 @@ def test_a_job_does_not_outlive_its_server(tmp_path):
     server = subprocess.run([sys.executable, "-c", f"""
 import os, time
 from core.app.jobs import JobRunner
+from tests import job_targets
 from tests.test_jobs import child_pid
-job = JobRunner().start("demo", "orphan?", "{TARGETS}:wait_for", {{"path": {str(tmp_path / "never")!r}}})
+job = JobRunner().start("demo", "orphan?", job_targets.wait_for, {{"path": {str(tmp_path / "never")!r}}})
 print(child_pid(job), flush=True)
 os._exit(0)  # the 'server' dies without any clean-up
 """], cwd=ROOT, capture_output=True, text=True, timeout=120, env=os.environ | {"PYTHONPATH": str(ROOT)})

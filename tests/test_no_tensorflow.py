@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import MODELS, ROOT, mini_photo, needs_chromium, needs_mini, streamlit_server, wait_for_script
 
 NO_TF_PYTHON = ROOT / ".venv" / "notf" / "bin" / "python"
-NOTICE = ".st-key-tensorflow-missing"  # app_pages.common.TF_MISSING_KEY
+NOTICE = ".st-key-tensorflow-missing"  # app_pages.session.TF_MISSING_KEY
 ERRORS = '[data-testid="stException"]'
 needs_env = pytest.mark.skipif(not NO_TF_PYTHON.exists(),
                                reason=f"{NO_TF_PYTHON} is absent (.ci/run makes it: the packages of requirements.txt "

@@ -11,6 +11,7 @@ from conftest import app_test, mini_photo, needs_lite0, needs_mini, results_tabl
 
 from core.runtimes.predict import NOT_ONE_OF_THEM
 from core.model import imagenet, openset, registry
+from core.quality import calibrate
 
 
 def test_temperature_scaling_works_on_probabilities_as_on_logits():
@@ -189,7 +190,7 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
 
     model = tmp_path / "tiny"
     shutil.copytree(tiny_model, model)
-    calibration = openset.calibrate(model)
+    calibration = calibrate.calibrate(model)
     measured = calibration.measured
     assert set(measured["candidates"]) == {"msp", "energy", "mahalanobis", "mahalanobis-all", openset.IMAGENET}
     assert calibration.score == max(("msp", "mahalanobis"), key=lambda s: measured["candidates"][s]["auroc"])
@@ -216,7 +217,7 @@ def test_calibrating_a_model_chooses_a_score_by_measurement_and_every_runtime_co
         (others / kind).mkdir(parents=True)
         for i, array in enumerate(arrays):
             (others / kind / f"{i}.png").write_bytes(photo_bytes(array))
-    report = openset.evaluate_on(model, others)
+    report = calibrate.evaluate_on(model, others)
     joined = {openset.IMAGENET} if calibration.imagenet is not None else set()
     assert {s.score for s in report.scores} == {"msp", "mahalanobis"} | joined
     assert report.flowers > 0

@@ -12,7 +12,8 @@ from core.model import registry, training
 from core.runtimes.backends import device_info, load_backend
 from core.model.model_card import wilson_interval
 from core.errors import UserError
-from core.settings import OVSettings, TrainConfig
+from core.settings import OVSettings
+from core.model.recipes import TrainConfig
 
 
 def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
@@ -35,7 +36,7 @@ def test_tutorial_cnn_trains_saves_and_reports_progress(tiny_dataset, tmp_path):
 
 
 def test_a_final_fit_trains_on_validation_photos_too_and_claims_no_validation_score(tiny_dataset, tmp_path):
-    from core.model import evaluate
+    from core.quality import evaluate
 
     cfg = TrainConfig(arch="tutorial_cnn", image_size=32, epochs=3, patience=1, batch_size=8, val_fraction=0.25,
                       test_fraction=0.25, fit_on_val=True)
@@ -93,7 +94,8 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     """The transfer path end to end with the real ImageNet weights, small (32 px): the head, then
     fine-tuning the top of the backbone with the recipe levers (cosine, strong augmentation,
     cutmix); then, as in a shipped folder, the FP32 IR left out and remade from model.keras."""
-    from core.model import architectures, evaluate
+    from core.model import architectures
+    from core.quality import evaluate
 
     cfg = TrainConfig(arch="efficientnet_lite0", image_size=32, epochs=1, fine_tune_epochs=2, fine_tune_layers=20,
                       batch_size=8, schedule="cosine", strong_augment=True, mix="cutmix", patience=5,
@@ -230,8 +232,8 @@ def test_the_card_reports_intervals_per_class_accuracy_and_wrong_answers(tiny_mo
 def test_validating_again_keeps_the_peers_scores(tiny_model, tmp_path):
     import shutil
 
-    from core.model import evaluate
-    from core.model.variants import PEER_VARIANTS
+    from core.quality import evaluate
+    from core.variants import PEER_VARIANTS
 
     model = tmp_path / "tiny"
     shutil.copytree(tiny_model, model)
@@ -329,7 +331,7 @@ def test_a_failed_build_publishes_nothing(tiny_dataset, tmp_path, monkeypatch):
 
 
 def test_evaluating_a_dataset_matches_class_folders_by_name(tiny_model, tiny_dataset, tmp_path):
-    from core.model import evaluate
+    from core.quality import evaluate
     from core.model.data import DatasetError
 
     scores, unreadable = evaluate.evaluate_dataset(tiny_model, tiny_dataset)

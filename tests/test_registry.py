@@ -130,11 +130,12 @@ def test_delete_and_zip(tmp_path):
 
 
 def test_the_catalogue_is_the_one_list_of_variants_and_runtimes():
-    """Every variant's file, runtime and precision come from core.model.variants; each peer has a maker,
+    """Every variant's file, runtime and precision come from core.variants; each peer has a maker,
     each runtime a module a benchmark worker imports, and every variant a backend in the sweeps."""
     from core import settings
     from core.measure import bench_worker
-    from core.model import peers, variants
+    from core.model import peers
+    from core import variants
 
     assert set(peers.MAKERS) == set(variants.PEER_VARIANTS)
     assert registry.VARIANTS == variants.MODEL_VARIANTS

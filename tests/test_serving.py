@@ -14,7 +14,8 @@ import pytest
 
 from conftest import ROOT, TINY_SIZE
 from core import atomic
-from core.measure import benchmark, tuned
+from core.measure import benchmark
+from core.model import tuned
 from core.model import data, registry
 from core.runtimes import predict, remote
 from core.serve import loadtest, serving

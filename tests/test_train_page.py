@@ -6,7 +6,7 @@ import pytest
 
 from conftest import app_test, make_dataset
 from core.model import registry
-from core.model.variants import CATALOGUE
+from core.variants import CATALOGUE
 from core.app.jobs import RUNNER
 
 

@@ -9,8 +9,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from conftest import app_test
-from core.measure import tune, tuned
-from core.model import evaluate, registry
+from core.measure import tune
+from core.model import tuned
+from core.model import registry
+from core.quality import evaluate
 from core.runtimes.backends import device_info, native_precisions
 from fakes import candidate
 
@@ -43,12 +45,12 @@ def test_the_guard_scores_every_variant_once_per_precision(tuned_model, monkeypa
 
 
 def test_tune_runs_as_a_job_measures_and_saves_the_winners(tuned_model):
-    """A tuning through the job runner, as the Tune page starts it: each measured setup a row, the
+    """A tuning through the job runner, as the Tune page starts it (on fewer setups): each measured setup a row, the
     winners saved in the model folder."""
     from core.app.jobs import RUNNER
 
     # 20 s: with 10 s, on the AVX2 machine under the suite's load, the peer was sometimes never reached.
-    RUNNER.start("tune", "tuning tiny", "core.measure.tune:tune_job",
+    RUNNER.start("tune", "tuning tiny", tune.tune_job,
                  {"model_dir": str(tuned_model), "objective": "both", "budget_s": 20.0, "p99_ms": None,
                   "variants": ["openvino-fp32", "openvino-int8"], "peer_variants": ["litert"]})
     job = RUNNER.wait(300)

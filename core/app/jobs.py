@@ -90,15 +90,16 @@ class JobRunner:
         self._lock = threading.Lock()
         self.current: Job | None = None
 
-    def start(self, kind: str, title: str, target: str, kwargs: dict[str, Any], owner: str = "",
+    def start(self, kind: str, title: str, target: Callable[..., Any], kwargs: dict[str, Any], owner: str = "",
               time_limit_s: float | None = None, on_end: Callable[[], None] | None = None) -> Job:
-        """Run `target` ("module:function", called as `function(ctx, **kwargs)`) in a child process."""
+        """Run `target(ctx, **kwargs)` in a child process: a module-level function, which the child imports
+        by name, with JSON-able keyword arguments. The pages start jobs through `core.app.launch`."""
         with self._lock:
             if self.current is not None and self.current.running:
                 raise JobBusy(self.current)
             job = Job(kind, title, owner)
             self.current = job
-        request = {"target": target, "kwargs": kwargs, "niceness": JOB_NICENESS}
+        request = {"target": f"{target.__module__}:{target.__qualname__}", "kwargs": kwargs, "niceness": JOB_NICENESS}
         threading.Thread(target=self._run, args=(job, request, time_limit_s, on_end), name=f"job-{kind}-{job.id}",
                          daemon=True).start()
         return job

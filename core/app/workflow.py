@@ -11,11 +11,13 @@ from typing import Any
 import numpy as np
 
 from core import paths
-from core.model import convert, evaluate, openset, registry, training
+from core.model import convert, registry, training
+from core.quality import calibrate, evaluate
 from core.runtimes.backends import load_backend
 from core.progress import Event, ProgressFn, ignore
-from core.settings import CALIBRATION_SIZE, TrainConfig
-from core.measure.timing import time_calls
+from core.settings import CALIBRATION_SIZE
+from core.model.recipes import TrainConfig
+from core.timing import time_calls
 
 
 def single_image_latency(model_dir: Path, repeats: int = 20) -> dict[str, float]:
@@ -44,6 +46,14 @@ def release_memory() -> None:
         pass
 
 
+def check_new_name(name: str, models_root: Path | None = None) -> None:
+    """A valid name that no model has yet, in `models_root` nor among the shared models (a visitor's
+    model must not shadow one of the owner's on the model picker)."""
+    registry.check_name(name)
+    if any((Path(root) / name).exists() for root in {Path(models_root or paths.models_dir()), paths.models_dir()}):
+        raise registry.ModelError(f"a model named {name!r} already exists; choose another name")
+
+
 def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
                        models_root: Path | None = None, progress: ProgressFn = ignore) -> Path:
     """The whole path to a deployable model; returns its folder.
@@ -51,9 +61,7 @@ def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
     The model is built in a hidden staging folder and published only when every variant
     exists and is validated, so a crash or a kill (a cancelled job is killed) never lists a half-made model.
     """
-    registry.check_name(name)
-    if (Path(models_root or paths.models_dir()) / name).exists():
-        raise registry.ModelError(f"a model named {name!r} already exists")
+    check_new_name(name, models_root)
     staging = registry.staging_dir(models_root)
     try:
         built = training.train(source, cfg, name, staging, progress, command=f"Train page: {cfg}")
@@ -65,7 +73,7 @@ def train_and_optimize(source: str | Path, cfg: TrainConfig, name: str,
         release_memory()
         evaluate.validate_and_record(built, split, progress)
         release_memory()
-        openset.calibrate(built, progress)
+        calibrate.calibrate(built, progress)
         progress(Event("latency", 0, 1, "measuring single-image latency"))
         registry.update_card(built, single_image_latency_ms=single_image_latency(built))
         path = registry.publish(built, models_root)

@@ -22,8 +22,8 @@ import psutil
 from core.runtimes.backends import Backend, load_setup
 from core.settings import RunSetup
 from core.children import emit, read_request
-from core.measure.timing import time_calls, time_once
-from core.model.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
+from core.timing import time_calls, time_once
+from core.variants import CATALOGUE, REMOTE_MODULE, REMOTE_SETUP
 
 # The module each backend imports (and times) to start its runtime.
 RUNTIME_MODULES = {name: v.runtime.module for name, v in CATALOGUE.items()} | {REMOTE_SETUP: REMOTE_MODULE}

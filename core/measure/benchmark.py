@@ -17,17 +17,18 @@ from typing import Any, Callable
 import numpy as np
 
 from core import children
-from core.model import data, evaluate, registry
+from core.model import data, registry
+from core.quality import evaluate
 from core.runtimes import remote
 from core.measure.runs import (LOAD_COLUMNS, RESULT_COLUMNS, RUN_VERSION, Cell, CellResult, CellSettings,
                                LoadResult, save_run)
-from core.model.evaluate import Guard
+from core.quality.evaluate import Guard
 from core.model.images import IMAGE_SUFFIXES
 from core.model.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BACKENDS, RunSetup, Plan, SweepConfig
 from core.system import library_versions, machine_summary
-from core.model.variants import CATALOGUE, PEER_VARIANTS, REMOTE_SETUP
+from core.variants import CATALOGUE, PEER_VARIANTS, REMOTE_SETUP
 
 
 

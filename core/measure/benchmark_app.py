@@ -16,7 +16,7 @@ from typing import Any
 from core import atomic
 from core.measure.benchmark import prepare_images
 from core.measure.runs import frame, load_run
-from core.measure.tuned import AppCheck, Tuning
+from core.model.tuned import AppCheck, Tuning
 from core.model import registry
 from core.progress import Event, ProgressFn, ignore
 from core.settings import BACKENDS, RunSetup, OVSettings, SweepConfig

@@ -9,9 +9,9 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from core.measure import runs
-from core.measure.tuned import Tuning
+from core.model.tuned import Tuning
 from core.settings import BACKENDS, BASELINE
-from core.model.variants import RUNTIMES
+from core.variants import RUNTIMES
 
 if TYPE_CHECKING:
     from core.measure.headline import Headline
@@ -82,7 +82,7 @@ def _hover(df: pd.DataFrame) -> dict:
 
 
 # One hue family per runtime, so that every OpenVINO setup reads as OpenVINO at a glance.
-# Each runtime in its own hue (core.model.variants), its backends in shades of it.
+# Each runtime in its own hue (core.variants), its backends in shades of it.
 FAMILIES = {name: getattr(px.colors.sequential, runtime.hue) for name, runtime in RUNTIMES.items()}
 
 

@@ -17,8 +17,8 @@ import pandas as pd
 from core.errors import UserError
 from core.measure import runs
 from core.model import registry
-from core.model.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
-from core.model.variants import CATALOGUE, OPENVINO
+from core.quality.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
+from core.variants import CATALOGUE, OPENVINO
 from core.settings import BASELINE, BACKENDS
 from core.system import describe_cpu
 

@@ -15,8 +15,9 @@ import pandas as pd
 
 from core import atomic, paths
 from core.errors import UserError
-from core.model.variants import LITERT, ONNXRUNTIME, OPENVINO
+from core.variants import LITERT, ONNXRUNTIME, OPENVINO
 from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS
+from core.system import describe_cpu
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
@@ -155,6 +156,26 @@ def frame(run: dict[str, Any]) -> pd.DataFrame:
     # "on", "off" or "-"; older runs stored OpenVINO's boolean as text.
     df["pinning"] = df["pinning"].replace({"True": "on", "False": "off"})
     return df.astype({"streams": str})
+
+
+def compared(loaded: list[dict[str, Any]]) -> pd.DataFrame:
+    """One table of one or more runs; with several, each backend and label is prefixed by its run's
+    id (its date and time), so the charts draw them side by side."""
+    frames = []
+    for run in loaded:
+        df = frame(run)
+        if len(loaded) > 1:
+            df["backend"] = run["id"][:15] + " · " + df["backend"]
+            df["label"] = run["id"][:15] + " · " + df["label"]
+        frames.append(df)
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COLUMNS)
+
+
+def described(run: dict[str, Any]) -> str:
+    """A run's id, model, photos, repeats and machine in one line."""
+    return (f"**{run['id']}** — model `{run['model']['name']}`, {run['images']['unique_images']} distinct photos from "
+            f"{run['images']['origin']}, {run['config']['repeats']} repeats after {run['config']['warmup']} warm-up; "
+            f"{describe_cpu(run['machine'])}")
 
 
 def speedups(df: pd.DataFrame, baseline: str = BASELINE) -> pd.DataFrame:

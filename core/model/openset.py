@@ -17,7 +17,7 @@
    from flowers, and its verdict is the same whichever backend answers the flower question.
 3. Measured on the held-out split and on photos that are not flowers (`non_flowers`): AUROC,
    the false-positive rate at 95% true-positive rate, the held-out flowers rejected, and the
-   expected calibration error before and after.
+   expected calibration error before and after (`core.quality.calibrate`, which runs the model).
 """
 
 from __future__ import annotations
@@ -31,11 +31,8 @@ from typing import Any
 import numpy as np
 
 from core import atomic, paths
-from core.errors import UserError
 from core.model import data, imagenet, registry
-from core.model.evaluate import SCORING_BATCH
 from core.model.images import to_model_input
-from core.progress import Event, ProgressFn, ignore
 
 KEEP = 0.95  # share of correctly classified validation flowers the threshold keeps
 MSP, MAHALANOBIS = "msp", "mahalanobis"
@@ -52,7 +49,6 @@ NEIGHBOURS_FILE = "imagenet-neighbours.npz"  # the ImageNet check's training pho
 # The kinds of other things the check is known to let through (docs/model.md): Predict names them.
 PASSING_KINDS = ("other flowers", "plants")
 TEMPERATURES = np.geomspace(0.25, 8.0, 241)
-_FEATURE_CHUNK = 64  # training photos decoded at a time while fitting the distance
 IMAGENET_TRAINING_SAMPLE = 600  # training photos (seeded) the ImageNet check compares a photo with
 IMAGENET_THRESHOLD_SAMPLE = 1000  # other training photos (seeded) that, with the validation flowers, set its threshold
 NEIGHBOURS = 5  # nearest of them whose similarity counts
@@ -168,6 +164,76 @@ def _stored(unit: np.ndarray) -> np.ndarray:
     return _unit(_to_uint8(unit).astype(np.float32))
 
 
+# ---------------------------------------------------------------- measured on photos of other things
+
+@dataclass(frozen=True)
+class KindRate:
+    kind: str  # a folder of the evaluation set: animals, people, food, ...
+    photos: int
+    accepted: float  # the share taken for one of the classes
+
+
+@dataclass(frozen=True)
+class ScoreOnSet:
+    """One score on held-out flowers against an evaluation set of photos that are not these flowers."""
+
+    score: str
+    auroc: float
+    at_95: tuple[KindRate, ...]  # at the threshold that keeps 95% of the held-out flowers
+    in_use: bool = False  # the model's own score: `at_model`, at its own threshold, as Predict says it
+    flowers_kept_at_model: float | None = None
+    at_model: tuple[KindRate, ...] = ()
+
+
+@dataclass(frozen=True)
+class OpenSetReport:
+    model: str
+    variant: str
+    flowers: int  # held-out photos of the model's classes
+    scores: tuple[ScoreOnSet, ...]
+
+    @property
+    def in_use(self) -> ScoreOnSet | None:
+        """The score the model decides by, measured at its own threshold."""
+        return next((s for s in self.scores if s.in_use), None)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> OpenSetReport:
+        def rates(rows: list[dict[str, Any]]) -> tuple[KindRate, ...]:
+            return tuple(KindRate(**r) for r in rows)
+
+        scores = tuple(ScoreOnSet(**(s | {"at_95": rates(s["at_95"]), "at_model": rates(s.get("at_model", ()))}))
+                       for s in d["scores"])
+        return cls(d["model"], d["variant"], d["flowers"], scores)
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An `OpenSetReport` kept on the card (`python -m core openset-eval --record`), with what the set was."""
+
+    set: str  # described in words, e.g. "1,200 photos of animals, food, people and scenes"
+    report: OpenSetReport
+
+    def summary(self) -> str:
+        used = self.report.in_use
+        if used is None:
+            return f"Measured on real photos that are not these flowers ({self.set})."
+        return (f"On real photos that are not these flowers ({self.set}): AUROC **{used.auroc:.3f}**; at the model's "
+                f"threshold it keeps {used.flowers_kept_at_model:.1%} of the {self.report.flowers} held-out flowers "
+                "and takes these shares of other photos for a flower:")
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Per kind: photos, the share taken for a flower at the model's threshold and at the one that keeps 95%."""
+        used = self.report.in_use
+        if used is None:
+            return []
+        at_95 = {r.kind: r.accepted for r in used.at_95}
+        return [{"kind": r.kind, "photos": r.photos, "taken for a flower": r.accepted,
+                 "keeping 95% of flowers": at_95.get(r.kind)} for r in used.at_model]
+
+
+
+
 @dataclass(frozen=True)
 class Calibration:
     temperature: float
@@ -177,7 +243,7 @@ class Calibration:
     fitted_on: str = "val"
     measured: dict[str, Any] = dataclasses.field(default_factory=dict)  # on the held-out split and non-flowers
     imagenet: ImageNetCheck | None = None  # decides instead of `score` where the ImageNet classifier runs
-    evaluated: dict[str, Any] = dataclasses.field(default_factory=dict)  # `record_evaluation`: photos of other things
+    evaluated: Evaluation | None = None  # `record_evaluation`: measured on photos of other things
     distance: Distance | None = dataclasses.field(default=None, compare=False, repr=False)  # its own file
 
     @property
@@ -206,9 +272,8 @@ class Calibration:
     def taken_for_a_class(self) -> dict[str, float]:
         """Per kind of other thing, the share the check in use took for one of the classes at the
         model's threshold, as `python -m core openset-eval --record` measured it (empty if never)."""
-        report = self.evaluated.get("report")
-        used = next((s for s in report["scores"] if s["in_use"]), None) if report else None
-        return {r["kind"]: r["accepted"] for r in used["at_model"]} if used else {}
+        used = self.evaluated.report.in_use if self.evaluated is not None else None
+        return {r.kind: r.accepted for r in used.at_model} if used is not None else {}
 
     def scope(self, classes: tuple[str, ...] | list[str]) -> str:
         """What an answer means and what passes for one of the classes, in a sentence for visitors."""
@@ -221,6 +286,27 @@ class Calibration:
         return (f"{known} Its check of \"not one of them\" tells them from most other things, but not from other "
                 f"flowers or many plants: in a test on photos it had never seen, {' and '.join(passed)} passed "
                 "for one of them (docs/model.md).")
+
+    def confidence_summary(self) -> str:
+        """The card's calibration and check as measured with TensorFlow, in a paragraph for the Home page."""
+        measured = self.measured
+        tf = measured.get("variants", {}).get("tensorflow", {})
+        accepted = tf.get("non_flowers_accepted", [])
+        return (f"Temperature **{self.temperature:.2f}** (fitted on the validation split) brings the expected "
+                f"calibration error on the held-out split from {tf.get('ece_before', 0):.3f} to "
+                f"**{tf.get('ece_after', 0):.3f}**. A photo that {self.rule(imagenet_runs=True)} is called not one of "
+                f"the classes: that rejects {tf.get('flowers_rejected', 0)} of {measured.get('flowers', 0)} held-out "
+                f"flowers and accepts {len(accepted)} of {measured.get('non_flowers', 0)} pictures that are not "
+                f"flowers (AUROC {tf.get('auroc', 0):.3f}; a small set: photos shipped with scikit-learn and "
+                "scikit-image, noise, flat colours and charts)" + (f"; accepted: {', '.join(accepted)}." if accepted
+                                                                  else "."))
+
+    def candidate_rows(self) -> list[dict[str, Any]]:
+        """The candidate scores as calibration measured them with TensorFlow, the one in use marked."""
+        return [{"score": SCORE_NAMES[name], "AUROC": m["auroc"], "false positives at 95% true positives": m["fpr_at_95_tpr"],
+                 "held-out flowers rejected": m["flowers_rejected"], "non-flowers accepted": len(m["non_flowers_accepted"]),
+                 "used": name == self.in_use}
+                for name, m in self.measured.get("candidates", {}).items()]
 
     def known(self, probs: np.ndarray, features: np.ndarray | None = None,
               judged: imagenet.Opinion | None = None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -239,7 +325,10 @@ class Calibration:
         return score, score >= self.threshold
 
     def to_card(self) -> dict[str, Any]:
-        card = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("distance", "imagenet")}
+        card = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if f.name not in ("distance", "imagenet", "evaluated")}
+        if self.evaluated is not None:
+            card["evaluated"] = dataclasses.asdict(self.evaluated)
         if self.imagenet is None:
             return card
         check = self.imagenet
@@ -343,45 +432,10 @@ def non_flowers(image_size: int) -> tuple[np.ndarray, list[str]]:
     return images, [name for name, _ in pictures]
 
 
-def infer_batched(backend, images: np.ndarray, batch_size: int = SCORING_BATCH) -> tuple[np.ndarray, np.ndarray | None]:
-    parts = [backend.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
-    features = None if parts[0][1] is None else np.concatenate([f for _, f in parts])
-    return np.concatenate([p for p, _ in parts]), features
-
-
-def training_features(backend, items: list, image_size: int, progress: ProgressFn = ignore) -> tuple[np.ndarray, np.ndarray]:
-    """Penultimate features of the training photos, decoded a chunk at a time (the photos are
-    never all in memory: on Community Cloud the job shares 2.7 GB with the server)."""
-    features, labels = [], []
-    for i in range(0, len(items), _FEATURE_CHUNK):
-        x, y, _ = data.load_arrays(items[i:i + _FEATURE_CHUNK], image_size)
-        features.append(infer_batched(backend, x)[1])
-        labels.append(y)
-        progress(Event("calibrate", i + len(x), len(items), "features of the training photos"))
-    return np.concatenate(features), np.concatenate(labels)
-
-
 def energy(logits: np.ndarray) -> np.ndarray:
     """The negative free energy, log-sum-exp of the logits: higher for what the model knows."""
     top = logits.max(1)
     return top + np.log(np.exp(logits - top[:, None]).sum(1))
-
-
-def _separation(flowers: np.ndarray, others: np.ndarray, threshold: float, names: list[str]) -> dict[str, Any]:
-    return {"auroc": auroc(flowers, others), "fpr_at_95_tpr": fpr_at_tpr(flowers, others),
-            "flowers_rejected": int(np.sum(flowers < threshold)),
-            "non_flowers_accepted": [n for n, s in zip(names, others) if s >= threshold]}
-
-
-def _judged(items: list, progress: ProgressFn) -> imagenet.Opinion:
-    """The ImageNet classifier's opinion of dataset photos, decoded at its own size a chunk at a
-    time (in a training job the photos would otherwise add about 180 MB to its peak)."""
-    answers = []
-    for i in range(0, len(items), _FEATURE_CHUNK):
-        x, _, _ = data.load_arrays(items[i:i + _FEATURE_CHUNK], imagenet.SIZE)
-        answers.append(imagenet.judge_each(x))
-        progress(Event("calibrate", i + len(x), len(items), "asking the ImageNet classifier"))
-    return imagenet.Opinion.concatenate(answers)
 
 
 def imagenet_check_photos(split: data.Split) -> tuple[list, list]:
@@ -390,98 +444,6 @@ def imagenet_check_photos(split: data.Split) -> tuple[list, list]:
     shuffled = random.Random(0).sample(split.train, len(split.train))
     return (shuffled[:IMAGENET_TRAINING_SAMPLE],
             shuffled[IMAGENET_TRAINING_SAMPLE:IMAGENET_TRAINING_SAMPLE + IMAGENET_THRESHOLD_SAMPLE])
-
-
-def _fit_imagenet_check(split: data.Split, correct: np.ndarray,
-                        progress: ProgressFn) -> tuple[ImageNetCheck | None, imagenet.Opinion | None, str]:
-    """The ImageNet check, the validation photos' ImageNet opinion, and why not where it cannot be made."""
-    try:
-        imagenet.judge()
-    except (UserError, registry.ModelError) as exc:
-        return None, None, str(exc)
-    progress(Event("calibrate", 1, 4, "asking an ImageNet classifier about the training and validation photos"))
-    neighbours, others = imagenet_check_photos(split)
-    j_val = _judged(split.val, progress)
-    flowers = imagenet.Opinion.concatenate([j_val.take(correct)] + ([_judged(others, progress)] if others else []))
-    return ImageNetCheck.fit(_judged(neighbours, progress), flowers), j_val, ""
-
-
-def calibrate(model_dir: Path, progress: ProgressFn = ignore) -> Calibration:
-    """Fit the temperature, the distance (on the training split) and the threshold (on the
-    validation split) with TensorFlow; compare the candidate scores; join the ImageNet check to the
-    distance where it can run; measure the chosen score on the held-out split and the non-flower
-    pictures with every variant; store them with the model."""
-    from core.runtimes.backends import load_backend
-
-    card = registry.read_card(model_dir)
-    split = card.rebuild_split(progress=progress)
-    tf = load_backend(model_dir, registry.TF_VARIANT)
-    progress(Event("calibrate", 0, 4, "fitting the temperature and the distance"))
-    x_val, y_val, _ = data.load_arrays(split.val, card.image_size, progress, "load val")
-    p_val, f_val = infer_batched(tf, x_val)
-    temperature = fit_temperature(p_val, y_val)
-    correct = p_val.argmax(1) == y_val
-    f_train, y_train = training_features(tf, split.train, card.image_size, progress)
-    distance = fit_distance(f_train, y_train, len(card.classes))
-    everywhere = fit_distance(f_train, y_train, len(card.classes), k=f_train.shape[1])
-    distance = dataclasses.replace(distance, reference=np.sort(distance.distance(f_val[correct])))
-    thresholds = {MSP: float(np.quantile(known_score(p_val, temperature)[correct], 1 - KEEP)),
-                  MAHALANOBIS: 1 - KEEP}
-    check, j_val, no_check = _fit_imagenet_check(split, correct, progress)
-    progress(Event("calibrate", 2, 4, "measuring on the held-out split and on pictures that are not flowers"))
-    held_out = split.test or split.val
-    x_test, y_test, _ = data.load_arrays(held_out, card.image_size, progress, "load held-out")
-    junk, names = non_flowers(card.image_size)
-    j_test = j_junk = None
-    if check is not None:
-        j_test, j_junk = _judged(held_out, progress), imagenet.judge_each(non_flowers(imagenet.SIZE)[0])
-    measured: dict[str, Any] = {"split": "test" if split.test else "val", "flowers": len(x_test),
-                                "non_flowers": len(junk), "non_flower_names": names, "variants": {}}
-    if no_check:
-        measured["imagenet_check"] = f"not used: {no_check}"
-    # The candidates, on TensorFlow: each with a threshold that keeps KEEP of the correct validation flowers
-    # (the ImageNet check: its own, which keeps KEEP of those and of other training photos).
-    answers = {registry.TF_VARIANT: (infer_batched(tf, x_test), infer_batched(tf, junk))}
-    (p_test, f_test), (p_junk, f_junk) = answers[registry.TF_VARIANT]
-    weights, bias = tf.model.get_layer(registry.CLASSIFIER_LAYER).get_weights()
-    candidates = {MSP: lambda p, f, j: known_score(p, temperature), "energy": lambda p, f, j: energy(f @ weights + bias),
-                  MAHALANOBIS: lambda p, f, j: -distance.distance(f), "mahalanobis-all": lambda p, f, j: -everywhere.distance(f)}
-    if check is not None:
-        candidates[IMAGENET] = lambda p, f, j: check.typicality(j)
-    measured["candidates"] = {
-        name: _separation(score(p_test, f_test, j_test), score(p_junk, f_junk, j_junk),
-                          check.threshold if name == IMAGENET else
-                          float(np.quantile(score(p_val, f_val, j_val)[correct], 1 - KEEP)), names)
-        for name, score in candidates.items()}
-    chosen = max((MSP, MAHALANOBIS), key=lambda name: measured["candidates"][name]["auroc"])
-    # A final fit (TrainConfig.fit_on_val) has seen these photos; the held-out measurement below shows what that costs.
-    fitted_on = "val (seen in training: a final fit)" if card.config is not None and card.config.fit_on_val else "val"
-    calibration = Calibration(temperature, thresholds[chosen], chosen, fitted_on=fitted_on, imagenet=check,
-                              distance=distance)
-    for variant in registry.available_variants(model_dir):
-        if variant not in answers:
-            backend = load_backend(model_dir, variant)
-            answers[variant] = (infer_batched(backend, x_test), infer_batched(backend, junk))
-        (p_test, f_test), (p_junk, f_junk) = answers[variant]
-        flowers, others = calibration.known(p_test, f_test, j_test), calibration.known(p_junk, f_junk, j_junk)
-        if flowers is None:
-            continue  # an IR converted before it had a features output: no verdict from it
-        measured["variants"][variant] = _separation(flowers[0], others[0], calibration.threshold_in_use, names) | {
-            "ece_before": expected_calibration_error(p_test, y_test),
-            "ece_after": expected_calibration_error(scale(p_test, temperature), y_test),
-        }
-        if variant == registry.TF_VARIANT:
-            measured["reliability_before"] = reliability(p_test, y_test)
-            measured["reliability_after"] = reliability(scale(p_test, temperature), y_test)
-    calibration = dataclasses.replace(calibration, measured=measured)
-    distance.save(Path(model_dir) / DISTANCE_FILE)
-    if check is not None:
-        check.save(Path(model_dir) / NEIGHBOURS_FILE)
-    registry.update_card(model_dir, openset=calibration.to_card())
-    progress(Event("calibrate", 4, 4, f"temperature {temperature:.2f}, {chosen} threshold {calibration.threshold:.3f}"
-                                      + (f"; the ImageNet check decides where it runs (threshold {check.threshold:.3f})"
-                                         if check is not None else "")))
-    return calibration
 
 
 def from_card(openset: dict[str, Any], model_dir: Path | None = None) -> Calibration | None:
@@ -493,6 +455,8 @@ def from_card(openset: dict[str, Any], model_dir: Path | None = None) -> Calibra
         fields["score"] = MSP
     folder = Path(model_dir) if model_dir is not None else None
     distance = Distance.load(folder / DISTANCE_FILE) if folder is not None and (folder / DISTANCE_FILE).exists() else None
+    if (evaluated := fields.pop("evaluated", None)):
+        fields["evaluated"] = Evaluation(evaluated["set"], OpenSetReport.from_dict(evaluated["report"]))
     check = fields.pop("imagenet", None)
     # A check without its file (a card read alone) or from before the ImageNet features decided is left out:
     # the model's own score decides, as where the ImageNet classifier cannot run.
@@ -502,81 +466,8 @@ def from_card(openset: dict[str, Any], model_dir: Path | None = None) -> Calibra
     return Calibration(**fields, distance=distance)
 
 
-# ---------------------------------------------------------------- measured on photos of other things
-
-@dataclass(frozen=True)
-class KindRate:
-    kind: str  # a folder of the evaluation set: animals, people, food, ...
-    photos: int
-    accepted: float  # the share taken for one of the classes
-
-
-@dataclass(frozen=True)
-class ScoreOnSet:
-    """One score on held-out flowers against an evaluation set of photos that are not these flowers."""
-
-    score: str
-    auroc: float
-    at_95: tuple[KindRate, ...]  # at the threshold that keeps 95% of the held-out flowers
-    in_use: bool = False  # the model's own score: `at_model`, at its own threshold, as Predict says it
-    flowers_kept_at_model: float | None = None
-    at_model: tuple[KindRate, ...] = ()
-
-
-@dataclass(frozen=True)
-class OpenSetReport:
-    model: str
-    variant: str
-    flowers: int  # held-out photos of the model's classes
-    scores: tuple[ScoreOnSet, ...]
-
-
-def _rates(score: np.ndarray, kinds: np.ndarray, names: list[str], threshold: float) -> tuple[KindRate, ...]:
-    accepted = score >= threshold
-    per_kind = [KindRate(name, int(np.sum(kinds == i)), float(np.mean(accepted[kinds == i])))
-                for i, name in enumerate(names) if np.any(kinds == i)]
-    return (*per_kind, KindRate("all", len(score), float(np.mean(accepted))))
-
-
-def evaluate_on(model_dir: Path, source: str | Path, variant: str = registry.TF_VARIANT,
-                progress: ProgressFn = ignore) -> OpenSetReport:
-    """Every score this model can compute, on its held-out flowers against `source`: a folder (or
-    archive) of photos that are not these flowers, one subfolder per kind. Nothing is fitted here:
-    the set is for measuring, kept out of every choice."""
-    from core.runtimes.backends import load_backend
-
-    card = registry.read_card(model_dir)
-    calibration = from_card(card.openset, model_dir)
-    if calibration is None:
-        raise registry.ModelError(f"{card.name} is not calibrated; run `python -m core calibrate` first")
-    info = data.scan(data.resolve(source, progress=progress), min_images=1)
-    items = [(f, i) for i, kind in enumerate(info.classes) for f in info.files[kind]]
-    others, kinds, _ = data.load_arrays(items, card.image_size, progress, "load the evaluation set")
-    split = card.rebuild_split(progress=progress)
-    flowers_x, _, _ = data.load_arrays(split.test or split.val, card.image_size, progress, "load held-out")
-    backend = load_backend(model_dir, variant)
-    (p_flowers, f_flowers), (p_others, f_others) = infer_batched(backend, flowers_x), infer_batched(backend, others)
-    scores = {MSP: (known_score(p_flowers, calibration.temperature), known_score(p_others, calibration.temperature))}
-    in_use, threshold = calibration.score, calibration.threshold  # unless the ImageNet check decides, below
-    if calibration.distance is not None and f_flowers is not None:
-        scores[MAHALANOBIS] = calibration.distance.typicality(f_flowers), calibration.distance.typicality(f_others)
-    if (check := calibration.imagenet) is not None:
-        judged = _judged(split.test or split.val, progress), _judged(items, progress)
-        scores[IMAGENET] = check.typicality(judged[0]), check.typicality(judged[1])
-        in_use, threshold = calibration.in_use, calibration.threshold_in_use
-    results = []
-    for name, (flowers, other) in scores.items():
-        at_95 = _rates(other, kinds, info.classes, float(np.quantile(flowers, 1 - KEEP)))
-        used = name == in_use
-        results.append(ScoreOnSet(
-            name, auroc(flowers, other), at_95, used,
-            float(np.mean(flowers >= threshold)) if used else None,
-            _rates(other, kinds, info.classes, threshold) if used else ()))
-    return OpenSetReport(card.name, variant, len(flowers_x), tuple(results))
-
-
 def record_evaluation(model_dir: Path, report: OpenSetReport, described_as: str) -> None:
     """Keep `report` on the model's card (until the next calibration), for the Home page."""
     card = registry.read_card(model_dir)
     registry.update_card(model_dir, openset=card.openset | {
-        "evaluated": {"set": described_as, "report": dataclasses.asdict(report)}})
+        "evaluated": dataclasses.asdict(Evaluation(described_as, report))})

@@ -17,7 +17,7 @@ import numpy as np
 from core.model import registry
 from core.progress import ProgressFn
 from core.settings import CALIBRATION_SIZE
-from core.model.variants import CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
+from core.variants import CATALOGUE, LITERT_INT8_VARIANT, LITERT_VARIANT, ONNX_INT8_VARIANT, ONNX_VARIANT
 
 
 def _calibration(model_dir: Path, progress: ProgressFn) -> np.ndarray:

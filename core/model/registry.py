@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic, paths, system
-from core.runtimes import availability
-from core.model.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT, ir_variant
+from core import availability
+from core.variants import CATALOGUE, IR_PRECISIONS, MODEL_VARIANTS, PEER_VARIANTS, TF_VARIANT, ir_variant
 from core.model.model_card import ModelCard, ModelError
 
 DEFAULT_MODEL = "flowers-efficientnet-lite0"

@@ -18,10 +18,10 @@ from typing import Any
 import numpy as np
 
 from core.model import architectures, data, registry
-from core.runtimes import availability
+from core import availability
 from core.model.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
 from core.progress import Event, ProgressFn, ignore
-from core.settings import RECIPES, TrainConfig
+from core.model.recipes import RECIPES, TrainConfig
 from core.system import library_versions, machine_summary
 
 
@@ -81,7 +81,7 @@ def build_model(cfg: TrainConfig, num_classes: int):
     inputs = keras.Input((cfg.image_size, cfg.image_size, 3), name="image")
     x = layers.Rescaling(arch.pixel_scale, offset=arch.pixel_offset)(inputs)
     if arch.transfer:
-        backbone = architectures.backbone(cfg)
+        backbone = architectures.backbone(cfg.arch, cfg.image_size, cfg.alpha, cfg.weights)
         backbone.trainable = False
         # training=False keeps BatchNorm statistics frozen, also while fine-tuning.
         x = backbone(x, training=False)

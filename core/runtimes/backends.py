@@ -18,11 +18,11 @@ from typing import Any
 import numpy as np
 
 from core.model import artifacts, registry
-from core.runtimes import availability
+from core import availability
 from core.runtimes.base import Backend
 from core.runtimes.remote import RemoteBackend
 from core.settings import TF_MODES, OVSettings, RunSetup
-from core.model.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
+from core.variants import CATALOGUE, LITERT_VARIANTS, ONNX_VARIANTS, REMOTE_SETUP
 
 
 class TensorFlowBackend(Backend):

@@ -8,24 +8,19 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from core.errors import UserError
-from core.model import artifacts, imagenet, openset, registry
+from core.model import artifacts, imagenet, openset, registry, tuned
+from core.model.images import ImageError, open_image, to_model_input
 from core.runtimes import remote
 from core.runtimes.backends import Backend, device_info, load_backend, load_setup, native_precisions
-from core.model.images import ImageError, open_image, to_model_input
-from core.progress import Event, ProgressFn, ignore
-from core.settings import OVSettings, SweepConfig
-from core.measure.timing import Timing, time_calls, time_once
-from core.measure import tuned
-from core.model.variants import CATALOGUE, OPENVINO, TF_VARIANT, ir_variant
-
-if TYPE_CHECKING:
-    import pandas as pd
+from core.settings import OVSettings
+from core.timing import Timing, time_calls, time_once
+from core.variants import CATALOGUE, OPENVINO, TF_VARIANT
 
 REPEATS = 5  # timed calls per photo and backend, after one warm-up call; the median is shown
 RETRY_S = 30  # between attempts to reach a remote server that did not answer
@@ -364,54 +359,3 @@ class Predictor:
                 result.calibrated = dict(zip(self.classes, map(float, scaled)))
             results[variant] = result
         return results
-
-
-# ---------------------------------------------------------------- the Predict page's figures against isolated runs
-
-def _png(image: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    out = io.BytesIO()
-    Image.fromarray(image).save(out, "PNG")
-    return out.getvalue()
-
-
-# The backend a sweep runs for each of the Predict page's variants.
-PREDICT_PEERS = {TF_VARIANT: "tf-function"} | {ir_variant(p): f"ov-{p}" for p in ("fp32", "fp16", "int8")}
-
-
-def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: int = 5,
-                        progress: ProgressFn = ignore) -> pd.DataFrame:
-    """Each variant's per-photo latency as the Predict page measures it (every backend loaded in
-    one process, as in the server; per photo the median of warm calls; then the median over the
-    photos) beside its batch-1 p50 from a sweep in the same sitting, each backend in its own process."""
-    import shutil
-    import tempfile
-
-    import pandas as pd
-
-    from core.measure.benchmark import prepare_images, run_sweep
-    from core.measure.runs import frame, load_run
-
-    variants = [v for v in registry.available_variants(Path(model_dir)) if v in PREDICT_PEERS]
-    cfg = SweepConfig(str(model_dir), [PREDICT_PEERS[v] for v in variants], sizes=[n], batches=[1],
-                      repeats=repeats, images=images)
-    run = load_run((run_dir := run_sweep(cfg, progress, out_root=Path(tempfile.mkdtemp(prefix="latency-")))).name,
-                   run_dir.parent)
-    isolated = frame(run).set_index("backend")["batch_latency_ms_p50"]
-    shutil.rmtree(run_dir.parent, ignore_errors=True)
-    photos, _ = prepare_images(cfg, progress)
-    progress(Event("latency", 0, n, "loading every backend in this process, as the app's server does"))
-    predictor = Predictor(Path(model_dir), variants)
-    # Each photo as the page classifies it: decoded, judged by the ImageNet check, then every backend timed.
-    per_photo = [predictor.classify(f"photo-{i}.png", _png(photos[i])).results for i in range(n)]
-    rows = []
-    for v in variants:
-        page_ms = float(np.median([r[v].latency_ms for r in per_photo]))
-        rows.append({"variant": v, "backend in the sweep": PREDICT_PEERS[v], "predict_page_ms": page_ms,
-                     "first_call_ms_median": float(np.median([r[v].first_call_ms for r in per_photo])),
-                     "isolated_p50_ms": float(isolated[PREDICT_PEERS[v]]),
-                     "ratio": page_ms / float(isolated[PREDICT_PEERS[v]])})
-    return pd.DataFrame(rows)

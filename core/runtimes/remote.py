@@ -27,7 +27,7 @@ from core import paths
 from core.model import registry
 from core.runtimes.base import Backend
 from core.errors import UserError
-from core.model.variants import REMOTE_SETUP
+from core.variants import REMOTE_SETUP
 
 URL_ENV, MODEL_ENV, TOKEN_ENV, TIMEOUT_ENV = ("FLOWERS_REMOTE_URL", "FLOWERS_REMOTE_MODEL", "FLOWERS_REMOTE_TOKEN",
                                               "FLOWERS_REMOTE_TIMEOUT")

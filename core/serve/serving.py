@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from core import atomic, children, paths
-from core.measure import tuned
+from core.model import tuned
 from core.model import openset, registry
 from core.errors import UserError
-from core.model.variants import ir_variant
+from core.variants import ir_variant
 from core.settings import OVSettings, RunSetup
 
 SERVE_VARIANTS = ("tuned", "int8", "fp32", "fp16")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from core import atomic
-from core.model.variants import OPENVINO, ir_variant
+from core.variants import OPENVINO, ir_variant
 from core.settings import OVSettings, RunSetup
 
 TUNED_FILE = "tuned.json"

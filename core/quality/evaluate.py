@@ -13,7 +13,7 @@ from core.runtimes.backends import Backend, load_backend
 from core.model.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings
-from core.model.variants import CATALOGUE
+from core.variants import CATALOGUE
 
 if TYPE_CHECKING:
     import pandas as pd
