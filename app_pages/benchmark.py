@@ -30,7 +30,7 @@ ws = current_workspace()
 rules = policy()
 caps = rules.limits
 
-labels = {k: f"{k} — {spec.label}" for k, spec in settings.BACKENDS.items()}
+labels = {k: f"{k} — {spec.label}" for k, spec in settings.SETUPS.items()}
 # A sweep makes missing peer files inside the model's folder: a visitor may do so only in their own.
 available = benchmark.available_backends(entry.path, make_peers=rules.may_write(entry.private))
 with st.container(border=True):

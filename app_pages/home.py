@@ -88,7 +88,7 @@ if calibration is not None:
                      column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
         st.caption("The candidate scores, measured with TensorFlow: the one with the higher AUROC of the two every "
                    "runtime can compute is used where the ImageNet check cannot run; where it can, the check decides (it was "
-                   "chosen on a tuning set of real photos of other things, docs/model.md).")
+                   "chosen on a tuning set of real photos of other things, docs/lab-log.md).")
     if calibration.evaluated is not None:  # `python -m core openset-eval --record`
         st.markdown(calibration.evaluated.summary())
         st.dataframe(pd.DataFrame(calibration.evaluated.rows()), hide_index=True,

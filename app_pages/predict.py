@@ -102,7 +102,7 @@ def how_to_read() -> None:
                         "the model's validation split, so that a stated 80% is right about 80% of the time. A photo "
                         f"that {rule} is called not one of the classes. It tells the training photos' kind of thing "
                         "from other things, not from others of the same kind: for the flower models, a lotus or a "
-                        "water lily passes for one of the five (measured in docs/model.md).")
+                        "water lily passes for one of the five (measured in docs/lab-log.md).")
             if model.judge_missing:
                 st.markdown(f"The ImageNet check does not run on this server ({model.judge_missing}): the distance "
                             "decides alone.")

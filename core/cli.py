@@ -174,6 +174,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_benchmark(args: argparse.Namespace) -> int:
     from core.measure import benchmark, benchmark_app, runs
 
+    for note in settings.renamed(args.backends or []):
+        print(f"note: {note}", file=sys.stderr)
     cfg = config_from(settings.SweepConfig, args, model_dir=str(_model_dir(args.model_dir)))
     run_dir = benchmark.run_sweep(cfg, _print_progress, out_root=Path(args.out) if args.out else None)
     if args.benchmark_app:
@@ -475,12 +477,20 @@ def _measure_commands(sub) -> None:
     ch.set_defaults(func=cmd_charts)
 
 
+def _served_variant(value: str) -> str:
+    """--variant as the catalogue names it; the older short names (int8, fp32, fp16) still work."""
+    if value in ("int8", "fp32", "fp16"):
+        print(f"note: {value!r} is now {variants.ir_variant(value)!r}", file=sys.stderr)
+        return variants.ir_variant(value)
+    return value
+
+
 def _serving_commands(sub) -> None:
     """export-serving, serve, loadtest."""
     def serving_flags(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model-dir", default=None)
-        parser.add_argument("--variant", choices=("tuned", "int8", "fp32", "fp16"), default=None,
-                            help="the IR to serve (default: tuned if the model has a tuning, else int8)")
+        parser.add_argument("--variant", type=_served_variant, choices=("tuned", *variants.IR_VARIANTS), default=None,
+                            help="the IR to serve (default: tuned if the model has a tuning, else openvino-int8)")
         parser.add_argument("--tuned", default=None, help="a tuned.json to take the settings from (default: the "
                                                           "model's own)")
         parser.add_argument("--batch", type=int, default=1, help="photos per request the tuned setup is chosen "

@@ -111,21 +111,21 @@ class RunSetup:
         return cls(**(d | {"ov": OVSettings(**d["ov"]) if d.get("ov") else None}))
 
 
-BACKENDS: dict[str, RunSetup] = {
-    "tf-predict": RunSetup("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
-    "tf-function": RunSetup("TensorFlow compiled tf.function", "tensorflow"),
-    "ov-fp32": RunSetup("OpenVINO FP32 IR, f32", ir_variant("fp32"), ov=OVSettings("f32")),
-    "ov-fp32-default": RunSetup("OpenVINO FP32 IR, plugin default precision", ir_variant("fp32"),
+SETUPS: dict[str, RunSetup] = {
+    "tensorflow-predict": RunSetup("TensorFlow model.predict (the study's loop)", "tensorflow", tf_mode="predict"),
+    "tensorflow": RunSetup("TensorFlow compiled tf.function", "tensorflow"),
+    "openvino-fp32": RunSetup("OpenVINO FP32 IR, f32", ir_variant("fp32"), ov=OVSettings("f32")),
+    "openvino-fp32-default": RunSetup("OpenVINO FP32 IR, plugin default precision", ir_variant("fp32"),
                                    ov=OVSettings("default")),
-    "ov-fp32-pinned": RunSetup("OpenVINO FP32 IR, f32, CPU pinning on", ir_variant("fp32"),
+    "openvino-fp32-pinned": RunSetup("OpenVINO FP32 IR, f32, CPU pinning on", ir_variant("fp32"),
                                   ov=OVSettings("f32", pinning=True)),
-    "ov-fp16": RunSetup("OpenVINO FP16 IR, f32 compute", ir_variant("fp16"), ov=OVSettings("f32")),
-    "ov-int8": RunSetup("OpenVINO INT8 IR", ir_variant("int8"), ov=OVSettings("f32")),
-    "ov-fp32-tput": RunSetup("OpenVINO FP32 IR, THROUGHPUT hint, async queue", ir_variant("fp32"),
+    "openvino-fp16": RunSetup("OpenVINO FP16 IR, f32 compute", ir_variant("fp16"), ov=OVSettings("f32")),
+    "openvino-int8": RunSetup("OpenVINO INT8 IR", ir_variant("int8"), ov=OVSettings("f32")),
+    "openvino-fp32-tput": RunSetup("OpenVINO FP32 IR, THROUGHPUT hint, async queue", ir_variant("fp32"),
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput": RunSetup("OpenVINO INT8 IR, THROUGHPUT hint, async queue", ir_variant("int8"),
+    "openvino-int8-tput": RunSetup("OpenVINO INT8 IR, THROUGHPUT hint, async queue", ir_variant("int8"),
                                 ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True),
-    "ov-int8-tput-static": RunSetup("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
+    "openvino-int8-tput-static": RunSetup("OpenVINO INT8 IR, THROUGHPUT hint, async queue, static shape",
                                        ir_variant("int8"), ov=OVSettings("f32", hint="THROUGHPUT"), async_queue=True,
                                        static=True),
     "onnxruntime": RunSetup("ONNX Runtime (tf2onnx export), f32", ONNX_VARIANT),
@@ -138,9 +138,19 @@ BACKENDS: dict[str, RunSetup] = {
     REMOTE_SETUP: RunSetup("OpenVINO on the remote model server (KServe v2 REST; includes the network, "
                                 "serialization and the server's queue)", REMOTE_SETUP),
 }
-BASELINE = "tf-function"  # speed-ups are ratios over this backend, measured in the same run
-RENAMED_BACKENDS = {"tf-serving": "tf-function"}  # older saved runs use the old names
-DEFAULT_BACKENDS = ["tf-predict", "tf-function", "ov-fp32", "ov-fp32-default", "ov-int8", "ov-int8-tput-static",
+BASELINE = "tensorflow"  # speed-ups are ratios over this backend, measured in the same run
+# Older names (saved runs, a user's habits): a setup is now spelled as its variant (docs/architecture.md, "Words").
+RENAMED_SETUPS = {"tf-serving": "tensorflow", "tf-function": "tensorflow", "tf-predict": "tensorflow-predict",
+                  **{f"ov-{rest}": f"openvino-{rest}" for rest in ("fp32", "fp32-default", "fp32-pinned", "fp16", "int8",
+                                                                   "fp32-tput", "int8-tput", "int8-tput-static")}}
+
+
+def renamed(names: list[str]) -> list[str]:
+    """What the user typed in older spellings, in sentences ("'ov-int8' is now 'openvino-int8'")."""
+    return [f"{name!r} is now {RENAMED_SETUPS[name]!r}" for name in names if name in RENAMED_SETUPS]
+
+
+DEFAULT_SETUPS = ["tensorflow-predict", "tensorflow", "openvino-fp32", "openvino-fp32-default", "openvino-int8", "openvino-int8-tput-static",
                     "onnxruntime"]
 BATCH_CHOICES = [1, 8, 16, 32, 64]
 
@@ -159,8 +169,8 @@ class Plan:
 @dataclass
 class SweepConfig:
     model_dir: str = field(default="", metadata=cli_help("model folder or name (default: the default model)"))
-    backends: list[str] = field(default_factory=lambda: list(DEFAULT_BACKENDS),
-                                metadata=cli_help(f"comma-separated, from: {', '.join(BACKENDS)}"))
+    backends: list[str] = field(default_factory=lambda: list(DEFAULT_SETUPS),
+                                metadata=cli_help(f"comma-separated, from: {', '.join(SETUPS)}"))
     sizes: list[int] = field(default_factory=lambda: list(range(10, 101, 10)),
                              metadata=cli_help("test sizes: images per timed run"))
     batches: list[int] = field(default_factory=lambda: [1, 32], metadata=cli_help("batch sizes", "--batches", "--batch"))
@@ -170,10 +180,10 @@ class SweepConfig:
                                                             "(default: the model's own validation/held-out split)"))
 
     def __post_init__(self) -> None:
-        self.backends = [RENAMED_BACKENDS.get(b, b) for b in self.backends]
-        unknown = [b for b in self.backends if b not in BACKENDS]
+        self.backends = [RENAMED_SETUPS.get(b, b) for b in self.backends]
+        unknown = [b for b in self.backends if b not in SETUPS]
         if unknown:
-            raise UserError(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}")
+            raise UserError(f"unknown backend(s) {unknown}; choose from {', '.join(SETUPS)}")
         if not self.backends or not self.sizes or not self.batches:
             raise UserError("choose at least one backend, test size and batch size")
         if min(self.sizes) < 1 or min(self.batches) < 1 or self.repeats < 1 or self.warmup < 0:
@@ -185,9 +195,9 @@ class SweepConfig:
 
 
 # The Benchmark page's presets; the first is its default. "Quick" took 35 s on the AMD EPYC machine
-# (`python -m core benchmark --backends tf-function,ov-fp32,ov-int8 --sizes 10,50 --batches 1,8`).
+# (`python -m core benchmark --backends tensorflow,openvino-fp32,openvino-int8 --sizes 10,50 --batches 1,8`).
 SWEEP_PRESETS: dict[str, SweepConfig] = {
-    "Quick (about 35 s)": SweepConfig(backends=["tf-function", "ov-fp32", "ov-int8"], sizes=[10, 50], batches=[1, 8]),
+    "Quick (about 35 s)": SweepConfig(backends=["tensorflow", "openvino-fp32", "openvino-int8"], sizes=[10, 50], batches=[1, 8]),
     "Full (the documented study)": SweepConfig(),
 }
 

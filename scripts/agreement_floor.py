@@ -6,7 +6,7 @@ in f32 and in each lower precision the CPU runs natively (bf16 on this project's
 
 A photo whose two best classes are within a few hundredths of each other flips under any small
 change of arithmetic: the float model's own bf16 run shows how many such flips are arithmetic,
-not quantization. docs/model.md ("INT8") quotes its output.
+not quantization. docs/lab-log.md ("INT8") quotes its output.
 """
 
 from __future__ import annotations

@@ -22,12 +22,12 @@ from core.model import registry  # noqa: E402
 from core.settings import SweepConfig  # noqa: E402
 from core.system import describe_cpu, machine_summary  # noqa: E402
 
-BACKENDS = {"tf-function": "tensorflow", "ov-fp32": "openvino-fp32", "ov-fp16": "openvino-fp16",
-            "ov-int8": "openvino-int8"}
+# Each a variant and the name of its default setup in a sweep (settings.SETUPS).
+COMPARED = ("tensorflow", "openvino-fp32", "openvino-fp16", "openvino-int8")
 
 
 def measure(model_dir: Path, photos: int, repeats: int) -> dict[str, dict[tuple[str, int], float]]:
-    cfg = SweepConfig(str(model_dir), list(BACKENDS), sizes=[photos], batches=[1, 32], repeats=repeats)
+    cfg = SweepConfig(str(model_dir), list(COMPARED), sizes=[photos], batches=[1, 32], repeats=repeats)
     run_dir = benchmark.run_sweep(cfg, out_root=Path(tempfile.mkdtemp(prefix="compare-")))
     df = runs.frame(runs.load_run(run_dir.name, run_dir.parent))
     rows = {(r.backend, int(r.batch)): r for r in df.itertuples()}
@@ -48,18 +48,18 @@ def main() -> int:
         test = card.scores["test"]
         m = measure(model_dir, args.photos, args.repeats)
         col = {"architecture": f"{card.architecture} at {card.image_size} px"}
-        for variant in BACKENDS.values():
+        for variant in COMPARED:
             lo, hi = test.accuracy_ci95[variant]
             col[f"held out, {variant}"] = f"{test.accuracy[variant]:.1%} [{lo:.1%}, {hi:.1%}]"
         col["agreement with TF, openvino-fp32 / int8"] = (f"{test.agreement_with_tf['openvino-fp32']:.1%} / "
                                                           f"{test.agreement_with_tf['openvino-int8']:.1%}")
-        for backend in BACKENDS:
+        for backend in COMPARED:
             col[f"one photo, {backend} (ms, p50)"] = f"{m['p50'][(backend, 1)]:.2f}"
-        for backend in BACKENDS:
+        for backend in COMPARED:
             col[f"batch 32, {backend} (photos/s)"] = f"{m['ips'][(backend, 32)]:.0f}"
-        for backend in BACKENDS:
+        for backend in COMPARED:
             col[f"peak memory, {backend} process (MB)"] = f"{max(m['rss'][(backend, b)] for b in (1, 32)):.0f}"
-        for variant in BACKENDS.values():
+        for variant in COMPARED:
             col[f"size, {variant} (MB)"] = f"{registry.variant_size_bytes(model_dir, variant) / 1e6:.1f}"
         shipped = sum(f.stat().st_size for f in Path(model_dir).rglob("*") if f.is_file() and ".tmp-" not in str(f))
         col["folder as it is (MB)"] = f"{shipped / 1e6:.1f}"

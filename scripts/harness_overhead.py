@@ -3,7 +3,7 @@
     python scripts/harness_overhead.py MODEL_DIR [--variant openvino-int8] [--batch 1] [--images 1000] [--rounds 3]
 
 In one process, on one compiled IR (THROUGHPUT hint, static batch, f32, pinning off: the settings of
-the `ov-int8-tput-static` backend) and in alternating rounds, so that the machine's drift falls on
+the `openvino-int8-tput-static` backend) and in alternating rounds, so that the machine's drift falls on
 every way alike:
 
 - "callback": an AsyncInferQueue whose Python callback copies the output and records the latency
@@ -45,10 +45,10 @@ def main() -> None:
 
     from core.measure import bench_worker
     from core.measure.benchmark_app import run_benchmark_app
-    from core.settings import BACKENDS
+    from core.settings import SETUPS
     from core.system import machine_summary
 
-    setup = replace(BACKENDS["ov-int8-tput-static"], variant=args.variant)
+    setup = replace(SETUPS["openvino-int8-tput-static"], variant=args.variant)
     loaded = bench_worker.load(setup, str(args.model_dir), args.batch)
     size = loaded.backend.image_size
     photos = np.random.default_rng(0).integers(0, 256, (64, size, size, 3), dtype=np.uint8)

@@ -3,7 +3,7 @@ held-out ones): the error of the INT8 probabilities against the FP32 IR, and top
 
     python scripts/int8_settings.py models/flowers-efficientnet-lite0
 
-docs/model.md ("INT8") quotes its output; `core.model.convert.quantize_int8` uses the chosen setting.
+docs/lab-log.md ("INT8") quotes its output; `core.model.convert.quantize_int8` uses the chosen setting.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ layout): its history holds Oxford's 102 Flowers (8189 photos, `flowers/{train,va
 class names in `cat_to_name.json`; the authors state no licence). The photos are read from git into
 memory, a chunk at a time; nothing is written. `--eval`: the evaluation split of
 `scripts/openset_sets.py`, for its other flowers (Caltech lotus and water lilies) and the rest.
-docs/model.md ("Other flowers pass for these five") quotes its output. Nothing here is used by the app.
+docs/lab-log.md ("Other flowers pass for these five") quotes its output. Nothing here is used by the app.
 """
 
 from __future__ import annotations

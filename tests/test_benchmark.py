@@ -10,14 +10,14 @@ import pytest
 from conftest import TINY_SIZE, app_test
 from core.measure import bench_worker, benchmark, benchmark_app, runs
 from core.model import registry
-from core.settings import BACKENDS, SWEEP_PRESETS, SweepConfig
+from core.settings import SETUPS, SWEEP_PRESETS, SweepConfig
 from tests import job_targets
 
 
 @pytest.fixture(scope="module")
 def sweep(tiny_model, tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("results")
-    cfg = SweepConfig(str(tiny_model), ["tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
+    cfg = SweepConfig(str(tiny_model), ["tensorflow", "openvino-fp32", "openvino-int8-tput", "onnxruntime",
                                         "onnxruntime-int8", "litert", "litert-int8"],
                                 sizes=[4, 8], batches=[1, 4], repeats=2, images=str(tiny_dataset))
     cells = []
@@ -32,11 +32,11 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
     pids = {k: b["pid"] for k, b in run["backends"].items()}
     assert len(set(pids.values())) == 7 and os.getpid() not in pids.values()
     # OpenVINO's and the peers' processes never load TensorFlow, so their memory is their runtime's alone.
-    for key in ("ov-fp32", "onnxruntime", "litert", "litert-int8"):
+    for key in ("openvino-fp32", "onnxruntime", "litert", "litert-int8"):
         assert not run["backends"][key]["tensorflow_imported"], key
-    assert run["backends"]["tf-function"]["tensorflow_imported"]
+    assert run["backends"]["tensorflow"]["tensorflow_imported"]
     df = pd.read_csv(run_dir / "rows.csv")
-    assert set(df["backend"]) == {"tf-function", "ov-fp32", "ov-int8-tput", "onnxruntime",
+    assert set(df["backend"]) == {"tensorflow", "openvino-fp32", "openvino-int8-tput", "onnxruntime",
                                   "onnxruntime-int8", "litert", "litert-int8"}
     assert set(df[df["backend"] == "onnxruntime-int8"]["precision"]) == {"int8 (QDQ)"}
     assert set(df[df["backend"] == "litert-int8"]["precision"]) == {"int8 (full integer)"}
@@ -44,16 +44,16 @@ def test_every_cell_is_measured_in_a_separate_process(sweep):
                 "total_s_median", "batch_latency_ms_p99", "throughput_ips", "rss_peak_mb", "rss_after_load_mb"]:
         assert df[col].notna().all(), col
     assert (df["total_s_min"] <= df["total_s_median"]).all() and (df["total_s_median"] <= df["total_s_max"]).all()
-    ov = df[df["backend"] == "ov-fp32"].iloc[0]
+    ov = df[df["backend"] == "openvino-fp32"].iloc[0]
     assert ov["precision"] == "f32" and ov["hint"] == "LATENCY" and ov["pinning"] == "off"
-    tput = df[df["backend"] == "ov-int8-tput"].iloc[0]
+    tput = df[df["backend"] == "openvino-int8-tput"].iloc[0]
     assert tput["hint"] == "THROUGHPUT" and tput["mode"] == "async" and tput["requests"] >= 1
 
 
 def _cell(backend: str, batch: int, seconds: float, rss: float, runtime: str | None = None) -> dict:
     """A row of a made-up run: only what `summary` reads is filled in."""
     settings = dict.fromkeys(runs.SETTINGS_COLUMNS) | {
-        "backend": backend, "label": BACKENDS[backend].label, "precision": "f32", "batch": batch, "size": 100,
+        "backend": backend, "label": SETUPS[backend].label, "precision": "f32", "batch": batch, "size": 100,
         "runtime": runtime}
     result = dict.fromkeys(runs.RESULT_COLUMNS) | {
         "total_s_median": seconds, "throughput_ips": 100 / seconds, "rss_peak_mb": rss}
@@ -62,10 +62,10 @@ def _cell(backend: str, batch: int, seconds: float, rss: float, runtime: str | N
 
 def test_summary_states_ratios_over_the_baseline_in_the_same_run():
     run = {"backends": {"onnxruntime": {"label": "ONNX Runtime", "error": "worker exited with code 1"}},
-           "rows": [_cell("tf-function", 1, 2.0, 800), _cell("ov-int8", 1, 0.5, 200), _cell("tf-predict", 1, 4.0, 800)]}
+           "rows": [_cell("tensorflow", 1, 2.0, 800), _cell("openvino-int8", 1, 0.5, 200), _cell("tensorflow-predict", 1, 4.0, 800)]}
     sp = runs.speedups(runs.frame(run)).set_index("backend")
-    assert sp.loc["ov-int8", "speedup"] == 4.0 and sp.loc["ov-int8", "memory_ratio"] == 0.25
-    assert sp.loc["tf-predict", "speedup"] == 0.5  # slower: a ratio below one, not a made-up "speed-up"
+    assert sp.loc["openvino-int8", "speedup"] == 4.0 and sp.loc["openvino-int8", "memory_ratio"] == 0.25
+    assert sp.loc["tensorflow-predict", "speedup"] == 0.5  # slower: a ratio below one, not a made-up "speed-up"
     lines = runs.summary(run)
     assert len(lines) == 3 and "4.0×" in lines[0] and "2.0×" in lines[1]  # fastest first
     assert "worker exited with code 1" in lines[2]  # a failed backend is said, with its error
@@ -78,27 +78,27 @@ def test_summary_compares_openvino_with_the_best_peer_within_the_accuracy_budget
     within = {"accuracy": 0.9, "agreement_with_tf": 1.0, "tf_accuracy": 0.9, "n_images": 100, "eligible": True,
               "reason": ""}
     outside = within | {"agreement_with_tf": 0.9, "eligible": False, "reason": "top-1 agreement with TensorFlow 90.0% < 99%"}
-    run = {"backends": {"tf-function": {"label": BACKENDS["tf-function"].label, "accuracy": within},
-                        "ov-fp32": {"label": BACKENDS["ov-fp32"].label, "accuracy": within},
-                        "ov-int8": {"label": BACKENDS["ov-int8"].label, "accuracy": outside},
-                        "ov-fp32-default": {"label": BACKENDS["ov-fp32-default"].label,
-                                            "accuracy": benchmark.accuracy_record(card, BACKENDS["ov-fp32-default"])},
-                        "litert": {"label": BACKENDS["litert"].label, "accuracy": within},
-                        "onnxruntime-int8": {"label": BACKENDS["onnxruntime-int8"].label, "accuracy": outside}},
-           "rows": [_cell("tf-function", 1, 2.0, 800, "tensorflow"), _cell("ov-fp32", 1, 0.5, 200, "openvino"),
-                    _cell("ov-int8", 1, 0.2, 150, "openvino"), _cell("ov-fp32-default", 1, 0.1, 200, "openvino"),
+    run = {"backends": {"tensorflow": {"label": SETUPS["tensorflow"].label, "accuracy": within},
+                        "openvino-fp32": {"label": SETUPS["openvino-fp32"].label, "accuracy": within},
+                        "openvino-int8": {"label": SETUPS["openvino-int8"].label, "accuracy": outside},
+                        "openvino-fp32-default": {"label": SETUPS["openvino-fp32-default"].label,
+                                            "accuracy": benchmark.accuracy_record(card, SETUPS["openvino-fp32-default"])},
+                        "litert": {"label": SETUPS["litert"].label, "accuracy": within},
+                        "onnxruntime-int8": {"label": SETUPS["onnxruntime-int8"].label, "accuracy": outside}},
+           "rows": [_cell("tensorflow", 1, 2.0, 800, "tensorflow"), _cell("openvino-fp32", 1, 0.5, 200, "openvino"),
+                    _cell("openvino-int8", 1, 0.2, 150, "openvino"), _cell("openvino-fp32-default", 1, 0.1, 200, "openvino"),
                     _cell("litert", 1, 0.4, 100, "litert"), _cell("onnxruntime-int8", 1, 0.3, 100, "onnxruntime")]}
     # INT8 (faster, but outside the budget) and the bf16 default (not scored as run) are not the ones compared.
     [comparison] = runs.against_peers(run, runs.frame(run))
-    assert (comparison.ours, comparison.theirs, comparison.batch) == ("ov-fp32", "litert", 1)
+    assert (comparison.ours, comparison.theirs, comparison.batch) == ("openvino-fp32", "litert", 1)
     assert comparison.ratio == 200 / 250
     left_out = runs.left_out_of_comparison(run, runs.frame(run))
-    assert set(left_out) == {"ov-int8", "onnxruntime-int8", "ov-fp32-default"}
-    assert left_out["ov-fp32-default"] == "scored in f32, run in default"
+    assert set(left_out) == {"openvino-int8", "onnxruntime-int8", "openvino-fp32-default"}
+    assert left_out["openvino-fp32-default"] == "scored in f32, run in default"
     assert len(runs.summary(run)) == 5 + 2  # a line per backend but the baseline, the comparison, what was left out
     # A real card: the FP32 IR in f32 is within the budget, the peer files were scored when they were made.
-    assert benchmark.accuracy_record(card, BACKENDS["ov-fp32"])["eligible"]
-    assert benchmark.accuracy_record(card, BACKENDS["litert"])["eligible"]
+    assert benchmark.accuracy_record(card, SETUPS["openvino-fp32"])["eligible"]
+    assert benchmark.accuracy_record(card, SETUPS["litert"])["eligible"]
 
 
 def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
@@ -106,9 +106,9 @@ def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
     run = runs.load_run(run_dir.name, run_dir.parent)
     old = {k: v for k, v in run.items() if k != "version"}  # version 1: flat rows, "tf-serving"
     old["rows"] = [r["settings"] | r["load"] | r["result"] | {"backend": "tf-serving"}
-                   if r["settings"]["backend"] == "tf-function" else r["settings"] | r["load"] | r["result"]
+                   if r["settings"]["backend"] == "tensorflow" else r["settings"] | r["load"] | r["result"]
                    for r in run["rows"]]
-    old["backends"] = {("tf-serving" if k == "tf-function" else k): v for k, v in run["backends"].items()}
+    old["backends"] = {("tf-serving" if k == "tensorflow" else k): v for k, v in run["backends"].items()}
     (tmp_path / "old").mkdir()
     (tmp_path / "old" / "run.json").write_text(json.dumps(old))
     again = runs.load_run("old", tmp_path)
@@ -116,11 +116,29 @@ def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
     assert list(runs.frame(again).columns) == runs.COLUMNS
 
 
+def test_a_saved_version_2_run_reads_with_the_catalogue_s_names(sweep, tmp_path):
+    """Before version 3, setups had short names (ov-fp32, tf-function); they read as the variants' names."""
+    from core.settings import RENAMED_SETUPS
+
+    run_dir, _ = sweep
+    run = runs.load_run(run_dir.name, run_dir.parent)
+    short = {new: old for old, new in RENAMED_SETUPS.items() if old.startswith(("ov-", "tf-function"))}
+    old = json.loads(json.dumps(run)) | {"version": 2}
+    old["backends"] = {short.get(k, k): v for k, v in run["backends"].items()}
+    old["config"]["backends"] = [short.get(k, k) for k in run["config"]["backends"]]
+    for row in old["rows"]:
+        row["settings"]["backend"] = short.get(row["settings"]["backend"], row["settings"]["backend"])
+    assert old != run
+    (tmp_path / "v2").mkdir()
+    (tmp_path / "v2" / "run.json").write_text(json.dumps(old))
+    assert runs.load_run("v2", tmp_path) == run
+
+
 def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
     """The worker's steps without its subprocess: a static shape pads the last batch with real
     photos, and every measured field of a cell is filled."""
     images = np.random.default_rng(0).integers(0, 256, (10, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
-    loaded = bench_worker.load(BACKENDS["ov-int8-tput-static"], str(tiny_model), batch=4)
+    loaded = bench_worker.load(SETUPS["openvino-int8-tput-static"], str(tiny_model), batch=4)
     assert loaded.backend.static_batch == 4 and loaded.requests >= 1
     chunks, padded = bench_worker.batches_of(images, 10, 4, loaded.backend.static_batch)
     assert [len(c) for c in chunks] == [4, 4, 4] and padded == 2
@@ -132,7 +150,7 @@ def test_worker_parts_load_and_measure_in_process(tiny_model, tiny_dataset):
     latencies = loaded.run(chunks)
     assert len(latencies) == len(chunks) and all(0 < s < 10 for s in latencies)
     assert 0 < result["batch_latency_ms_p50"] <= result["batch_latency_ms_p99"]
-    sync = bench_worker.load(BACKENDS["ov-fp32"], str(tiny_model), batch=4)
+    sync = bench_worker.load(SETUPS["openvino-fp32"], str(tiny_model), batch=4)
     chunks, padded = bench_worker.batches_of(images, 10, 4, sync.backend.static_batch)
     assert [len(c) for c in chunks] == [4, 4, 2] and padded == 0
     assert len(sync.run(chunks)) == 3  # one latency per batch call
@@ -169,7 +187,7 @@ def test_page_starts_a_sweep_in_the_background(tiny_model, tiny_dataset, tmp_pat
     monkeypatch.setenv("FLOWERS_RESULTS_DIR", str(tmp_path / "shared"))
     at = app_test("app_pages/benchmark.py")
     preset = next(iter(SWEEP_PRESETS))  # the page's default
-    at.multiselect(key=f"backends-{preset}").set_value(["ov-fp32", "ov-int8"])
+    at.multiselect(key=f"backends-{preset}").set_value(["openvino-fp32", "openvino-int8"])
     at.text_input(key=f"sizes-{preset}").set_value("2,4")
     at.multiselect(key=f"batches-{preset}").set_value([1])
     at.button(key="run-sweep").click().run()
@@ -244,4 +262,4 @@ def test_a_visitor_cannot_make_peer_files_in_a_shared_model(tiny_model, tmp_path
     shutil.rmtree(registry.variant_path(model, "litert").parent)
     assert "litert" in benchmark.available_backends(model)  # the owner's sweep would make it
     offered = benchmark.available_backends(model, make_peers=False)
-    assert "litert" not in offered and "litert-int8" in offered and "ov-fp32" in offered
+    assert "litert" not in offered and "litert-int8" in offered and "openvino-fp32" in offered

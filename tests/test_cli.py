@@ -69,9 +69,12 @@ def test_flags_come_from_the_settings_dataclasses():
     args = parser.parse_args(["train", "--recipe", "Quick", "--batch-size", "8", "--no-augment", "--out", "x"])
     cfg = cli.config_from(recipes.TrainConfig, args, dataclasses.asdict(recipes.RECIPES["Quick"].config))
     assert cfg == dataclasses.replace(recipes.RECIPES["Quick"].config, batch_size=8, augment=False)
-    args = parser.parse_args(["benchmark", "--batch", "1,8", "--backends", "tf-serving,ov-int8"])
+    args = parser.parse_args(["benchmark", "--batch", "1,8", "--backends", "tf-serving,ov-int8,openvino-fp32"])
     sweep = cli.config_from(settings.SweepConfig, args)
-    assert sweep.batches == [1, 8] and sweep.backends == ["tf-function", "ov-int8"]  # the old name still works
+    # Older spellings still work, and the user is told the catalogue's names.
+    assert sweep.batches == [1, 8] and sweep.backends == ["tensorflow", "openvino-int8", "openvino-fp32"]
+    assert settings.renamed(args.backends) == ["'tf-serving' is now 'tensorflow'", "'ov-int8' is now 'openvino-int8'"]
+    assert parser.parse_args(["export-serving", "--variant", "int8", "--out", "x"]).variant == "openvino-int8"
     assert sweep.sizes == settings.SweepConfig().sizes
     for cls, command in ((recipes.TrainConfig, "train"), (settings.SweepConfig, "benchmark"),
                          (settings.OVSettings, "predict")):

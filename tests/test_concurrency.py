@@ -42,7 +42,7 @@ async def start_sweep(browser, url: str, expect: str):
     # The "Full" preset (every default backend): long enough to outlast ten sessions' predictions.
     await page.locator('[data-testid="stSelectbox"]').filter(has_text="Sweep preset").click()
     await page.locator('[role="option"]', has_text="Full").first.click()
-    await page.get_by_text("tf-predict — TensorFlow model.predict").first.wait_for(timeout=60_000)
+    await page.get_by_text("tensorflow-predict — TensorFlow model.predict").first.wait_for(timeout=60_000)
     await sizes.fill("200")
     await page.get_by_role("spinbutton", name="Repeats").fill("5")
     await page.get_by_role("button", name="Run sweep").click()

@@ -83,7 +83,7 @@ def test_kill_during_conversion(tiny_model, tmp_path, monkeypatch):
 
 def test_kill_during_benchmark(tiny_model, tiny_dataset, tmp_path):
     out = tmp_path / "results"
-    proc = start_cli("benchmark", "--model-dir", tiny_model, "--backends", "ov-fp32", "--sizes", "4,8",
+    proc = start_cli("benchmark", "--model-dir", tiny_model, "--backends", "openvino-fp32", "--sizes", "4,8",
                      "--batch", "1", "--repeats", "50", "--images", tiny_dataset, "--out", out)
     kill_when(proc, "loaded, measuring")
     assert not out.exists(), "a sweep writes nothing until its run is complete"

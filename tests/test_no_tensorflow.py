@@ -37,12 +37,12 @@ def test_cli_sweeps_openvino_and_the_peers_without_tensorflow(tmp_path):
     for i in range(3):
         (photos / f"daisy{i}.jpg").write_bytes(mini_photo("daisy", i))
     sweep = run("-m", "core", "benchmark", "--model-dir", str(MODELS / "flowers-mobilenetv2"),
-                "--backends", "ov-fp32,ov-int8,onnxruntime,litert", "--sizes", "3", "--batches", "1",
+                "--backends", "openvino-fp32,openvino-int8,onnxruntime,litert", "--sizes", "3", "--batches", "1",
                 "--repeats", "1", "--images", str(photos), "--out", str(tmp_path / "out"))
     assert sweep.returncode == 0, sweep.stderr[-2000:]
     run_json = next((tmp_path / "out").glob("*/run.json"))
     rows = json.loads(run_json.read_text())["rows"]
-    assert {r["settings"]["backend"] for r in rows} == {"ov-fp32", "ov-int8", "onnxruntime", "litert"}
+    assert {r["settings"]["backend"] for r in rows} == {"openvino-fp32", "openvino-int8", "onnxruntime", "litert"}
     assert all(r["result"]["throughput_ips"] > 0 for r in rows)
 
 

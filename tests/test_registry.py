@@ -139,7 +139,7 @@ def test_the_catalogue_is_the_one_list_of_variants_and_runtimes():
 
     assert set(peers.MAKERS) == set(variants.PEER_VARIANTS)
     assert registry.VARIANTS == variants.MODEL_VARIANTS
-    assert {spec.variant for spec in settings.BACKENDS.values()} == set(variants.CATALOGUE) | {variants.REMOTE_SETUP}
+    assert {spec.variant for spec in settings.SETUPS.values()} == set(variants.CATALOGUE) | {variants.REMOTE_SETUP}
     assert set(bench_worker.RUNTIME_MODULES) == set(variants.CATALOGUE) | {variants.REMOTE_SETUP}
     for name, variant in variants.CATALOGUE.items():
         assert variant.runtime in variants.RUNTIMES.values()

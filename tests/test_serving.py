@@ -39,7 +39,7 @@ needs_server = pytest.mark.skipif(not _has_server_environment(),
 
 @pytest.fixture(scope="module")
 def repository(tiny_model, tmp_path_factory):
-    return serving.export(tiny_model, tmp_path_factory.mktemp("serving") / "repo", "fp32")
+    return serving.export(tiny_model, tmp_path_factory.mktemp("serving") / "repo", "openvino-fp32")
 
 
 @pytest.fixture(scope="module")
@@ -100,13 +100,13 @@ def test_export_takes_the_tuned_throughput_setup(tiny_model, tmp_path):
     assert single.variant == "openvino-fp32" and single.batch == 1 and single.nireq == 2 and "Test CPU" in single.source
     best = serving.choose_setup(tiny_model, "tuned", tuning, batch=None)
     assert best.variant == "openvino-int8" and best.batch is None  # a dynamic shape
-    fp32 = serving.choose_setup(tiny_model, "fp32", tuning, batch=None)
+    fp32 = serving.choose_setup(tiny_model, "openvino-fp32", tuning, batch=None)
     assert fp32.plugin_config == {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": "2",
                                   "ENABLE_CPU_PINNING": "NO", "INFERENCE_PRECISION_HINT": "bf16"}
     assert fp32.nireq == 4 and fp32.batch == 8
     # The served setup is the tuning's own RunSetup: what Predict and the benchmark compile too.
     assert fp32.setup == tuned.load(tiny_model, tuning).candidates[0].setup
-    out = serving.export(tiny_model, tmp_path / "repo", "fp32", tuning, batch=None)
+    out = serving.export(tiny_model, tmp_path / "repo", "openvino-fp32", tuning, batch=None)
     config = json.loads((out / "config.json").read_text())["model_config_list"][0]["config"]
     assert config["shape"] == {"image": f"(8,{TINY_SIZE},{TINY_SIZE},3)"}
     with pytest.raises(serving.ServingError, match="no tuning"):
@@ -118,9 +118,9 @@ def test_export_never_replaces_a_folder_that_is_not_an_export(tiny_model, tmp_pa
     keep.parent.mkdir()
     keep.write_text("mine")
     with pytest.raises(serving.ServingError, match="not a model repository"):
-        serving.export(tiny_model, keep.parent, "fp32")
+        serving.export(tiny_model, keep.parent, "openvino-fp32")
     assert keep.read_text() == "mine"
-    zipped = serving.export_zip(tiny_model, "int8")
+    zipped = serving.export_zip(tiny_model, "int8")  # the older spelling still works
     assert zipped[:2] == b"PK" and b"serving/tiny/1/model.xml" in zipped
 
 
@@ -212,7 +212,7 @@ def test_bounded_load_answers_every_request(tiny_model, repository, server, phot
 def test_serve_command_stops_its_server(tiny_model):
     port = serving.free_port()
     cli = subprocess.Popen([sys.executable, "-m", "core", "serve", "--model-dir", str(tiny_model), "--variant",
-                            "int8", "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                            "openvino-int8", "--port", str(port)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
@@ -258,7 +258,7 @@ def test_predict_page_shows_the_remote_server_beside_the_local_runtimes(tiny_mod
 def test_a_static_batch_server_gets_padded_requests(tiny_model, photos, tmp_path):
     """A server compiled for batches of exactly 8 (as a tuning may choose): 3 photos and 11 photos go
     as padded requests and come back as 3 and 11 answers, the same as the local IR's."""
-    repository = serving.export(tiny_model, tmp_path / "repo", "fp32", _tuned_json(tmp_path / "tuned.json"), batch=None)
+    repository = serving.export(tiny_model, tmp_path / "repo", "openvino-fp32", _tuned_json(tmp_path / "tuned.json"), batch=None)
     card = registry.read_card(tiny_model)
     local = load_backend(tiny_model, "openvino-fp32", OVSettings("bf16"))
     with serving.running_server(repository) as running:

@@ -26,7 +26,7 @@ from core.quality.evaluate import Guard
 from core.model.images import IMAGE_SUFFIXES
 from core.model.model_card import ModelCard
 from core.progress import Event, ProgressFn, ignore
-from core.settings import BACKENDS, RunSetup, Plan, SweepConfig
+from core.settings import SETUPS, RunSetup, Plan, SweepConfig
 from core.system import library_versions, machine_summary
 from core.variants import CATALOGUE, PEER_VARIANTS, REMOTE_SETUP
 
@@ -41,7 +41,7 @@ def available_backends(model_dir: Path, make_peers: bool = True) -> list[str]:
         variants = {v for v in variants if v == registry.TF_VARIANT or registry.variant_path(Path(model_dir), v).exists()}
     if remote.serves(Path(model_dir)):
         variants.add(REMOTE_SETUP)
-    return [k for k, spec in BACKENDS.items()
+    return [k for k, spec in SETUPS.items()
             if spec.variant in variants or (make_peers and spec.variant in PEER_VARIANTS
                                             and registry.TF_VARIANT in variants)]
 
@@ -115,7 +115,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
     started = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     images, image_info = prepare_images(cfg, progress)
     # Made here, once, before the workers start (each would otherwise make its own).
-    for variant in dict.fromkeys(BACKENDS[k].variant for k in cfg.backends):
+    for variant in dict.fromkeys(SETUPS[k].variant for k in cfg.backends):
         if variant in CATALOGUE and variant != registry.TF_VARIANT:
             evaluate.ensure_scored(Path(cfg.model_dir), variant, progress)
     card = registry.read_card(Path(cfg.model_dir))
@@ -126,7 +126,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
         images_path = Path(tmp) / "images.npy"
         np.save(images_path, images)
         for key in cfg.backends:
-            spec = BACKENDS[key]
+            spec = SETUPS[key]
             progress(Event("benchmark", len(cells), n_cells, f"{spec.label}: starting its own process"))
 
             def on_measured(cell: Cell, spec: RunSetup = spec) -> None:
@@ -141,7 +141,7 @@ def run_sweep(cfg: SweepConfig, progress: ProgressFn = ignore,
             if "error" in backends[key]:
                 progress(Event("benchmark", len(cells), n_cells, f"{spec.label} failed: {backends[key]['error']}"))
     for key in backends:
-        backends[key]["accuracy"] = accuracy_record(card, BACKENDS[key])
+        backends[key]["accuracy"] = accuracy_record(card, SETUPS[key])
     run = {"version": RUN_VERSION, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
            "config": asdict(cfg),
            "model": {"name": card.name, "arch": card.arch, "alpha": card.alpha, "image_size": card.image_size},

@@ -19,7 +19,7 @@ from core.measure.runs import frame, load_run
 from core.model.tuned import AppCheck, Tuning
 from core.model import registry
 from core.progress import Event, ProgressFn, ignore
-from core.settings import BACKENDS, RunSetup, OVSettings, SweepConfig
+from core.settings import SETUPS, RunSetup, OVSettings, SweepConfig
 
 
 def run_benchmark_app(model_dir: Path, variant: str, hint: str, batch: int, seconds: int,
@@ -73,9 +73,9 @@ def compare_with_benchmark_app(run_dir: Path, seconds: int, progress: ProgressFn
     run = load_run(run_dir.name, run_dir.parent)
     df = frame(run)
     checks = []
-    for key in [k for k in run["config"]["backends"] if BACKENDS[k].async_queue]:
+    for key in [k for k in run["config"]["backends"] if SETUPS[k].async_queue]:
         for batch in run["config"]["batches"]:
-            theirs = benchmark_app(Path(run["config"]["model_dir"]), BACKENDS[key], batch, seconds)
+            theirs = benchmark_app(Path(run["config"]["model_dir"]), SETUPS[key], batch, seconds)
             rows = df[(df["backend"] == key) & (df["batch"] == batch)]
             if rows.empty:
                 continue

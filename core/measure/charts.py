@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 
 from core.measure import runs
 from core.model.tuned import Tuning
-from core.settings import BACKENDS, BASELINE
+from core.settings import SETUPS, BASELINE
 from core.variants import RUNTIMES
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ def run_figures(df: pd.DataFrame) -> dict[str, go.Figure]:
     """All charts of a benchmark table (`runs.frame`); the page and the CLI draw the same ones."""
     has_baseline = BASELINE in set(df["backend"])
     sp = runs.speedups(df) if has_baseline else None
-    return benchmark_figures(df, sp, BACKENDS[BASELINE].label if has_baseline else "")
+    return benchmark_figures(df, sp, SETUPS[BASELINE].label if has_baseline else "")
 
 
 def tune_scatter(tuning: Tuning) -> go.Figure:

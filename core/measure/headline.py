@@ -19,7 +19,7 @@ from core.measure import runs
 from core.model import registry
 from core.quality.evaluate import ACCURACY_BUDGET, MIN_AGREEMENT, Guard
 from core.variants import CATALOGUE, OPENVINO
-from core.settings import BASELINE, BACKENDS
+from core.settings import BASELINE, SETUPS
 from core.system import describe_cpu
 
 HEADLINE_DIR = "headline"  # in a model folder: its saved run, as `--out MODEL/headline` writes it (docs/results.md)
@@ -27,7 +27,7 @@ HEADLINE_DIR = "headline"  # in a model folder: its saved run, as `--out MODEL/h
 
 @dataclass(frozen=True)
 class Side:
-    backend: str  # a key of settings.BACKENDS
+    backend: str  # a key of settings.SETUPS
     label: str
     precision: str  # what the runtime reported running in
     latency_ms: float  # per photo: the median over the run's calls at batch 1
@@ -61,7 +61,7 @@ class Headline:
                 f"against {self.tensorflow.memory_mb:.0f} MB).")
 
     def how(self) -> str:
-        left_out = "".join(f" {CATALOGUE[BACKENDS[b].variant].label} is left out: {why}."
+        left_out = "".join(f" {CATALOGUE[SETUPS[b].variant].label} is left out: {why}."
                            for b, why in self.openvino_left_out.items())
         return (f"Measured {self.measured} on {self.machine} (run {self.run_id}): each backend alone in its own "
                 f"process, one photo at a time, {self.photos} photos × {self.repeats} runs, the median per photo; "
@@ -89,9 +89,9 @@ def from_run(run: dict[str, Any], card) -> Headline | None:
         return None
     within, left_out = [], {}
     for backend, row in df.iterrows():
-        if backend not in BACKENDS or BACKENDS[backend].runtime != OPENVINO.name:
+        if backend not in SETUPS or SETUPS[backend].runtime != OPENVINO.name:
             continue
-        guard = Guard.from_card(card, BACKENDS[backend].variant)
+        guard = Guard.from_card(card, SETUPS[backend].variant)
         if guard is None:
             continue
         if guard.reason is None:

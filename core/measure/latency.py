@@ -19,7 +19,7 @@ from core.model import registry
 from core.progress import Event, ProgressFn, ignore
 from core.runtimes.predict import Predictor
 from core.settings import SweepConfig
-from core.variants import TF_VARIANT, ir_variant
+from core.variants import IR_VARIANTS, TF_VARIANT
 
 
 def _png(image: np.ndarray) -> bytes:
@@ -28,8 +28,8 @@ def _png(image: np.ndarray) -> bytes:
     return out.getvalue()
 
 
-# The backend a sweep runs for each of the Predict page's variants.
-PREDICT_PEERS = {TF_VARIANT: "tf-function"} | {ir_variant(p): f"ov-{p}" for p in ("fp32", "fp16", "int8")}
+# The Predict page's variants; each is also the name of its default setup in a sweep (settings.SETUPS).
+COMPARED = (TF_VARIANT, *IR_VARIANTS)
 
 
 def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: int = 5,
@@ -37,8 +37,8 @@ def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: 
     """Each variant's per-photo latency as the Predict page measures it (every backend loaded in
     one process, as in the server; per photo the median of warm calls; then the median over the
     photos) beside its batch-1 p50 from a sweep in the same sitting, each backend in its own process."""
-    variants = [v for v in registry.available_variants(Path(model_dir)) if v in PREDICT_PEERS]
-    cfg = SweepConfig(str(model_dir), [PREDICT_PEERS[v] for v in variants], sizes=[n], batches=[1],
+    variants = [v for v in registry.available_variants(Path(model_dir)) if v in COMPARED]
+    cfg = SweepConfig(str(model_dir), variants, sizes=[n], batches=[1],
                       repeats=repeats, images=images)
     run = load_run((run_dir := run_sweep(cfg, progress, out_root=Path(tempfile.mkdtemp(prefix="latency-")))).name,
                    run_dir.parent)
@@ -52,8 +52,8 @@ def page_vs_isolated(model_dir: Path, images: str | None, n: int = 20, repeats: 
     rows = []
     for v in variants:
         page_ms = float(np.median([r[v].latency_ms for r in per_photo]))
-        rows.append({"variant": v, "backend in the sweep": PREDICT_PEERS[v], "predict_page_ms": page_ms,
+        rows.append({"variant": v, "predict_page_ms": page_ms,
                      "first_call_ms_median": float(np.median([r[v].first_call_ms for r in per_photo])),
-                     "isolated_p50_ms": float(isolated[PREDICT_PEERS[v]]),
-                     "ratio": page_ms / float(isolated[PREDICT_PEERS[v]])})
+                     "isolated_p50_ms": float(isolated[v]),
+                     "ratio": page_ms / float(isolated[v])})
     return pd.DataFrame(rows)

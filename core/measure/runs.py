@@ -16,11 +16,12 @@ import pandas as pd
 from core import atomic, paths
 from core.errors import UserError
 from core.variants import LITERT, ONNXRUNTIME, OPENVINO
-from core.settings import BACKENDS, BASELINE, RENAMED_BACKENDS
+from core.settings import SETUPS, BASELINE, RENAMED_SETUPS
 from core.system import describe_cpu
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
-RUN_VERSION = 2  # rows as {"settings", "load", "result"}; version 1 rows were flat
+RUN_VERSION = 3  # 3: setups spelled as their variant (openvino-int8, was ov-int8); 2: rows as {"settings", "load",
+# "result"}, version 1 rows were flat
 
 
 # ---------------------------------------------------------------- the result schema
@@ -137,14 +138,18 @@ def load_run(run_id: str, root: Path | None = None) -> dict[str, Any]:
         raise UserError(f"cannot read benchmark run {run_id!r}: {exc}") from exc
     if run.get("version", 1) == 1:
         run["rows"] = [_row_v1(r) for r in run["rows"]]
-        run["backends"] = {RENAMED_BACKENDS.get(k, k): v for k, v in run.get("backends", {}).items()}
+    if run.get("version", 1) < 3:
+        old = RENAMED_SETUPS
+        run["backends"] = {old.get(k, k): v for k, v in run.get("backends", {}).items()}
+        run["config"]["backends"] = [old.get(k, k) for k in run["config"].get("backends", [])]
+        for row in run["rows"]:
+            row["settings"]["backend"] = old.get(row["settings"]["backend"], row["settings"]["backend"])
         run["version"] = RUN_VERSION
     return run
 
 
 def _row_v1(row: dict[str, Any]) -> dict[str, Any]:
     """A flat version-1 row split into settings, load and result (missing entries are None)."""
-    row = row | {"backend": RENAMED_BACKENDS.get(row["backend"], row["backend"])}
     return {part: {k: row.get(k) for k in names}
             for part, names in (("settings", SETTINGS_COLUMNS), ("load", LOAD_COLUMNS), ("result", RESULT_COLUMNS))}
 
@@ -195,7 +200,7 @@ def summary(run: dict[str, Any], baseline: str = BASELINE) -> list[str]:
         return []
     sp = speedups(df, baseline)
     size = int(sp["size"].max())
-    base_label = BACKENDS[baseline].label
+    base_label = SETUPS[baseline].label
     lines = []
     for batch in sorted(sp["batch"].unique()):
         cell = sp[(sp["batch"] == batch) & (sp["size"] == size) & (sp["backend"] != baseline)]

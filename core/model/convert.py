@@ -21,7 +21,7 @@ from core.settings import CALIBRATION_SIZE
 from core.variants import ir_variant
 
 ACCURACY_CONTROL_PHOTOS = 150  # validation photos INT8's accuracy control measures on
-FIDELITY_DROP = 0.004  # INT8's largest loss of `fidelity` to the float model on them (docs/model.md, "INT8")
+FIDELITY_DROP = 0.004  # INT8's largest loss of `fidelity` to the float model on them (docs/lab-log.md, "INT8")
 
 
 def calibration_images(split: data.Split, image_size: int, n: int, seed: int,
@@ -88,7 +88,7 @@ def float_layers(ov_model, arch: str) -> list[str]:
     first block (its first three convolutions). Their error reaches every later layer, and at about
     5% of the compute they cost little: on the EfficientNet-Lite0 model, keeping them in float cut
     the mean probability error against FP32 on the validation photos by a third (0.0044 to 0.0029;
-    docs/model.md, "INT8")."""
+    docs/lab-log.md, "INT8")."""
     from core.model import architectures
 
     if not architectures.get(arch).transfer:
@@ -111,7 +111,7 @@ def quantize_int8(ov_model, calibration: np.ndarray, subset_size: int = CALIBRAT
     largest probability error against FP32 on the validation photos (0.15 to 0.09) for 10% more
     time. Activation ranges from histograms (the range that minimises the quantization error, not
     NNCF's default mean of each photo's min and max): on the same photos it cut the mean error
-    (1 - fidelity) by a fifth, 0.0073 to 0.0057 (docs/model.md, "INT8")."""
+    (1 - fidelity) by a fifth, 0.0073 to 0.0057 (docs/lab-log.md, "INT8")."""
     import nncf
     from nncf.quantization.advanced_parameters import (AdvancedAccuracyRestorerParameters,
                                                        AdvancedQuantizationParameters, RestoreMode)

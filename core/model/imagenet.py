@@ -13,7 +13,7 @@ of a photo is two things:
   classes the training photos themselves look like: daisy, rapeseed, bee, pot, vase, ...).
 
 The choices (224 px, the features, `CONFIDENT`) were made on a tuning set of photos, apart from
-the photos that report the result (docs/model.md, "Photos that are not flowers").
+the photos that report the result (docs/lab-log.md, "Photos that are not flowers").
 
 The network runs in OpenVINO (f32), once per photo whatever backend answers the flower
 question. Its IR is built from the installed wheel with OpenVINO's own operations on first use

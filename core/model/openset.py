@@ -36,7 +36,7 @@ from core.model.images import to_model_input
 
 KEEP = 0.95  # share of correctly classified validation flowers the threshold keeps
 MSP, MAHALANOBIS = "msp", "mahalanobis"
-SUBSPACE = 128  # of 1280 feature directions; measured against all of them on every calibration (docs/model.md)
+SUBSPACE = 128  # of 1280 feature directions; measured against all of them on every calibration (docs/lab-log.md)
 IMAGENET = "imagenet-neighbours"
 SCORE_NAMES = {MSP: "maximum softmax probability after temperature scaling",
                "energy": "energy of the logits (log-sum-exp)",
@@ -104,7 +104,7 @@ class ImageNetCheck:
     the threshold keeps varies less: 93-97% with the validation flowers alone, 96-97% pooled, 5th to
     95th percentile of a bootstrap on the shipped model).
 
-    Chosen on a tuning set of real photos (docs/model.md, "Photos that are not flowers"): it took
+    Chosen on a tuning set of real photos (docs/lab-log.md, "Photos that are not flowers"): it took
     7.3% of them for a flower at 95% of flowers kept (1.9% of those that are not other flowers),
     against 9.9% (4.0%) for its predecessor here, the product of the model's own Mahalanobis
     typicality and the ImageNet probability of the classes flowers look like; and it rejects every

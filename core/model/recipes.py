@@ -93,7 +93,7 @@ _TRANSFER = dict(learning_rate=1e-3, fine_tune_learning_rate=1e-4, label_smoothi
                  schedule="cosine", val_fraction=0.1, test_fraction=0.1)
 _LITE0 = dict(_TRANSFER, arch="efficientnet_lite0", image_size=224, epochs=2, fine_tune_layers=90, batch_size=16)
 # The Train page's choices and the CLI's --recipe; the first is the default. Chosen on validation
-# accuracy, repeated over three training seeds and scored on the held-out split (docs/model.md);
+# accuracy, repeated over three training seeds and scored on the held-out split (docs/lab-log.md);
 # memory figures are `training.estimate_peak_mb` on the full flower_photos, measured as
 # docs/safety.md ("Memory") says.
 RECIPES: dict[str, Recipe] = {

@@ -38,10 +38,12 @@ from core import atomic, children, paths
 from core.model import tuned
 from core.model import openset, registry
 from core.errors import UserError
-from core.variants import ir_variant
+from core.variants import IR_VARIANTS, ir_variant
 from core.settings import OVSettings, RunSetup
 
-SERVE_VARIANTS = ("tuned", "int8", "fp32", "fp16")
+TUNED = "tuned"  # the tuning's winner, whichever IR it runs
+SERVE_VARIANTS = (TUNED, *IR_VARIANTS)
+OLD_SPELLINGS = {p: ir_variant(p) for p in ("int8", "fp32", "fp16")}  # before the catalogue's names were used here
 MODEL_VERSION = "1"
 LABELS_FILE = "labels.txt"
 SERVING_FILE = "serving.json"
@@ -92,21 +94,22 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
     Predict page and most clients send; None: any): for `tuned` the overall winner, for a named
     variant that variant's best. It runs exactly as measured (and as Predict runs it): the same
     `RunSetup`, as many requests as it kept in flight. Without one, the app's own defaults."""
+    variant = OLD_SPELLINGS.get(variant, variant)
     if variant not in SERVE_VARIANTS:
         raise ServingError(f"variant must be one of {', '.join(SERVE_VARIANTS)}")
     tuning = tuned.load(model_dir, tuned_path)
     if tuning is None and tuned_path is not None:  # asked for by name: say so rather than fall back quietly
         raise ServingError(f"{tuned_path} is not a readable tuning (a tuned.json written by `python -m core tune`)")
     if tuning is not None:
-        winner = tuning.serving_winner(None if variant == "tuned" else ir_variant(variant), batch)
+        winner = tuning.serving_winner(None if variant == TUNED else variant, batch)
         if winner is not None:
             return ServingSetup(winner.setup, winner.nireq, winner.static_batch,
                                 f"tuned ({winner.label}, {winner.throughput_ips:.0f} img/s on "
                                 f"{tuning.describe_machine()})")
-    if variant == "tuned":
+    if variant == TUNED:
         raise ServingError(f"{Path(model_dir).name} has no tuning; run `python -m core tune` or choose a variant "
-                           "(int8, fp32, fp16)")
-    setup = RunSetup("", ir_variant(variant), ov=OVSettings("f32", "THROUGHPUT"), async_queue=True)
+                           f"({', '.join(IR_VARIANTS)})")
+    setup = RunSetup("", variant, ov=OVSettings("f32", "THROUGHPUT"), async_queue=True)
     return ServingSetup(setup, nireq=2, batch=None, source=DEFAULT_SETUP)
 
 
@@ -157,9 +160,9 @@ def default_variant(model_dir: Path, tuned_path: Path | None = None) -> str | No
     """`tuned` where there is a tuning, else INT8 (the smallest; within a point of TensorFlow), else
     the first IR the model has; None if it has none."""
     if tuned_path is not None or tuned.load(model_dir) is not None:
-        return "tuned"
-    return next((v for v in ("int8", "fp32", "fp16") if registry.variant_path(model_dir, ir_variant(v)).exists()),
-                None)
+        return TUNED
+    return next((v for v in (ir_variant("int8"), ir_variant("fp32"), ir_variant("fp16"))
+                 if registry.variant_path(model_dir, v).exists()), None)
 
 
 def _description(card, setup: ServingSetup) -> dict[str, Any]:
