@@ -53,7 +53,9 @@ st.write("**Classes:** " + ", ".join(card.classes))
 st.caption(f"Preprocessing: {card.preprocessing}")
 
 st.subheader("Variants")
-st.dataframe(evaluate.variant_table(entry.path, latency=False), hide_index=True, width="stretch")
+# A text table: an interactive grid would load two more script bundles (1.2 MB) into a first visit's
+# browser, which beside plotly.js's held Home's first screen back by about a second (docs/results.md).
+st.markdown(evaluate.variant_table(entry.path, latency=False).to_markdown(index=False))
 serving_download(entry, f"serving-{entry.name}")
 n_test = card.scores["test"].n_images if "test" in card.scores else None
 held_out = f"a held-out split never used for training or model selection ({n_test} images)" if n_test else ""
