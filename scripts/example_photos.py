@@ -13,7 +13,6 @@ names the photographer (the official archive's LICENSE.txt lists the same credit
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
