@@ -25,7 +25,7 @@ offered = offered_setups(entry.path)
 chosen, default_settings = predict_defaults(entry)
 start_loading(entry, chosen, default_settings)  # while the page draws, unless already loaded
 with st.sidebar:
-    variants = st.multiselect("Backends", offered, default=chosen, key="backends", format_func=setup_label,
+    setups = st.multiselect("Backends", offered, default=chosen, key="backends", format_func=setup_label,
                               help="'OpenVINO, tuned for latency' is the setup `python -m core tune` (or the Tune "
                                    "page) found fastest within the accuracy budget; it keeps its own "
                                    "precision, whatever is chosen below. 'OpenVINO (remote server)' is this "
@@ -57,13 +57,13 @@ shot = st.camera_input("Take a photo") if use_camera else None
 files = ([(example.path.name, example.path.read_bytes())] if example else []) + [
     (f.name, f.getvalue()) for f in uploads or []] + ([("camera.jpg", shot.getvalue())] if shot else [])
 
-if not variants:
+if not setups:
     st.info("Choose at least one backend in the sidebar.")
     st.stop()
-model = predictor(entry, variants, OVSettings(precision=precision))
+model = predictor(entry, setups, OVSettings(precision=precision))
 model.retry_unavailable()
-for variant, message in (model.unavailable | model.failed).items():
-    st.warning(f"{setup_label(variant)} is left out: {message}")
+for setup, message in (model.unavailable | model.failed).items():
+    st.warning(f"{setup_label(setup)} is left out: {message}")
 
 
 DRAWN_WITH = "predict-drawn-with"  # what this page's last full run showed: loaded, failed, still loading
@@ -135,8 +135,8 @@ for r in results:
         if r.error:
             st.error(f"**{r.name}**: {r.error}")
             continue
-        for variant, message in r.failed.items():
-            st.warning(f"{setup_label(variant)} did not answer: {message}")
+        for setup, message in r.failed.items():
+            st.warning(f"{setup_label(setup)} did not answer: {message}")
         first = next(iter(r.results.values()))
         fig: go.Figure = charts.topk_bars(r.results, top_k)
         chart_key = f"chart-{r.name}-{id(r)}-{top_k}"

@@ -16,12 +16,12 @@ from core.runtimes.backends import load_backend
 from core.runtimes.predict import ImageResult, Predictor, default_setups
 from core.settings import OVSettings
 
-def _load_predictor(model_dir: str, variants: tuple[str, ...], settings: OVSettings) -> Predictor:
+def _load_predictor(model_dir: str, setups: tuple[str, ...], settings: OVSettings) -> Predictor:
     # Importing TensorFlow makes millions of objects, and the collector's passes meanwhile scanned
     # the whole heap again and again: paused during the load, it took 0.6 s less (2.0 → 1.4 s).
     gc.disable()
     try:
-        predictor = Predictor(Path(model_dir), list(variants), settings, background=True)
+        predictor = Predictor(Path(model_dir), list(setups), settings, background=True)
     finally:
         gc.enable()
     # (TensorFlow's own objects are made in the Predictor's loading thread after this returns: it
@@ -40,14 +40,14 @@ _LOADER = ThreadPoolExecutor(1, thread_name_prefix="predictor-loader")
 @st.cache_resource(max_entries=8, show_spinner=False)
 
 
-def _loading(model_dir: str, variants: tuple[str, ...], settings: OVSettings, stamp: float) -> Future[Predictor]:
-    return _LOADER.submit(_load_predictor, model_dir, variants, settings)
+def _loading(model_dir: str, setups: tuple[str, ...], settings: OVSettings, stamp: float) -> Future[Predictor]:
+    return _LOADER.submit(_load_predictor, model_dir, setups, settings)
 
 
-def start_loading(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> None:
+def start_loading(entry: registry.ModelEntry, setups: list[str], settings: OVSettings) -> None:
     """Begin loading and warming these backends in the background (once per server and setting),
     so that a first visitor's first photo does not wait for TensorFlow's import."""
-    _loading(str(entry.path), tuple(variants), settings, model_stamp(entry.path))
+    _loading(str(entry.path), tuple(setups), settings, model_stamp(entry.path))
 
 
 def predict_defaults(entry: registry.ModelEntry) -> tuple[list[str], OVSettings]:
@@ -78,9 +78,9 @@ def openvino_settings(entry: registry.ModelEntry, variant: str, settings: OVSett
     return _settled(_openvino_settings, str(entry.path), variant, settings, model_stamp(entry.path))
 
 
-def predictor(entry: registry.ModelEntry, variants: list[str], settings: OVSettings) -> Predictor:
+def predictor(entry: registry.ModelEntry, setups: list[str], settings: OVSettings) -> Predictor:
     """The loaded backends, shared by every session (waiting for the background load if it runs)."""
-    key = (str(entry.path), tuple(variants), settings, model_stamp(entry.path))
+    key = (str(entry.path), tuple(setups), settings, model_stamp(entry.path))
     if _loading(*key).done():
         return _settled(_loading, *key)
     with st.spinner("Loading and compiling the model (once per server)..."):

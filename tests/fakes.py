@@ -43,17 +43,17 @@ class FixedBackend(Backend):
 
 
 class FakePredictor(Predictor):
-    def __init__(self, model_dir: Path, variants: list[str] | None = None, ov_settings: OVSettings | None = None,
+    def __init__(self, model_dir: Path, setups: list[str] | None = None, ov_settings: OVSettings | None = None,
                  background: bool = False):
         self.model_dir = Path(model_dir)
         self.card = registry.read_card(self.model_dir)
         self.classes, self.image_size = list(self.card.classes), self.card.image_size
         self.ov_settings = ov_settings or OVSettings()
-        variants = variants or registry.available_variants(self.model_dir)
-        self.backends = {v: FixedBackend(v, self.image_size, len(self.classes)) for v in variants}
-        self.first_inference_ms = dict.fromkeys(variants, 0.0)
+        setups = setups or registry.available_variants(self.model_dir)
+        self.backends = {v: FixedBackend(v, self.image_size, len(self.classes)) for v in setups}
+        self.first_inference_ms = dict.fromkeys(setups, 0.0)
         self.unavailable, self.failed, self.pending, self._lock = {}, {}, set(), threading.RLock()
-        self._order, self._answered = list(variants), threading.Event()
+        self._order, self._answered = list(setups), threading.Event()
         self.calibration = None  # no open-set verdict: these tests are about layout and messages
         self.judge, self.judge_load_s, self.judge_missing = None, None, ""
 

@@ -15,10 +15,10 @@ from core.variants import RUNTIMES
 
 if TYPE_CHECKING:
     from core.measure.headline import Headline
-    from core.runtimes.predict import VariantResult
+    from core.runtimes.predict import SetupResult
 
 
-def topk_bars(results: dict[str, VariantResult], k: int) -> go.Figure:
+def topk_bars(results: dict[str, SetupResult], k: int) -> go.Figure:
     """Grouped horizontal bars: the top-k classes (by the first backend) for every backend, named in
     words and coloured by runtime as on the Benchmark page."""
     from core.runtimes.predict import setup_label, setup_runtime

@@ -43,7 +43,7 @@ def setup_runtime(name: str) -> str:
 
 
 def offered_setups(model_dir: Path) -> list[str]:
-    """What Predict offers, by name: each variant (a model file) this server can run, and two named
+    """What Predict offers, by name: each variant (a model file, run in its default setup) this server can run, and two named
     setups: the tuned latency setup when the model has one, and the remote server when the owner
     configured one for this model."""
     tuning = tuned.load(model_dir)
@@ -67,8 +67,8 @@ NOT_ONE_OF_THEM = "not one of the classes"
 
 
 @dataclass
-class VariantResult:
-    variant: str
+class SetupResult:
+    setup: str
     probabilities: dict[str, float]
     timing: Timing
     known_score: float | None = None  # the open-set score (core.model.openset), if the model is calibrated
@@ -103,7 +103,7 @@ class VariantResult:
 @dataclass
 class ImageResult:
     name: str
-    results: dict[str, VariantResult] = field(default_factory=dict)
+    results: dict[str, SetupResult] = field(default_factory=dict)
     error: str | None = None
     failed: dict[str, str] = field(default_factory=dict)  # backends that could not answer (a remote server down)
     image: Any = None  # the decoded, upright PIL image, for display
@@ -138,16 +138,16 @@ class ImageResult:
         row: dict[str, Any] = {"file": self.name, "verdict": self.verdict}
         if self.error:
             return row | {"error": self.error}
-        for variant, r in self.results.items():
-            row[f"{variant} class"] = r.top_class
-            row[f"{variant} confidence"] = round(r.shown[r.top_class], 4)
+        for setup, r in self.results.items():
+            row[f"{setup} class"] = r.top_class
+            row[f"{setup} confidence"] = round(r.shown[r.top_class], 4)
         row["agree"] = self.agree
         row["known flower"] = self.known
         row["looks like (ImageNet)"] = self.looks_like.label if self.known is False and self.looks_like else None
-        for variant, r in self.results.items():
-            row[f"{variant} ms"] = round(r.latency_ms, 2)
-        for variant, r in self.results.items():
-            row[f"{variant} first call ms"] = round(r.first_call_ms, 2)
+        for setup, r in self.results.items():
+            row[f"{setup} ms"] = round(r.latency_ms, 2)
+        for setup, r in self.results.items():
+            row[f"{setup} first call ms"] = round(r.first_call_ms, 2)
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -169,9 +169,9 @@ class ImageResult:
 class Predictor:
     """Loaded, warmed-up backends of one model; safe to share between app sessions."""
 
-    def __init__(self, model_dir: Path, variants: list[str] | None = None, ov_settings: OVSettings | None = None,
+    def __init__(self, model_dir: Path, setups: list[str] | None = None, ov_settings: OVSettings | None = None,
                  background: bool = False):
-        """Load and warm every backend of `variants`. What needs TensorFlow (its backend, and a file
+        """Load and warm every backend of `setups`. What needs TensorFlow (its backend, and a file
         a shipped folder leaves out, remade from model.keras) loads in a thread of its own, started
         first: `background` returns as soon as the rest is ready and lets it join when it is
         (`pending` says what is still coming), so a cold server's first answer does not wait for
@@ -186,15 +186,15 @@ class Predictor:
         self.image_size = self.card.image_size
         self.ov_settings = ov_settings or OVSettings()
         self.calibration = openset.from_card(self.card.openset, self.model_dir)
-        variants = variants or registry.available_variants(self.model_dir)
+        setups = setups or registry.available_variants(self.model_dir)
         self.backends: dict[str, Backend] = {}
         self.unavailable: dict[str, str] = {}  # a remote server that did not answer: the local backends go on
         self.failed: dict[str, str] = {}  # what could not load in the background, and why
         self.first_inference_ms: dict[str, float] = {}
-        self._order = list(variants)
+        self._order = list(setups)
         self._lock = threading.RLock()  # retry_unavailable holds it while _add takes it
         self._retry_at = time.monotonic() + RETRY_S  # a failure at load was just seen
-        with_tensorflow = [v for v in variants if v == TF_VARIANT
+        with_tensorflow = [v for v in setups if v == TF_VARIANT
                            or (v in CATALOGUE and not registry.variant_path(self.model_dir, v).exists())]
         self.pending: set[str] = set(with_tensorflow)
         self._background = background
@@ -209,9 +209,9 @@ class Predictor:
         if with_tensorflow and not background:
             thread.start()
         try:
-            for variant in variants:
-                if variant not in with_tensorflow:
-                    self._add(variant, self._warm(variant))
+            for setup in setups:
+                if setup not in with_tensorflow:
+                    self._add(setup, self._warm(setup))
             # The ImageNet check is an OpenVINO network too.
             self.judge, self.judge_load_s, self.judge_missing = self._load_judge()
         finally:
@@ -223,21 +223,21 @@ class Predictor:
             if self.failed:
                 raise registry.ModelError("; ".join(f"{v}: {why}" for v, why in self.failed.items()))
 
-    def _load_with_tensorflow(self, variants: list[str], openvino_warm: threading.Event) -> None:
+    def _load_with_tensorflow(self, setups: list[str], openvino_warm: threading.Event) -> None:
         """In the loading thread: make the missing files, load TensorFlow, then warm what was made."""
         if self._background:
             self._answered.wait(TENSORFLOW_DELAY_S)
-        for variant in sorted(variants, key=lambda v: v != TF_VARIANT):
+        for setup in sorted(setups, key=lambda v: v != TF_VARIANT):
             try:
-                if variant == TF_VARIANT:
-                    outcome = self._warm(variant)
+                if setup == TF_VARIANT:
+                    outcome = self._warm(setup)
                 else:
-                    artifacts.ensure(self.model_dir, variant)
+                    artifacts.ensure(self.model_dir, setup)
                     openvino_warm.wait()
-                    outcome = self._warm(variant)
-                self._add(variant, outcome)
+                    outcome = self._warm(setup)
+                self._add(setup, outcome)
             except Exception as exc:  # kept for the page and the caller; the other backends go on
-                self.failed[variant] = str(exc) or type(exc).__name__
+                self.failed[setup] = str(exc) or type(exc).__name__
         if self._background:
             # TensorFlow's millions of objects, made after the app froze its heap: frozen too, or every
             # full collection (Streamlit runs one after each script run) scans them again (0.7 s of CPU
@@ -264,32 +264,32 @@ class Predictor:
             return None, None, str(exc)
         return judge, seconds, ""
 
-    def _warm(self, variant: str) -> tuple[Backend, float] | str:
+    def _warm(self, setup: str) -> tuple[Backend, float] | str:
         """Load one backend and make its first call, the one `measure` makes (for TensorFlow that
         traces the function, hundreds of ms); a remote one that fails: its message."""
         warmup = np.zeros((1, self.image_size, self.image_size, 3), np.uint8)
         try:
-            backend = self._load(variant)
+            backend = self._load(setup)
             first_s, (probs, _) = time_once(lambda: backend.infer(warmup))
         except remote.RemoteError as exc:
             return str(exc)
         if probs.shape != (1, len(self.classes)):
             raise registry.ModelError(
-                f"{variant} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
+                f"{setup} returns {probs.shape[1]} classes but the card lists {len(self.classes)}"
             )
         return backend, first_s
 
-    def _add(self, variant: str, outcome: tuple[Backend, float] | str) -> None:
+    def _add(self, setup: str, outcome: tuple[Backend, float] | str) -> None:
         """Keep a warmed-up backend (in the order asked for), or note why a remote one is unavailable."""
         if isinstance(outcome, str):
-            self.unavailable[variant] = outcome
+            self.unavailable[setup] = outcome
             return
         backend, first_s = outcome
         with self._lock:
-            self.first_inference_ms[variant] = first_s * 1000
-            loaded = self.backends | {variant: backend}
+            self.first_inference_ms[setup] = first_s * 1000
+            loaded = self.backends | {setup: backend}
             self.backends = {v: loaded[v] for v in self._order if v in loaded}
-            self.unavailable.pop(variant, None)
+            self.unavailable.pop(setup, None)
 
     def retry_unavailable(self) -> None:
         """Try the remote backends that failed again, at most every RETRY_S (every page run calls
@@ -299,12 +299,12 @@ class Predictor:
             if not self.unavailable or time.monotonic() < self._retry_at:
                 return
             self._retry_at = time.monotonic() + RETRY_S
-            for variant in list(self.unavailable):
-                self._add(variant, self._warm(variant))
+            for setup in list(self.unavailable):
+                self._add(setup, self._warm(setup))
 
-    def _load(self, variant: str) -> Backend:
-        if variant != TUNED_LATENCY:
-            return load_backend(self.model_dir, variant, self.ov_settings)
+    def _load(self, setup: str) -> Backend:
+        if setup != TUNED_LATENCY:
+            return load_backend(self.model_dir, setup, self.ov_settings)
         tuning = tuned.load(self.model_dir)
         winner = tuning.winner("latency") if tuning else None
         if winner is None:
@@ -337,25 +337,25 @@ class Predictor:
         return result
 
     def time_every_backend(self, batch: np.ndarray, repeats: int = REPEATS, failed: dict[str, str] | None = None,
-                           judged: imagenet.Opinion | None = None) -> dict[str, VariantResult]:
+                           judged: imagenet.Opinion | None = None) -> dict[str, SetupResult]:
         """Every backend on one uint8 batch: one first call, then `repeats` timed calls. A remote
         backend that fails is left out, with its message in `failed`. `judged`: the ImageNet
         check's opinion of the batch, which decides every backend's verdict where it is given."""
         results = {}
-        for variant, backend in self.backends.items():  # replaced whole when a backend joins, never changed
+        for setup, backend in self.backends.items():  # replaced whole when a backend joins, never changed
             try:
                 timing = time_calls(lambda b=backend: b.infer(batch), repeats, warmup=1)
             except remote.RemoteError as exc:
                 if failed is not None:
-                    failed[variant] = str(exc)
+                    failed[setup] = str(exc)
                 continue
             probs, features = timing.result
-            result = VariantResult(variant, dict(zip(self.classes, map(float, probs[0]))), timing)
+            result = SetupResult(setup, dict(zip(self.classes, map(float, probs[0]))), timing)
             if self.calibration is not None:
                 verdict = self.calibration.known(probs[:1], None if features is None else features[:1], judged)
                 if verdict is not None:  # None: a backend without the features the score needs
                     result.known_score, result.known = float(verdict[0][0]), bool(verdict[1][0])
                 scaled = openset.scale(probs[:1], self.calibration.temperature)[0]
                 result.calibrated = dict(zip(self.classes, map(float, scaled)))
-            results[variant] = result
+            results[setup] = result
         return results
