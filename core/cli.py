@@ -479,9 +479,9 @@ def _measure_commands(sub) -> None:
 
 def _served_variant(value: str) -> str:
     """--variant as the catalogue names it; the older short names (int8, fp32, fp16) still work."""
-    if value in ("int8", "fp32", "fp16"):
-        print(f"note: {value!r} is now {variants.ir_variant(value)!r}", file=sys.stderr)
-        return variants.ir_variant(value)
+    if value in variants.SHORT_IR_NAMES:
+        print(f"note: {value!r} is now {variants.SHORT_IR_NAMES[value]!r}", file=sys.stderr)
+        return variants.SHORT_IR_NAMES[value]
     return value
 
 

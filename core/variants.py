@@ -64,6 +64,10 @@ def ir_variant(precision: str) -> str:
     return f"openvino-{precision}"
 
 
+# How the model server's --variant named the IRs before it used the catalogue's names; still accepted.
+SHORT_IR_NAMES = {p: ir_variant(p) for p in IR_PRECISIONS}
+
+
 CATALOGUE: dict[str, Variant] = {v.name: v for v in (
     Variant(TF_VARIANT, TENSORFLOW, "model.keras", "fp32"),
     *(Variant(ir_variant(p), OPENVINO, f"openvino/{p}/model.xml", p, calibrated=p == "int8") for p in IR_PRECISIONS),

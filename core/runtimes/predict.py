@@ -43,9 +43,9 @@ def setup_runtime(name: str) -> str:
 
 
 def offered_setups(model_dir: Path) -> list[str]:
-    """What Predict offers, by name: each variant (a model file, run in its default setup) this server can run, and two named
-    setups: the tuned latency setup when the model has one, and the remote server when the owner
-    configured one for this model."""
+    """What Predict offers, by name: each variant (a model file, in its default setup) this server
+    can run, and two named setups: the tuned latency setup when the model has one, and the remote
+    server when the owner configured one for this model."""
     tuning = tuned.load(model_dir)
     winner = tuning.winner("latency") if tuning else None
     # A tuning is machine-specific: offer it only where its precision runs natively (a bf16 setup

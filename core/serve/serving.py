@@ -38,12 +38,11 @@ from core import atomic, children, paths
 from core.model import tuned
 from core.model import openset, registry
 from core.errors import UserError
-from core.variants import IR_VARIANTS, ir_variant
+from core.variants import IR_VARIANTS, SHORT_IR_NAMES, ir_variant
 from core.settings import OVSettings, RunSetup
 
 TUNED = "tuned"  # the tuning's winner, whichever IR it runs
 SERVE_VARIANTS = (TUNED, *IR_VARIANTS)
-OLD_SPELLINGS = {p: ir_variant(p) for p in ("int8", "fp32", "fp16")}  # before the catalogue's names were used here
 MODEL_VERSION = "1"
 LABELS_FILE = "labels.txt"
 SERVING_FILE = "serving.json"
@@ -94,7 +93,7 @@ def choose_setup(model_dir: Path, variant: str = "tuned", tuned_path: Path | Non
     Predict page and most clients send; None: any): for `tuned` the overall winner, for a named
     variant that variant's best. It runs exactly as measured (and as Predict runs it): the same
     `RunSetup`, as many requests as it kept in flight. Without one, the app's own defaults."""
-    variant = OLD_SPELLINGS.get(variant, variant)
+    variant = SHORT_IR_NAMES.get(variant, variant)
     if variant not in SERVE_VARIANTS:
         raise ServingError(f"variant must be one of {', '.join(SERVE_VARIANTS)}")
     tuning = tuned.load(model_dir, tuned_path)
