@@ -3,14 +3,12 @@
 from functools import partial
 
 import pandas as pd
-import plotly.graph_objects as go
 import streamlit as st
 
 from app_pages.models import page_model
 from app_pages.predictors import classify_all, predict_defaults, predictor, start_loading
 from app_pages.session import tensorflow_missing_notice
 from core.app import examples
-from core.measure import charts
 from core.model import images
 from core.runtimes.predict import REPEATS, offered_setups, setup_label
 from core.settings import PRECISIONS, OVSettings
@@ -111,8 +109,9 @@ def how_to_read() -> None:
                     "first call is cold after every run of this page: Streamlit clears Keras's session after each "
                     "run, and with it TensorFlow's kernel cache.")
     with st.expander("Load and first-call times (once per server process)"):
-        st.dataframe(pd.DataFrame(model.load_times()).T.rename(
-            index=setup_label, columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"}))
+        st.markdown(pd.DataFrame(model.load_times()).T.rename(
+            index=setup_label, columns={"load_s": "load + compile (s)", "first_inference_ms": "first inference (ms)"},
+        ).to_markdown(floatfmt=".2f"))
 
 
 def openset_message(r, classes: list[str]) -> str:
@@ -138,8 +137,6 @@ for r in results:
         for setup, message in r.failed.items():
             st.warning(f"{setup_label(setup)} did not answer: {message}")
         first = next(iter(r.results.values()))
-        fig: go.Figure = charts.topk_bars(r.results, top_k)
-        chart_key = f"chart-{r.name}-{id(r)}-{top_k}"
         if r.known is False:
             # No confident wrong answer on a photo that is not one of the classes.
             scores = {setup_label(v): x.known_score for v, x in r.results.items() if x.known_score is not None}
@@ -161,9 +158,9 @@ for r in results:
         with right:
             if r.known is False:
                 with st.expander("Show the probabilities anyway"):
-                    st.plotly_chart(fig, width="stretch", key=chart_key, config=charts.STATIC_CHART)
+                    st.markdown(r.top_k_table(top_k))
             else:
-                st.plotly_chart(fig, width="stretch", key=chart_key, config=charts.STATIC_CHART)
+                st.markdown(r.top_k_table(top_k))
             st.caption(" · ".join(f"{setup_label(v)}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–"
                                   f"{x.timing.max_ms:.1f}; first call {x.first_call_ms:.0f} ms)"
                                   for v, x in r.results.items())

@@ -75,6 +75,8 @@ def test_predict_shows_agreeing_answers_and_bad_files_get_a_message(shipped_mode
     n = len(default_setups(registry.list_models()[0].path))  # what the page runs by default
     assert n >= 3 and verdict.startswith(f"**{cls}**, one of the 5 kinds this model knows — all {n} backends agree, "
                                          "calibrated confidence ")
+    [top_k] = [m.value for m in at.markdown if m.value.startswith("| class |")]  # each backend's top 3, in words
+    assert "OpenVINO INT8" in top_k and top_k.splitlines()[2].startswith(f"| {cls} |") and len(top_k.splitlines()) == 5
     errors = [e.value for e in at.error]
     assert any("broken.jpg" in e and "corrupt" in e for e in errors)
     assert any("empty.png" in e and "empty" in e for e in errors)
@@ -112,6 +114,7 @@ def test_predictions_are_kept_until_measured_again(shipped_model, fake_predictor
     assert any("first call" in c.value for c in at.caption)
     at.slider(key="top-k").set_value(1).run()
     assert calls == ["red.png"]  # redrawn, not measured again
+    assert [len(m.value.splitlines()) for m in at.markdown if m.value.startswith("| class |")] == [3]  # one class
     at.button(key="measure-again").click().run()
     assert calls == ["red.png", "red.png"]
 

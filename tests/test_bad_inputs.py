@@ -98,3 +98,18 @@ def test_bad_images_inside_a_dataset_are_skipped_and_reported(tmp_path):
     images, labels, bad = data.load_arrays(items, 32)
     assert len(images) == 3 and len(bad) == 6
     assert all(":" in b for b in bad)
+
+
+def test_a_visitors_class_names_show_as_themselves_in_the_top_k_table():
+    """A model trained on a visitor's photos names its classes after their folders: markdown in a name
+    is shown as text, and a `|` does not break the table."""
+    from core.runtimes.predict import ImageResult, SetupResult
+    from core.timing import Timing
+
+    probabilities = {"a|b": 0.7, "*bold* [link](x)": 0.2, "plain": 0.1}
+    result = ImageResult("x.jpg", {s: SetupResult(s, probabilities, Timing((0.001,)))
+                                   for s in ("tensorflow", "openvino-int8")})
+    lines = result.top_k_table(2).splitlines()
+    assert lines[0] == "| class | TensorFlow | OpenVINO INT8 |" and len(lines) == 4
+    assert lines[2] == r"| a\|b | 70.0% | 70.0% |"
+    assert lines[3] == r"| \*bold\* \[link\](x) | 20.0% | 20.0% |"

@@ -27,6 +27,9 @@ RETRY_S = 30  # between attempts to reach a remote server that did not answer
 # In the background, TensorFlow's import (seconds of CPU, holding the GIL) waits for the first photo
 # to be answered, or this long: on a cold server it had doubled the first answer's time.
 TENSORFLOW_DELAY_S = 3.0
+# ... and once a photo is answered, this long more: the page that asked draws the rest of its answer
+# first (the import had held it back by about 0.8 s).
+ANSWER_GRACE_S = 1.5
 TUNED_LATENCY = "tuned-latency"  # the setup `python -m core tune` found fastest for one photo at a time
 IMAGENET_CHECK = "imagenet-check"  # not a backend: the open-set check's ImageNet classifier, in load times
 NAMED_SETUPS = {IMAGENET_CHECK: "ImageNet check (EfficientNet-Lite0, OpenVINO f32)", TUNED_LATENCY: "OpenVINO, tuned for latency", remote.REMOTE_SETUP: "OpenVINO (remote server)"}
@@ -64,6 +67,11 @@ def default_setups(model_dir: Path) -> list[str]:
 
 
 NOT_ONE_OF_THEM = "not one of the classes"
+
+
+def _markdown_text(text: str) -> str:
+    """A class name (a visitor's folder name, for a model trained on their photos) shown as itself."""
+    return "".join("\\" + ch if ch in "\\`*_[]<>|#~$" else ch for ch in text)
 
 
 @dataclass
@@ -132,6 +140,16 @@ class ImageResult:
         if self.known is False:
             return NOT_ONE_OF_THEM
         return next(iter(self.results.values())).top_class if self.agree else "backends disagree"
+
+    def top_k_table(self, k: int) -> str:
+        """The top-k classes (by the first backend) and every backend's probability for each, as a
+        text table: the answer's details on a phone's screen, with no chart library for its browser
+        to load (plotly.js, 4.7 MB: ten visitors' browsers spent 10 s less CPU; docs/results.md)."""
+        first = next(iter(self.results.values()))
+        header = "| class | " + " | ".join(setup_label(s) for s in self.results) + " |"
+        rows = [f"| {_markdown_text(c)} | " + " | ".join(f"{r.shown[c]:.1%}" for r in self.results.values()) + " |"
+                for c, _ in first.top_k(k)]
+        return "\n".join([header, "| --- |" + " ---: |" * len(self.results), *rows])
 
     def table_row(self) -> dict[str, Any]:
         """A flat row for the results table and its CSV download: the verdict first, then each backend's."""
@@ -225,8 +243,8 @@ class Predictor:
 
     def _load_with_tensorflow(self, setups: list[str], openvino_warm: threading.Event) -> None:
         """In the loading thread: make the missing files, load TensorFlow, then warm what was made."""
-        if self._background:
-            self._answered.wait(TENSORFLOW_DELAY_S)
+        if self._background and self._answered.wait(TENSORFLOW_DELAY_S):
+            time.sleep(ANSWER_GRACE_S)
         for setup in sorted(setups, key=lambda v: v != TF_VARIANT):
             try:
                 if setup == TF_VARIANT:
