@@ -12,7 +12,7 @@ from core.app import workspace
 from core.app.access import Page
 from core.model import registry
 
-st.set_page_config(page_title="Flowers: TensorFlow vs OpenVINO", page_icon="🌼", layout="wide")
+st.set_page_config(page_title="Flowers: TensorFlow vs OpenVINO", page_icon=":material/local_florist:", layout="wide")
 
 
 @st.cache_resource(ttl=3600)

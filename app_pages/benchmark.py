@@ -10,7 +10,7 @@ from app_pages.job_views import show_job_failure, show_progress, starting_job, w
 from app_pages.models import page_model, results_roots
 from app_pages.session import current_workspace, policy, tensorflow_missing_notice
 from core import settings
-from core.measure import benchmark, charts, runs
+from core.measure import benchmark, run_charts, runs
 from core.model import images
 from core import variants
 from core.app.access import Action
@@ -132,7 +132,7 @@ for run in loaded:
         if run.get("benchmark_app"):
             st.dataframe(pd.DataFrame(run["benchmark_app"]), hide_index=True)
 
-figs = charts.run_figures(df)
+figs = run_charts.run_figures(df)
 show(figs, "saved-" + "-".join(picked))
 st.dataframe(df, hide_index=True, width="stretch")
 # Every download is built when clicked (callable data), not on each rerun of the page.
@@ -143,8 +143,8 @@ d2.download_button("Download JSON", partial(json.dumps, loaded if len(loaded) > 
 chart = d3.selectbox("Chart to download", list(figs))
 d3.download_button("Download chart (HTML)", partial(figs[chart].to_html, include_plotlyjs="cdn"), f"{chart}.html",
                    "text/html")
-if charts.png_export_available():
-    d3.download_button("Download chart (PNG)", partial(charts.figure_png, figs[chart]), f"{chart}.png", "image/png",
+if run_charts.png_export_available():
+    d3.download_button("Download chart (PNG)", partial(run_charts.figure_png, figs[chart]), f"{chart}.png", "image/png",
                        help="Made with kaleido and the server's Chromium; the HTML works everywhere.")
 else:
     d3.caption("PNG: this server has no Chrome or Chromium for kaleido; the HTML chart has Plotly's own "

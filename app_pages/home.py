@@ -1,7 +1,7 @@
 """Home: what this is, the result it exists for, an invitation to try it, then the model's card."""
 
-import pandas as pd
 import streamlit as st
+from tabulate import tabulate
 
 from app_pages.models import page_model, results_roots, serving_download, show_quality
 from app_pages.predictors import openvino_settings
@@ -55,7 +55,7 @@ st.caption(f"Preprocessing: {card.preprocessing}")
 st.subheader("Variants")
 # A text table: an interactive grid would load two more script bundles (1.2 MB) into a first visit's
 # browser, which beside plotly.js's held Home's first screen back by about a second (docs/results.md).
-st.markdown(evaluate.variant_table(entry.path, latency=False).to_markdown(index=False))
+st.markdown(tabulate(evaluate.variant_rows(entry.path, latency=False), headers="keys", tablefmt="pipe"))
 serving_download(entry, f"serving-{entry.name}")
 n_test = card.scores["test"].n_images if "test" in card.scores else None
 held_out = f"a held-out split never used for training or model selection ({n_test} images)" if n_test else ""
@@ -86,14 +86,14 @@ if calibration is not None:
     st.subheader("Confidence and photos that are not flowers")
     st.markdown(calibration.confidence_summary())  # what the card says; Predict says what runs there
     if rows := calibration.candidate_rows():
-        st.dataframe(pd.DataFrame(rows), hide_index=True,
+        st.dataframe(rows, hide_index=True,
                      column_config={"AUROC": st.column_config.NumberColumn(format="%.3f")})
         st.caption("The candidate scores, measured with TensorFlow: the one with the higher AUROC of the two every "
                    "runtime can compute is used where the ImageNet check cannot run; where it can, the check decides (it was "
                    "chosen on a tuning set of real photos of other things, docs/lab-log.md).")
     if calibration.evaluated is not None:  # `python -m core openset-eval --record`
         st.markdown(calibration.evaluated.summary())
-        st.dataframe(pd.DataFrame(calibration.evaluated.rows()), hide_index=True,
+        st.dataframe(calibration.evaluated.rows(), hide_index=True,
                      column_config={c: st.column_config.NumberColumn(format="percent")
                                     for c in ("taken for a flower", "keeping 95% of flowers")})
     st.plotly_chart(charts.reliability_diagram(calibration.measured, calibration.temperature), width="stretch",
@@ -114,6 +114,6 @@ st.markdown(
        "bf16 is one switch away on the Predict page.\n" if used else "")
 )
 st.subheader("Library versions")
-st.dataframe(pd.DataFrame([card.versions]), hide_index=True)
+st.dataframe([card.versions], hide_index=True)
 if card.training.command:
     st.caption(f"Trained in {card.training.seconds:.0f} s with `{card.training.command}`")

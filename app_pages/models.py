@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from app_pages.session import current_workspace
@@ -95,7 +94,7 @@ def serving_download(entry: registry.ModelEntry, key: str) -> None:
 def show_quality(entry: registry.ModelEntry, variant: str = registry.TF_VARIANT) -> None:
     """Per-class accuracy and the confusion matrix on the held-out split (else validation), with
     the interval, and a few of TensorFlow's wrong answers where the server still has the photos."""
-    from core.measure import charts
+    from core.measure import run_charts  # pandas and Plotly Express: kept off Home's first screen
 
     card = entry.card
     subset = "test" if "test" in card.scores else "val" if "val" in card.scores else None
@@ -108,10 +107,10 @@ def show_quality(entry: registry.ModelEntry, variant: str = registry.TF_VARIANT)
                 f"95% Wilson interval {low:.1%}–{high:.1%}).")
     c1, c2 = st.columns([1, 2])
     per_class = scores.per_class_accuracy(variant, card.classes)
-    c1.dataframe(pd.DataFrame({"class": list(per_class), "accuracy": list(per_class.values()),
-                               "photos": [sum(r) for r in scores.confusion[variant]]}),
+    c1.dataframe({"class": list(per_class), "accuracy": list(per_class.values()),
+                  "photos": [sum(r) for r in scores.confusion[variant]]},
                  hide_index=True, column_config={"accuracy": st.column_config.NumberColumn(format="%.3f")})
-    c2.plotly_chart(charts.confusion_matrix(scores.confusion[variant], card.classes, f"{variant}, {subset} split"),
+    c2.plotly_chart(run_charts.confusion_matrix(scores.confusion[variant], card.classes, f"{variant}, {subset} split"),
                     width="stretch", key=f"confusion-{entry.name}-{variant}-{subset}")
     wrong = [(m, photo) for m in scores.misclassified if (photo := card.local_photo(m["file"])) is not None]
     if wrong:

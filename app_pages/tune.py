@@ -8,7 +8,7 @@ from app_pages.session import current_workspace, policy, tensorflow_missing_noti
 from core.app.access import Action
 from core.app import launch
 from core.app.jobs import RUNNER
-from core.measure import charts
+from core.measure import run_charts
 from core.model import tuned
 from core.quality import evaluate
 
@@ -67,5 +67,5 @@ if tuning:
                     f"in {tuning.seconds:.0f} s, accuracy on {tuning.guard.n_images} held-out photos.")
         for line in tuned.summary(tuning):
             st.markdown(f"- {line}")
-        st.plotly_chart(charts.tune_scatter(tuning), width="stretch", key=f"tune-{tuning.created}")
-        st.dataframe(charts.tuned_frame(tuning), hide_index=True, width="stretch")
+        st.plotly_chart(run_charts.tune_scatter(tuning), width="stretch", key=f"tune-{tuning.created}")
+        st.dataframe(run_charts.tuned_frame(tuning), hide_index=True, width="stretch")

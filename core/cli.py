@@ -281,17 +281,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_charts(args: argparse.Namespace) -> int:
     import re
 
-    from core.measure import charts, runs
+    from core.measure import run_charts, runs
 
     run_dir = Path(args.run)
     run = runs.load_run(run_dir.name, run_dir.parent)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for title, fig in charts.run_figures(runs.frame(run)).items():
+    for title, fig in run_charts.run_figures(runs.frame(run)).items():
         stem = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
         fig.write_html(out / f"{stem}.html", include_plotlyjs="cdn")
         if args.png:
-            (out / f"{stem}.png").write_bytes(charts.figure_png(fig))
+            (out / f"{stem}.png").write_bytes(run_charts.figure_png(fig))
         print(out / stem)
     return 0
 

@@ -234,14 +234,14 @@ def test_page_refusals_stay_until_they_no_longer_apply(tiny_model, tmp_path, mon
 def test_charts_name_backends_in_words_and_colour_them_by_runtime():
     import plotly.express as px
 
-    from core.measure import charts
+    from core.measure import charts, run_charts
 
     run = runs.load_run(runs.EXAMPLE_RUN.name, runs.EXAMPLE_RUN.parent)  # a version-1 run
     df = runs.frame(run)
-    colours = charts.family_colours(df)
+    colours = run_charts.family_colours(df)
     for label, runtime in zip(df["label"], df["runtime"]):
         assert colours[label] in charts.FAMILIES[runtime], (label, runtime)
-    legend = {trace.name for trace in charts.run_figures(df)["Time trend"].data}
+    legend = {trace.name for trace in run_charts.run_figures(df)["Time trend"].data}
     assert legend == set(df["label"]) and not legend & set(df["backend"])
     assert px.colors.sequential.Blues is charts.FAMILIES["openvino"]
 

@@ -92,4 +92,4 @@ def train_job(ctx, source: str, config: dict[str, Any], name: str, models_root: 
             ctx.add_row(event.metrics)
 
     path = train_and_optimize(source, TrainConfig(**config), name, Path(models_root), progress)
-    return {"path": str(path), "table": evaluate.variant_table(path).to_dict("records")}
+    return {"path": str(path), "table": evaluate.variant_rows(path)}

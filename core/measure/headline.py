@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from core.errors import UserError
 from core.measure import runs
 from core.model import registry
@@ -71,40 +69,41 @@ class Headline:
                 f"held-out photos).{left_out}")
 
 
-def _side(row: pd.Series) -> Side:
-    return Side(row["backend"], row["label"], str(row["precision"]), float(row["batch_latency_ms_p50"]),
-                float(row["batch_latency_ms_p90"]), float(row["rss_peak_mb"]))
+def _side(cell: dict[str, Any]) -> Side:
+    return Side(cell["backend"], cell["label"], str(cell["precision"]), float(cell["batch_latency_ms_p50"]),
+                float(cell["batch_latency_ms_p90"]), float(cell["rss_peak_mb"]))
 
 
 def from_run(run: dict[str, Any], card) -> Headline | None:
     """The headline a saved run gives for a model card, or None if it lacks TensorFlow or OpenVINO
-    at batch 1 or no OpenVINO setup in it is within the accuracy budget."""
-    df = runs.frame(run)
-    df = df[df["batch"] == 1]
-    if df.empty:
+    at batch 1 or no OpenVINO setup in it is within the accuracy budget. Plain dicts, no pandas:
+    Home's first screen reads it (docs/deploying.md)."""
+    timed = [c for c in runs.cells(run) if c["batch"] == 1 and c.get("batch_latency_ms_p50") is not None]
+    if not timed:
         return None
-    size = int(df["size"].max())
-    df = df[df["size"] == size].set_index("backend", drop=False)
-    if BASELINE not in df.index:
+    size = max(c["size"] for c in timed)
+    by_backend = {c["backend"]: c for c in timed if c["size"] == size}
+    if BASELINE not in by_backend:
         return None
     within, left_out = [], {}
-    for backend, row in df.iterrows():
+    for backend, cell in by_backend.items():
         if backend not in SETUPS or SETUPS[backend].runtime != OPENVINO.name:
             continue
         guard = Guard.from_card(card, SETUPS[backend].variant)
         if guard is None:
             continue
         if guard.reason is None:
-            within.append(row)
+            within.append(cell)
         else:
             left_out[backend] = guard.reason
     if not within:
         return None
-    best = min(within, key=lambda r: r["batch_latency_ms_p50"])
+    best = min(within, key=lambda c: c["batch_latency_ms_p50"])
     faster_left_out = {b: why for b, why in left_out.items()
-                       if df.loc[b, "batch_latency_ms_p50"] < best["batch_latency_ms_p50"]}
-    return Headline(_side(df.loc[BASELINE]), _side(best), describe_cpu(run["machine"]), run["finished"][:10], size,
-                    int(df.loc[BASELINE, "repeats"]), run["id"], faster_left_out)
+                       if by_backend[b]["batch_latency_ms_p50"] < best["batch_latency_ms_p50"]}
+    baseline = by_backend[BASELINE]
+    return Headline(_side(baseline), _side(best), describe_cpu(run["machine"]), run["finished"][:10], size,
+                    int(baseline["repeats"]), run["id"], faster_left_out)
 
 
 def find(entry: registry.ModelEntry, roots: list[Path]) -> Headline | None:

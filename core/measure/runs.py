@@ -9,15 +9,16 @@ import json
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from core import atomic, paths
 from core.errors import UserError
 from core.variants import LITERT, ONNXRUNTIME, OPENVINO
 from core.settings import SETUPS, BASELINE, RENAMED_SETUPS
 from core.system import describe_cpu
+
+if TYPE_CHECKING:  # imported where a table is made: Home reads runs without it (core.measure.headline)
+    import pandas as pd
 
 EXAMPLE_RUN = paths.PROJECT_ROOT / "docs" / "benchmark"  # the reference run of docs/benchmarking.md, shown until one's own
 RUN_VERSION = 3  # 3: setups spelled as their variant (openvino-int8, was ov-int8); 2: rows as {"settings", "load",
@@ -154,9 +155,16 @@ def _row_v1(row: dict[str, Any]) -> dict[str, Any]:
             for part, names in (("settings", SETTINGS_COLUMNS), ("load", LOAD_COLUMNS), ("result", RESULT_COLUMNS))}
 
 
+def cells(run: dict[str, Any]) -> list[dict[str, Any]]:
+    """The run's cells, each one flat dict of its settings, load and result."""
+    return [r["settings"] | r["load"] | r["result"] for r in run["rows"]]
+
+
 def frame(run: dict[str, Any]) -> pd.DataFrame:
     """The run's cells as one table with the fixed columns `COLUMNS`."""
-    df = pd.DataFrame([r["settings"] | r["load"] | r["result"] for r in run["rows"]], columns=COLUMNS)
+    import pandas as pd
+
+    df = pd.DataFrame(cells(run), columns=COLUMNS)
     # Streams are a count or a word ("-", "auto"); older runs stored counts as numbers. Pinning is
     # "on", "off" or "-"; older runs stored OpenVINO's boolean as text.
     df["pinning"] = df["pinning"].replace({"True": "on", "False": "off"})
@@ -166,6 +174,8 @@ def frame(run: dict[str, Any]) -> pd.DataFrame:
 def compared(loaded: list[dict[str, Any]]) -> pd.DataFrame:
     """One table of one or more runs; with several, each backend and label is prefixed by its run's
     id (its date and time), so the charts draw them side by side."""
+    import pandas as pd
+
     frames = []
     for run in loaded:
         df = frame(run)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -14,9 +14,6 @@ from core.model.model_card import ModelCard, Scores
 from core.progress import Event, ProgressFn, ignore
 from core.settings import OVSettings
 from core.variants import CATALOGUE
-
-if TYPE_CHECKING:
-    import pandas as pd
 
 # The accuracy budget: what a faster setup may cost, on the model's held-out split.
 ACCURACY_BUDGET = 0.01  # at most 1 point below TensorFlow
@@ -165,12 +162,10 @@ def validate_and_record(model_dir: Path, split: data.Split | None = None, progre
     return scores
 
 
-def variant_table(model_dir: Path, latency: bool = True) -> pd.DataFrame:
+def variant_rows(model_dir: Path, latency: bool = True) -> list[dict[str, Any]]:
     """One row per variant, in words a visitor reads: its label, size on disk and the scores
     recorded on the card as percentages (TensorFlow's agreement with itself is a dash, not a
     number). `latency`: the training job's single-image latency (all variants in its one process)."""
-    import pandas as pd
-
     card = registry.read_card(model_dir)
     rows = []
     for variant in registry.available_variants(model_dir):
@@ -189,4 +184,4 @@ def variant_table(model_dir: Path, latency: bool = True) -> pd.DataFrame:
         if latency and variant in card.single_image_latency_ms:
             row["one photo in the training job (ms)"] = round(card.single_image_latency_ms[variant], 2)
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
