@@ -9,8 +9,8 @@ Every 0.5 s, one JSON line of cumulative CPU seconds per kind, counted from the 
 
 from __future__ import annotations
 
+import argparse
 import json
-import sys
 import time
 
 import psutil
@@ -28,9 +28,12 @@ def kind(cmdline: str, name: str) -> str | None:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("out", help="the JSON-lines file to write")
+    args = parser.parse_args()
     seen: dict[int, tuple[str, float]] = {}
     start = time.time()
-    with open(sys.argv[1], "w") as out:
+    with open(args.out, "w") as out:
         while True:
             for p in psutil.process_iter(["cmdline", "name", "cpu_times"]):
                 cpu = p.info["cpu_times"]
