@@ -1,7 +1,16 @@
-"""The real browser path: Chromium drives `streamlit run`. (Training through the browser, from an
-uploaded archive to the finished model, is in test_cloud_memory, inside Cloud's memory limit.)"""
+"""The real browser path: Chromium drives `streamlit run`, one server for the file (`app_url`) as
+the public sees it, nothing configured: a visitor's answers, on a phone too, and what a stranger
+might try. (A fresh server's first visit, the FP32 IR chosen first and remade, a sweep, and
+training through the browser, from an uploaded archive to the finished model, are in
+test_cloud_memory, inside Cloud's memory limit.)"""
 
-from conftest import ROOT, mini_photo, needs_chromium, needs_mini, streamlit_server, wait_for_script
+import io
+import shutil
+import tarfile
+
+from conftest import ROOT, choose, mini_photo, needs_chromium, needs_mini, wait_for_script
+
+from core.app import workspace
 
 pytestmark = [needs_chromium, needs_mini]
 
@@ -86,24 +95,58 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     context.close()
 
 
-def test_a_first_choice_of_openvino_fp32_on_a_fresh_server_answers(browser):
-    """The shipped folder has no FP32 IR: choosing it first on a fresh server remakes it from the Keras
-    model (TensorFlow imported once, on the loading thread) while the others answer, and then it
-    answers too."""
-    with streamlit_server("fp32-first") as (url, _):
-        page = browser.new_page()
-        page.goto(f"{url}/predict", timeout=60_000)
-        page.get_by_text("Tap an example, or upload").wait_for(timeout=120_000)
-        wait_for_script(page)
-        backends = page.locator('[data-testid="stMultiSelect"]').filter(has_text="Backends").locator("input")
-        backends.fill("OpenVINO FP32")
-        backends.press("Enter")
-        page.keyboard.press("Escape")
-        page.locator('[data-testid="stMultiSelect"]').filter(has_text="OpenVINO FP32").wait_for(timeout=30_000)
-        wait_for_script(page)
-        page.get_by_text("daisy", exact=True).click()
-        page.get_by_text("kinds this model knows").first.wait_for(timeout=120_000)
-        # Once TensorFlow and the remade IR have joined, every backend, FP32 included, has answered.
-        page.get_by_text("OpenVINO FP32:").first.wait_for(timeout=180_000)
-        assert page.get_by_text("is left out").count() == 0
-        page.close()
+def workspace_of(context) -> workspace.Workspace:
+    """The private workspace the server gives this browser (derived from its XSRF cookie)."""
+    cookie = next(c["value"] for c in context.cookies() if c["name"] == "_streamlit_xsrf")
+    return workspace.Workspace(workspace.key_from_xsrf_cookie(cookie))
+
+
+def evil_tar(tmp_path) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tf:
+        for cls in ("a", "b"):
+            info = tarfile.TarInfo(f"set/{cls}/1.jpg")
+            info.size = 1
+            tf.addfile(info, io.BytesIO(b"x"))
+        link = tarfile.TarInfo("set/a/passwd.jpg")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tf.addfile(link)
+    return buf.getvalue()
+
+
+def test_visitor_has_no_paths_and_sees_only_their_own_models(app_url, browser, tiny_model, tmp_path):
+    from conftest import _session_tmp
+
+    a, b = browser.new_context(), browser.new_context()
+    page_a, page_b = a.new_page(), b.new_page()
+    for page in (page_a, page_b):
+        page.goto(f"{app_url}/train", timeout=60_000)
+        page.get_by_text("Role: visitor").wait_for(timeout=120_000)
+    assert not page_a.get_by_text("Folder on the server").count() and not page_a.get_by_text("Archive URL").count()
+    assert not page_a.get_by_role("textbox", name="Folder path").count()
+
+    # Browser A has a model of its own and an uploaded archive; browser B sees neither.
+    cache = _session_tmp / "visitor-server" / "cache"
+    ws_a = workspace_of(a)
+    mine = cache / "workspaces" / ws_a.key / "models" / "a-private-model"
+    shutil.copytree(tiny_model, mine)
+    archive = tmp_path / "evil.tgz"
+    archive.write_bytes(evil_tar(tmp_path))
+    page_a.get_by_text("Upload an archive of class folders").click()
+    page_a.locator("input[type=file]").first.set_input_files(str(archive))
+    refusal = page_a.get_by_text("This dataset cannot be used")
+    refusal.wait_for(timeout=60_000)
+    assert "unsafe" in refusal.inner_text() or "link" in refusal.inner_text()
+    assert list((cache / "workspaces" / ws_a.key / "uploads").glob("*.tgz"))
+
+    page_a.reload()
+    choose(page_a, "Model", "a-private-model (yours)")
+    page_b.reload()
+    page_b.get_by_text("Your models").wait_for(timeout=60_000)
+    page_b.locator('[data-testid="stSelectbox"]').filter(has_text="Model").click()
+    options = page_b.locator('[role="option"]').all_inner_texts()
+    assert options and not any("a-private-model" in o for o in options)
+    page_b.keyboard.press("Escape")
+    page_b.get_by_text("Models you train appear here").wait_for(timeout=30_000)  # B's own list: empty
+    a.close()
+    b.close()
