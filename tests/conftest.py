@@ -212,7 +212,8 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
 
 @pytest.fixture(scope="session")
 def app_url():
-    """A server as the public sees it: nothing configured, so everyone is a visitor."""
+    """A server as the public sees it: nothing configured, so everyone is a visitor. One per xdist
+    worker, so its users share a file (test_browser; the opt-in load test runs alone)."""
     with streamlit_server("visitor-server") as (url, _):
         yield url
 
