@@ -90,12 +90,11 @@ def test_ema_keeps_and_validates_the_moving_average_of_the_weights():
 
 
 @needs_lite0
-def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remade(tiny_dataset, tmp_path):
+def test_lite0_fine_tunes_with_the_recipe_levers(tiny_dataset, tmp_path):
     """The transfer path end to end with the real ImageNet weights, small (32 px): the head, then
     fine-tuning the top of the backbone with the recipe levers (cosine, strong augmentation,
-    cutmix); then, as in a shipped folder, the FP32 IR left out and remade from model.keras."""
+    cutmix)."""
     from core.model import architectures
-    from core.quality import evaluate
 
     cfg = TrainConfig(arch="efficientnet_lite0", image_size=32, epochs=1, fine_tune_epochs=2, fine_tune_layers=20,
                       batch_size=8, schedule="cosine", strong_augment=True, mix="cutmix", patience=5,
@@ -111,12 +110,28 @@ def test_lite0_fine_tunes_with_the_recipe_levers_and_a_left_out_fp32_ir_is_remad
     assert sum(layer.trainable for layer in backbone.layers if layer.weights) > 0  # fine-tuned, BatchNorm frozen
     assert not any(layer.trainable for layer in backbone.layers if "_bn" in layer.name)
 
-    # As in a shipped folder, the FP32 IR is not there: loading it remakes it from model.keras, once.
+
+
+def test_a_left_out_fp32_ir_is_remade_from_the_keras_model_once_and_scored(tiny_model, tmp_path):
+    """As in a shipped folder, the FP32 IR is not there: loading it remakes it from model.keras, once
+    (the shipped EfficientNet-Lite0's: test_cloud_memory, test_readme), and it is scored."""
+    import shutil
+
+    from core.quality import evaluate
+
+    path = tmp_path / "tiny"
+    shutil.copytree(tiny_model, path)
     ir = registry.variant_path(path, "openvino-fp32")
-    assert not ir.exists() and "openvino-fp32" not in registry.available_variants(path)
-    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    shutil.rmtree(ir.parent)
+    card = registry.read_card(path)
+    registry.update_card(path, scores={subset: replace(
+        scores, accuracy={v: a for v, a in scores.accuracy.items() if v != "openvino-fp32"})
+        for subset, scores in card.scores.items()})
+    assert "openvino-fp32" not in registry.read_card(path).scores["val"].accuracy
+    images = np.random.default_rng(0).integers(0, 256, (4, TINY_SIZE, TINY_SIZE, 3), dtype=np.uint8)
     ov_probs = load_backend(path, "openvino-fp32").predict(images)
     assert ir.exists()
+    model = registry.load_keras(path)
     assert np.abs(ov_probs - model.predict(images.astype(np.float32), verbose=0)).max() < 1e-4
     made = ir.stat().st_mtime_ns
     assert evaluate.ensure_scored(path, "openvino-fp32") == ir and ir.stat().st_mtime_ns == made  # scored, not remade
