@@ -53,11 +53,13 @@ def test_kill_during_training(tiny_dataset, tmp_path, monkeypatch):
     assert_app_starts_clean(root, monkeypatch)
 
 
-MARKERS = ["writing FP16 IR", "writing INT8 IR", "running openvino-fp16"]  # mid-conversion, mid-validation
+# Mid-conversion (the FP16 IR written, the INT8 IR half-made: every IR is written the same way), and
+# mid-validation (every file written, the card not yet).
+MARKERS = ["writing INT8 IR", "running openvino-fp16"]
 
 
 def test_kill_during_conversion(tiny_model, tmp_path, monkeypatch):
-    """Three conversions at once, each killed at another point (in parallel to keep the suite short)."""
+    """Two conversions at once, each killed at another point (in parallel to keep the suite short)."""
     from concurrent.futures import ThreadPoolExecutor
 
     from core.runtimes.backends import load_backend
