@@ -19,6 +19,7 @@ import numpy as np
 
 from core.model import architectures, data, registry
 from core import availability
+from core.errors import UserError
 from core.model.model_card import DataRecord, ModelCard, Scores, SplitSpec, TrainingRecord
 from core.progress import Event, ProgressFn, ignore
 from core.model.recipes import RECIPES, TrainConfig
@@ -253,14 +254,16 @@ def train(
     command: str | None = None,
 ) -> Path:
     """Train on a dataset source and save models/<name> (Keras model + card), phase by phase."""
-    availability.require_tensorflow()
-    import keras
-
+    if (missing := availability.tensorflow_missing()) is not None:
+        raise UserError(missing)
     registry.check_name(name)
     started = time.time()
     with registry.scratch_dir(models_root) as scratch:
-        # Phase 1: load and split.
+        # Phase 1: load and split, before TensorFlow's import (seconds): a dataset's mistake is said at once.
         prepared = load_and_split(source, cfg, scratch, progress)
+        availability.require_tensorflow()
+        import keras
+
         train_ds, val_ds, loss = _datasets(prepared, cfg)
         # Phase 2: build.
         keras.utils.set_random_seed(cfg.training_seed)
