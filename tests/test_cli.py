@@ -1,6 +1,7 @@
-"""The CLI end to end, as a user runs it (real photos when present). Training, conversion and
-the error messages run `python -m core` in a subprocess; evaluating and predicting call the same
-`cli.main` in this process (a subprocess would only add another TensorFlow import)."""
+"""The CLI end to end, as a user runs it (real photos when present). The error messages run
+`python -m core` in a subprocess (what a terminal shows); training, conversion, evaluating and
+predicting call the same `cli.main` in this process (a subprocess would only add another
+TensorFlow import, 5 s of CPU: the crash tests and test_readme run the CLI as a process)."""
 
 import json
 import os
@@ -35,9 +36,11 @@ def test_train_convert_evaluate_predict_on_real_photos(tmp_path, capsys):
     """The whole CLI path on the mini archive of real photos (the small CNN keeps it quick; the
     offline ImageNet-weights path is trained through the browser in test_cloud_memory)."""
     out = tmp_path / "mini-model"
-    run_cli("train", "--data", MINI_ARCHIVE, "--recipe", "Tutorial CNN", "--image-size", "64", "--epochs", "2",
-            "--val-fraction", "0.2", "--out", out)
-    run_cli("convert", "--model-dir", out, "--calibration-size", "40")
+    code, _ = cli_here(capsys, "train", "--data", MINI_ARCHIVE, "--recipe", "Tutorial CNN", "--image-size", "64",
+                       "--epochs", "2", "--val-fraction", "0.2", "--out", out)
+    assert code == 0
+    code, _ = cli_here(capsys, "convert", "--model-dir", out, "--calibration-size", "40")
+    assert code == 0
     # --split val re-creates the model's own validation split: the numbers match its card.
     code, stdout = cli_here(capsys, "evaluate", "--model-dir", out, "--data", MINI_ARCHIVE, "--split", "val", "--json")
     split = json.loads(stdout)
