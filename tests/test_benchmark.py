@@ -116,6 +116,16 @@ def test_a_saved_version_1_run_reads_with_the_new_names(sweep, tmp_path):
     assert list(runs.frame(again).columns) == runs.COLUMNS
 
 
+def test_the_example_run_of_version_1_is_one_arrow_table():
+    """Its counts are numbers and its pinning booleans where newer runs write words: the page's table
+    gets one type per column (Streamlit would otherwise fall back, with a traceback, on every rerun)."""
+    import pyarrow as pa
+
+    df = runs.frame(runs.load_run(runs.EXAMPLE_RUN.name, runs.EXAMPLE_RUN.parent))
+    pa.Table.from_pandas(df)
+    assert set(df["pinning"]) <= {"on", "off", "-"} and set(df["threads"]) >= {"auto", "2"}
+
+
 def test_a_saved_version_2_run_reads_with_the_catalogue_s_names(sweep, tmp_path):
     """Before version 3, setups had short names (ov-fp32, tf-function); they read as the variants' names."""
     from core.settings import RENAMED_SETUPS

@@ -165,10 +165,11 @@ def frame(run: dict[str, Any]) -> pd.DataFrame:
     import pandas as pd
 
     df = pd.DataFrame(cells(run), columns=COLUMNS)
-    # Streams are a count or a word ("-", "auto"); older runs stored counts as numbers. Pinning is
-    # "on", "off" or "-"; older runs stored OpenVINO's boolean as text.
-    df["pinning"] = df["pinning"].replace({"True": "on", "False": "off"})
-    return df.astype({"streams": str})
+    # Streams and threads are a count or a word ("-", "auto"); older runs stored counts as numbers
+    # (a column of both is not one Arrow type: the page's table would fall back on every rerun).
+    # Pinning is "on", "off" or "-"; older runs stored OpenVINO's boolean, as such or as text.
+    df["pinning"] = [{"True": "on", "False": "off"}.get(str(p), p) for p in df["pinning"]]
+    return df.astype({"streams": str, "threads": str, "pinning": str})
 
 
 def compared(loaded: list[dict[str, Any]]) -> pd.DataFrame:
