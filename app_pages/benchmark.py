@@ -80,6 +80,14 @@ if submitted:
         st.session_state["uploads"] = st.session_state.get("uploads", 0) + 1
 
 
+# Eight Plotly Express charts take the server 1.2-1.4 s of CPU to build (the example run, on the
+# AVX2 machine): once per table, not on every rerun (any widget of the sweep above reruns the page).
+# st.plotly_chart serialises a copy, so the cached figures are shared read-only.
+@st.cache_resource(max_entries=16, show_spinner=False)
+def figures(df: pd.DataFrame) -> dict:
+    return run_charts.run_figures(df)
+
+
 def show(figs: dict, key: str) -> None:
     for title, fig in figs.items():
         st.plotly_chart(fig, width="stretch", key=f"{key}-{title}")
@@ -132,7 +140,7 @@ for run in loaded:
         if run.get("benchmark_app"):
             st.dataframe(pd.DataFrame(run["benchmark_app"]), hide_index=True)
 
-figs = run_charts.run_figures(df)
+figs = figures(df)
 show(figs, "saved-" + "-".join(picked))
 st.dataframe(df, hide_index=True, width="stretch")
 # Every download is built when clicked (callable data), not on each rerun of the page.
