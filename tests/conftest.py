@@ -279,12 +279,11 @@ def app_test(page: str | None = None, timeout: float = 180):
 
 # Every test file, longest first (as measured on 2 cores), so that the two workers (pytest.ini) finish
 # together: each takes the next file when it runs dry.
-SLOW_FIRST = ("test_cloud_memory.py", "test_public_safety.py", "test_pipeline.py", "test_benchmark.py", "test_tune.py",
-              "test_cli.py", "test_cloud_cpu.py", "test_browser.py", "test_readme.py", "test_crash_safety.py",
-              "test_requirements.py",
-              "test_train_page.py", "test_no_tensorflow.py", "test_app.py", "test_jobs.py", "test_safety.py",
-              "test_serving.py", "test_openset.py", "test_backbones.py", "test_concurrency.py", "test_images.py",
-              "test_bad_inputs.py", "test_registry.py", "test_data.py", "test_system.py")
+SLOW_FIRST = ("test_cloud_memory.py", "test_cloud_cpu.py", "test_pipeline.py", "test_benchmark.py", "test_browser.py",
+              "test_train_page.py", "test_crash_safety.py", "test_no_tensorflow.py", "test_readme.py", "test_tune.py",
+              "test_public_safety.py", "test_app.py", "test_backbones.py", "test_serving.py", "test_openset.py",
+              "test_cli.py", "test_safety.py", "test_jobs.py", "test_requirements.py", "test_images.py",
+              "test_bad_inputs.py", "test_layers.py", "test_data.py", "test_registry.py", "test_system.py")
 
 
 def pytest_collection_modifyitems(items):
