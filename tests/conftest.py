@@ -103,7 +103,7 @@ TINY_SIZE = 64
 @pytest.fixture(scope="session")
 def tiny_model(tiny_dataset, tmp_path_factory) -> Path:
     """The tutorial CNN at TINY_SIZE px, trained for one epoch, with all three IR variants (MobileNetV2
-    is trained and converted through the browser in test_cloud_memory and by the CLI's recipes).
+    is trained and converted through the browser in test_browser, opt-in, and by the CLI's recipes).
 
     Built once per run: the xdist workers of one run share it (the first builds it under a lock)."""
     import fcntl
@@ -212,8 +212,8 @@ def streamlit_server(name: str, env: dict | None = None, args: tuple[str, ...] =
 
 @pytest.fixture(scope="session")
 def app_url():
-    """A server as the public sees it: nothing configured, so everyone is a visitor. One per xdist
-    worker, so its users share a file (test_browser; the opt-in load test runs alone)."""
+    """A server as the public sees it: nothing configured, so everyone is a visitor (the opt-in load
+    test's; test_browser has its own, in Cloud's memory cgroup)."""
     with streamlit_server("visitor-server") as (url, _):
         yield url
 
@@ -279,7 +279,7 @@ def app_test(page: str | None = None, timeout: float = 180):
 
 # Every test file, longest first (as measured on 2 cores), so that the two workers (pytest.ini) finish
 # together: each takes the next file when it runs dry.
-SLOW_FIRST = ("test_cloud_memory.py", "test_cloud_cpu.py", "test_pipeline.py", "test_benchmark.py", "test_browser.py",
+SLOW_FIRST = ("test_browser.py", "test_cloud_cpu.py", "test_pipeline.py", "test_benchmark.py", "test_cloud_memory.py",
               "test_train_page.py", "test_crash_safety.py", "test_no_tensorflow.py", "test_readme.py", "test_tune.py",
               "test_public_safety.py", "test_app.py", "test_backbones.py", "test_serving.py", "test_openset.py",
               "test_cli.py", "test_safety.py", "test_jobs.py", "test_requirements.py", "test_images.py",

@@ -1,25 +1,109 @@
-"""The real browser path: Chromium drives `streamlit run`, one server for the file (`app_url`) as
-the public sees it, nothing configured: a visitor's answers, on a phone too, and what a stranger
-might try. (A fresh server's first visit, the FP32 IR chosen first and remade, a sweep, and
-training through the browser, from an uploaded archive to the finished model, are in
-test_cloud_memory, inside Cloud's memory limit.)"""
+"""The real browser path: Chromium drives one `streamlit run` server for the file, as a newcomer
+deploys it (nothing configured, so everyone is a visitor; the default model), inside Community
+Cloud's 2700 MB memory cgroup throughout: a fresh server's first visit (the FP32 IR chosen first
+and remade), a sweep while another visitor predicts, an upload, a phone, and what a stranger might
+try; at the end, nothing was killed and the peak stayed in the budget. Opt-in (`-m cloud_full`):
+training through the browser, from an uploaded archive to the finished model. (The full checks,
+on all photos and at fractions of a core: test_cloud_memory, test_cloud_cpu.)"""
 
 import io
+import json
 import shutil
 import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from conftest import ROOT, choose, mini_photo, needs_chromium, needs_mini, wait_for_script
+import pytest
+from conftest import ROOT, choose, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server, wait_for_script
+from test_cloud_memory import (LIMIT_MB, HealthProbe, cloud_groups, health_ms, own_model_on_predict, peaks,
+                               predict_in_another_browser, predict_photos, real_photos, smaller_archive, stage,
+                               sweep_on_page, train_on_page)
 
-from core.app import workspace
+from core.app import access, workspace
 
-pytestmark = [needs_chromium, needs_mini]
+pytestmark = [needs_chromium, needs_mini, needs_weights]
 
 
-def test_upload_a_photo_and_read_the_prediction(app_url, browser, tmp_path):
+@dataclass
+class Server:
+    url: str
+    process: object
+    group: object
+    folder: Path  # the server's own models, cache (visitors' workspaces) and results
+    report: dict = field(default_factory=lambda: {"limit_mb": LIMIT_MB})
+
+
+@pytest.fixture(scope="module")
+def server():
+    """The file's server, in the 2700 MB memory cgroup (its tests print what they measured)."""
+    from conftest import _session_tmp
+
+    group, _ = cloud_groups(None)
+    try:
+        with streamlit_server("cloud-fast", preexec_fn=group.enter) as (url, process):
+            yield Server(url, process, group, _session_tmp / "cloud-fast")
+    finally:
+        group.close()
+
+
+def test_a_first_visit_and_a_sweep_fit_in_clouds_memory(server, browser, tmp_path):
+    """A first visitor's photos (and a 12 MP phone JPEG) answered by every default backend and by
+    OpenVINO FP32, which the visitor adds first (the shipped folder has none: it is remade from the
+    Keras model, TensorFlow imported once, on the loading thread, while the others answer); then a
+    10-photo INT8 sweep while another visitor predicts, the health endpoint answering within 2 s."""
+    report, url = server.report, server.url
+    probe = HealthProbe(url)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    photos = real_photos(tmp_path, per_class=1)
+    probe.phase = "first predict"
+    report["first_answer_s"] = predict_photos(page, url, photos, also="OpenVINO FP32")
+    report["after_predict"] = stage(server.group, server.process)
+    probe.phase = "sweep"
+
+    def another_visitor() -> None:
+        report["predict_during_sweep_s"] = predict_in_another_browser(browser, url, photos[0])
+
+    report["sweep_s"] = sweep_on_page(page, url, ("openvino-int8", "10"), while_sweeping=another_visitor)
+    probe.stop()
+    report["health_slowest_ms"] = {k: round(v) for k, v in probe.slowest_by_phase.items()}
+    # While a sweep runs and another visitor predicts: 0.3 s alone on the AVX2 machine, up to 1.2 s
+    # with the suite's other worker busy, so bounded at 2 s.
+    assert probe.slowest_by_phase.get("sweep", 0) < 2000, probe.slowest_by_phase
+    assert not probe.failures, probe.failures[:3]
+    assert server.process.poll() is None, "the server died"
+    page.close()
+    report |= peaks(server.group)
+    print("cloud memory:", json.dumps(report))
+    assert report["oom_kills"] == 0 and report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report
+
+
+# The training journey takes 90 s to 2 minutes, over a third of the suite's time on 2 cores: opt-in.
+@pytest.mark.cloud_full
+def test_training_through_the_browser_fits_in_clouds_memory(server, browser, tmp_path):
+    """60 real photos uploaded as an archive, "Quick" trained at 112 px with one fine-tuning epoch
+    (converted, validated, calibrated) while another visitor predicts, watching the epoch counter
+    advance; the finished model in the page's list and loaded on Predict."""
+    photo = real_photos(tmp_path, per_class=1)[0]
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    archive = smaller_archive(tmp_path, per_class=12)
+    probe = HealthProbe(server.url)
+    probe.phase = "training"
+    report = server.report
+    report |= train_on_page(page, browser, server.url, archive, "Quick", True, 112, 1, 900, photo)
+    report["after_training"] = stage(server.group, server.process)
+    own_model_on_predict(page, server.url)
+    report["after_own_model_loaded"] = stage(server.group, server.process)
+    probe.stop()
+    report["health_slowest_ms_training"] = round(probe.slowest_ms)
+    assert not probe.failures, probe.failures[:3]
+    page.close()
+
+
+def test_upload_a_photo_and_read_the_prediction(server, browser, tmp_path):
     photo = tmp_path / "sunflower.jpg"
     photo.write_bytes(mini_photo("sunflowers"))
     page = browser.new_page()
-    page.goto(f"{app_url}/predict", timeout=60_000)
+    page.goto(f"{server.url}/predict", timeout=60_000)
     page.get_by_text("Tap an example, or upload").wait_for(timeout=120_000)
     page.locator("input[type=file]").first.set_input_files(str(photo))
     verdict = page.get_by_text("backends agree").first
@@ -36,7 +120,7 @@ def no_sideways_scroll(page) -> bool:
     return page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
 
 
-def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, tmp_path):
+def test_on_a_phone_the_pages_fit_the_width_and_predict_works(server, browser, tmp_path):
     """At a phone's viewport (390×844, touch): Home, Predict (upload and camera reachable, the
     answer readable) and Benchmark fit without sideways scrolling. The screenshots are kept in
     test-artifacts/ (not committed) for a person to look at."""
@@ -46,7 +130,7 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     photo.write_bytes(mini_photo("daisy"))
     context = browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True, device_scale_factor=2)
     page = context.new_page()
-    page.goto(app_url, timeout=60_000)
+    page.goto(server.url, timeout=60_000)
     page.get_by_text("Show the whole card").wait_for(timeout=120_000)
     # The first screen: what this is, the invitation, and the result in words.
     for text in ("TensorFlow → OpenVINO", "faster"):
@@ -80,7 +164,7 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
     verdict.scroll_into_view_if_needed()
     page.screenshot(path=str(shots / "phone-predict.png"))
 
-    page.goto(f"{app_url}/benchmark", timeout=60_000)
+    page.goto(f"{server.url}/benchmark", timeout=60_000)
     page.get_by_text("Saved runs", exact=True).wait_for(timeout=120_000)
     wait_for_script(page)
     assert no_sideways_scroll(page)
@@ -89,7 +173,7 @@ def test_on_a_phone_the_pages_fit_the_width_and_predict_works(app_url, browser, 
         assert chart_box is None or chart_box["width"] <= PHONE["width"]
     page.screenshot(path=str(shots / "phone-benchmark.png"), full_page=True)
 
-    page.goto(f"{app_url}/tune", timeout=60_000)
+    page.goto(f"{server.url}/tune", timeout=60_000)
     page.locator(".st-key-tune button").wait_for(timeout=120_000)  # the button, found by its widget key
     assert no_sideways_scroll(page)
     context.close()
@@ -114,19 +198,17 @@ def evil_tar(tmp_path) -> bytes:
     return buf.getvalue()
 
 
-def test_visitor_has_no_paths_and_sees_only_their_own_models(app_url, browser, tiny_model, tmp_path):
-    from conftest import _session_tmp
-
+def test_visitor_has_no_paths_and_sees_only_their_own_models(server, browser, tiny_model, tmp_path):
     a, b = browser.new_context(), browser.new_context()
     page_a, page_b = a.new_page(), b.new_page()
     for page in (page_a, page_b):
-        page.goto(f"{app_url}/train", timeout=60_000)
+        page.goto(f"{server.url}/train", timeout=60_000)
         page.get_by_text("Role: visitor").wait_for(timeout=120_000)
     assert not page_a.get_by_text("Folder on the server").count() and not page_a.get_by_text("Archive URL").count()
     assert not page_a.get_by_role("textbox", name="Folder path").count()
 
     # Browser A has a model of its own and an uploaded archive; browser B sees neither.
-    cache = _session_tmp / "visitor-server" / "cache"
+    cache = server.folder / "cache"
     ws_a = workspace_of(a)
     mine = cache / "workspaces" / ws_a.key / "models" / "a-private-model"
     shutil.copytree(tiny_model, mine)
@@ -150,3 +232,12 @@ def test_visitor_has_no_paths_and_sees_only_their_own_models(app_url, browser, t
     page_b.get_by_text("Models you train appear here").wait_for(timeout=30_000)  # B's own list: empty
     a.close()
     b.close()
+
+
+def test_the_server_was_never_killed_and_stayed_in_the_budget(server):
+    """Last: over every visit of this file, in 2700 MB."""
+    assert server.process.poll() is None, "the server died"
+    assert health_ms(server.url) < 10_000
+    report = server.report | peaks(server.group)
+    print("cloud memory, the whole file:", json.dumps(report))
+    assert report["oom_kills"] == 0 and report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report

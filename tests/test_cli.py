@@ -34,7 +34,7 @@ def run_cli(*args, check=True):
 @needs_mini
 def test_train_convert_evaluate_predict_on_real_photos(tmp_path, capsys):
     """The whole CLI path on the mini archive of real photos (the small CNN keeps it quick; the
-    offline ImageNet-weights path is trained through the browser in test_cloud_memory)."""
+    offline ImageNet-weights path is trained through the browser in test_browser, `-m cloud_full`)."""
     out = tmp_path / "mini-model"
     code, _ = cli_here(capsys, "train", "--data", MINI_ARCHIVE, "--recipe", "Tutorial CNN", "--image-size", "64",
                        "--epochs", "2", "--val-fraction", "0.2", "--out", out)

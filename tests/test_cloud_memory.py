@@ -1,20 +1,17 @@
 """The app inside Community Cloud's limits: the server runs in a 2700 MB memory cgroup (the full
 checks at a fraction of a core too, tests/test_cloud_cpu.py) while a real Chromium session predicts
 photos with every backend, trains a model to the end (converted and validated) and runs a
-benchmark sweep.
+benchmark sweep; the helpers of every test that drives a server in Chromium.
 
-The fast version (CI), one server as a newcomer deploys it: 5 photos and a 12-megapixel phone JPEG
-answered by every default backend and by OpenVINO FP32, chosen first (the shipped folder has no
-FP32 IR: it is remade while TensorFlow loads), then a 10-photo INT8 sweep while another visitor predicts and the health endpoint
-answers within 2 s. Opt-in (`-m cloud_full`), the same and then 60 photos of the mini archive
-uploaded on the Train page and the "Quick" recipe trained on them at 112 px with one fine-tuning
-epoch, watching the epoch counter advance, and the finished model found in the page's list and on
-Predict. At half a core, tests/test_cloud_cpu.py (a first visit, fast) and `-m cloud_full`
-(training and a sweep). The full-data check, also `-m cloud_full`, predicts 20 photos (and the
-phone JPEG), fetches all 2934 photos, trains the visitor recipes (Recommended and Quick) as they
-are and runs the "Full" sweep preset (the documented study, docs/benchmarking.md);
-docs/safety.md quotes its figures. Each run writes its measurements to `cloud-memory.json` in the
-test's temporary folder and prints them.
+The fast version (CI) is tests/test_browser.py: its one server, as a newcomer deploys it, runs in
+the cgroup throughout (a first visit with the FP32 IR chosen first, a sweep while another visitor
+predicts, and the other browser tests); opt-in there (`-m cloud_full`), training through the
+browser on 60 uploaded photos. At half a core, tests/test_cloud_cpu.py (a first visit, fast) and
+`-m cloud_full` (training and a sweep). The full-data check here, `-m cloud_full`, predicts 20
+photos (and the phone JPEG), fetches all 2934 photos, trains the visitor recipes (Recommended and
+Quick) as they are and runs the "Full" sweep preset (the documented study,
+docs/benchmarking.md); docs/safety.md quotes its figures. Each run writes its measurements to
+`cloud-memory.json` in the test's temporary folder and prints them.
 """
 
 import json
@@ -282,9 +279,14 @@ def own_model_on_predict(page, url: str) -> None:
     page.get_by_text("Tap an example, or upload").wait_for(timeout=120_000)
 
 
+def peaks(group: MemoryCgroup) -> dict:
+    """The group's peaks so far, and how many processes the kernel killed for memory in it."""
+    return {"peak_rss_mb": round(group.peak_rss_mb), "peak_anon_mb": round(group.peak_anon_mb),
+            "peak_usage_with_cache_mb": round(group.peak_usage_mb), "oom_kills": group.oom_kills}
+
+
 def finish(report: dict, group: MemoryCgroup, quota: CpuQuota | None, tmp_path) -> None:
-    report |= {"peak_rss_mb": round(group.peak_rss_mb), "peak_anon_mb": round(group.peak_anon_mb),
-               "peak_usage_with_cache_mb": round(group.peak_usage_mb), "oom_kills": group.oom_kills}
+    report |= peaks(group)
     if quota:
         report["cpu_throttled_s"] = round(quota.throttled_s, 1)
         quota.close()
@@ -332,60 +334,6 @@ def run_in_cloud_budget(browser, tmp_path, archive, recipe: str, sweep: str | tu
     assert report["oom_kills"] == 0
     assert report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report
     return report
-
-
-# The training journey takes 90 s to 2 minutes, over a third of the suite's time on 2 cores: opt-in.
-@pytest.mark.parametrize("train", [False, pytest.param(True, marks=pytest.mark.cloud_full)],
-                         ids=["visit-and-sweep", "and-train"])
-def test_a_cloud_app_answers_and_trains_within_its_memory(browser, tmp_path, train):
-    """The fast check of Cloud's memory, one server as a newcomer deploys it (the default model), in
-    the 2700 MB memory cgroup throughout: a first visitor's photos (and a 12 MP phone JPEG) answered
-    by every default backend and by OpenVINO FP32, which the visitor adds first (remade from the
-    Keras model); a 10-photo INT8 sweep while another visitor predicts, the health
-    endpoint answering within 2 s. With `train` (`-m cloud_full`): 60 real photos uploaded as an
-    archive, "Quick" trained at 112 px with one fine-tuning epoch (converted, validated, calibrated)
-    while another visitor predicts, and the visitor's own model loaded on Predict. Nothing is killed
-    and the peak stays in the budget. (At half a core: a first visit in tests/test_cloud_cpu.py; a
-    sweep and training, `-m cloud_full`.)"""
-    group, _ = cloud_groups(None)
-    archive = smaller_archive(tmp_path, per_class=12)
-    report = {"limit_mb": LIMIT_MB, "archive": archive.name, "recipe": "Quick"}
-    try:
-        with streamlit_server("cloud-fast", preexec_fn=group.enter) as (url, server):
-            probe = HealthProbe(url)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            photos = real_photos(tmp_path, per_class=1)
-            probe.phase = "first predict"
-            # The shipped folder has no FP32 IR: chosen first on a fresh server, it is remade from the
-            # Keras model (TensorFlow imported once, on the loading thread) while the others answer.
-            report["first_answer_s"] = predict_photos(page, url, photos, also="OpenVINO FP32")
-            report["after_predict"] = stage(group, server)
-            probe.phase = "sweep"
-
-            def another_visitor() -> None:
-                report["predict_during_sweep_s"] = predict_in_another_browser(browser, url, photos[0])
-
-            report["sweep_s"] = sweep_on_page(page, url, ("openvino-int8", "10"), while_sweeping=another_visitor)
-            # While a sweep runs and another visitor predicts: 0.3 s alone on the AVX2 machine, up to
-            # 1.2 s with the suite's other worker busy, so bounded at 2 s.
-            assert probe.slowest_by_phase.get("sweep", 0) < 2000, probe.slowest_by_phase
-
-            if train:
-                probe.phase = "training"
-                report |= train_on_page(page, browser, url, archive, "Quick", True, 112, 1, 900, photos[0])
-                report["after_training"] = stage(group, server)
-                own_model_on_predict(page, url)
-                report["after_own_model_loaded"] = stage(group, server)
-            probe.stop()
-            report["health_slowest_ms"] = {k: round(v) for k, v in probe.slowest_by_phase.items()}
-            assert not probe.failures, probe.failures[:3]
-            assert server.poll() is None, "the server died"
-            assert health_ms(url) < 10_000
-            page.close()
-    finally:
-        finish(report, group, None, tmp_path)
-    assert report["oom_kills"] == 0
-    assert report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report
 
 
 @pytest.mark.cloud_full

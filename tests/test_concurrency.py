@@ -1,7 +1,7 @@
 """Ten browser sessions against one `streamlit run` server, while a benchmark job runs in another.
 
 A load test, opt-in: `python -m pytest -m load`. The default run keeps its parts: a second
-visitor predicts while a job runs (test_cloud_memory), and a busy server's refusal stays
+visitor predicts while a job runs (test_browser), and a busy server's refusal stays
 visible (test_benchmark's page refusals)."""
 
 import pytest

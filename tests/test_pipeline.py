@@ -114,7 +114,7 @@ def test_lite0_fine_tunes_with_the_recipe_levers(tiny_dataset, tmp_path):
 
 def test_a_left_out_fp32_ir_is_remade_from_the_keras_model_once_and_scored(tiny_model, tmp_path):
     """As in a shipped folder, the FP32 IR is not there: loading it remakes it from model.keras, once
-    (the shipped EfficientNet-Lite0's: test_cloud_memory, test_readme), and it is scored."""
+    (the shipped EfficientNet-Lite0's: test_browser, test_readme), and it is scored."""
     import shutil
 
     from core.quality import evaluate
