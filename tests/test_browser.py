@@ -1,8 +1,9 @@
 """The real browser path: Chromium drives one `streamlit run` server for the file, as a newcomer
 deploys it (nothing configured, so everyone is a visitor; the default model), inside Community
-Cloud's 2700 MB memory cgroup throughout: a fresh server's first visit (the FP32 IR chosen first
-and remade), a sweep while another visitor predicts, an upload, a phone, and what a stranger might
-try; at the end, nothing was killed and the peak stayed in the budget. Opt-in (`-m cloud_full`):
+Cloud's 2700 MB memory cgroup throughout (where one can be made: it needs root; elsewhere the
+memory checks skip): a fresh server's first visit (the FP32 IR chosen first and remade), a sweep
+while another visitor predicts, an upload, a phone, and what a stranger might try; at the end,
+nothing was killed and the peak stayed in the budget. Opt-in (`-m cloud_full`):
 training through the browser, from an uploaded archive to the finished model. (The full checks,
 on all photos and at fractions of a core: test_cloud_memory, test_cloud_cpu.)"""
 
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, choose, mini_photo, needs_chromium, needs_mini, needs_weights, streamlit_server, wait_for_script
-from test_cloud_memory import (LIMIT_MB, HealthProbe, cloud_groups, health_ms, own_model_on_predict, peaks,
+from cgroup import MemoryCgroup
+from test_cloud_memory import (LIMIT_MB, HealthProbe, health_ms, own_model_on_predict, peaks,
                                predict_in_another_browser, predict_photos, real_photos, smaller_archive, stage,
                                sweep_on_page, train_on_page)
 
@@ -28,22 +30,32 @@ pytestmark = [needs_chromium, needs_mini, needs_weights]
 class Server:
     url: str
     process: object
-    group: object
+    group: MemoryCgroup | None
+    no_group: str  # why there is no cgroup (it needs root): the memory checks skip, the others run
     folder: Path  # the server's own models, cache (visitors' workspaces) and results
     report: dict = field(default_factory=lambda: {"limit_mb": LIMIT_MB})
+
+    def memory_checked(self) -> MemoryCgroup:
+        if self.group is None:
+            pytest.skip(self.no_group)
+        return self.group
 
 
 @pytest.fixture(scope="module")
 def server():
-    """The file's server, in the 2700 MB memory cgroup (its tests print what they measured)."""
+    """The file's server, in the 2700 MB memory cgroup where one can be made (its tests print what
+    they measured)."""
     from conftest import _session_tmp
 
-    group, _ = cloud_groups(None)
+    group = MemoryCgroup.create(LIMIT_MB)
+    no_group = group if isinstance(group, str) else ""
+    group = None if no_group else group
     try:
-        with streamlit_server("cloud-fast", preexec_fn=group.enter) as (url, process):
-            yield Server(url, process, group, _session_tmp / "cloud-fast")
+        with streamlit_server("cloud-fast", preexec_fn=group.enter if group else None) as (url, process):
+            yield Server(url, process, group, no_group, _session_tmp / "cloud-fast")
     finally:
-        group.close()
+        if group:
+            group.close()
 
 
 def test_a_first_visit_and_a_sweep_fit_in_clouds_memory(server, browser, tmp_path):
@@ -51,13 +63,14 @@ def test_a_first_visit_and_a_sweep_fit_in_clouds_memory(server, browser, tmp_pat
     OpenVINO FP32, which the visitor adds first (the shipped folder has none: it is remade from the
     Keras model, TensorFlow imported once, on the loading thread, while the others answer); then a
     10-photo INT8 sweep while another visitor predicts, the health endpoint answering within 2 s."""
-    report, url = server.report, server.url
+    group, report, url = server.group, server.report, server.url
     probe = HealthProbe(url)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     photos = real_photos(tmp_path, per_class=1)
     probe.phase = "first predict"
     report["first_answer_s"] = predict_photos(page, url, photos, also="OpenVINO FP32")
-    report["after_predict"] = stage(server.group, server.process)
+    if group:
+        report["after_predict"] = stage(group, server.process)
     probe.phase = "sweep"
 
     def another_visitor() -> None:
@@ -72,9 +85,10 @@ def test_a_first_visit_and_a_sweep_fit_in_clouds_memory(server, browser, tmp_pat
     assert not probe.failures, probe.failures[:3]
     assert server.process.poll() is None, "the server died"
     page.close()
-    report |= peaks(server.group)
-    print("cloud memory:", json.dumps(report))
-    assert report["oom_kills"] == 0 and report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report
+    if group:
+        report |= peaks(group)
+        print("cloud memory:", json.dumps(report))
+        assert report["oom_kills"] == 0 and report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report
 
 
 # The training journey takes 90 s to 2 minutes, over a third of the suite's time on 2 cores: opt-in.
@@ -82,17 +96,21 @@ def test_a_first_visit_and_a_sweep_fit_in_clouds_memory(server, browser, tmp_pat
 def test_training_through_the_browser_fits_in_clouds_memory(server, browser, tmp_path):
     """60 real photos uploaded as an archive, "Quick" trained at 112 px with one fine-tuning epoch
     (converted, validated, calibrated) while another visitor predicts, watching the epoch counter
-    advance; the finished model in the page's list and loaded on Predict."""
+    advance; the finished model in the page's list and loaded on Predict. After a photo answered on
+    Predict, as when it ran after the first visit: on a server still loading Predict's backends
+    (TensorFlow's import holds the GIL), the page showed only the last of three short epochs."""
+    group = server.memory_checked()  # the point of this long check is the job's memory
     photo = real_photos(tmp_path, per_class=1)[0]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    predict_photos(page, server.url, [photo])
     archive = smaller_archive(tmp_path, per_class=12)
     probe = HealthProbe(server.url)
     probe.phase = "training"
     report = server.report
     report |= train_on_page(page, browser, server.url, archive, "Quick", True, 112, 1, 900, photo)
-    report["after_training"] = stage(server.group, server.process)
+    report["after_training"] = stage(group, server.process)
     own_model_on_predict(page, server.url)
-    report["after_own_model_loaded"] = stage(server.group, server.process)
+    report["after_own_model_loaded"] = stage(group, server.process)
     probe.stop()
     report["health_slowest_ms_training"] = round(probe.slowest_ms)
     assert not probe.failures, probe.failures[:3]
@@ -238,6 +256,6 @@ def test_the_server_was_never_killed_and_stayed_in_the_budget(server):
     """Last: over every visit of this file, in 2700 MB."""
     assert server.process.poll() is None, "the server died"
     assert health_ms(server.url) < 10_000
-    report = server.report | peaks(server.group)
+    report = server.report | peaks(server.memory_checked())
     print("cloud memory, the whole file:", json.dumps(report))
     assert report["oom_kills"] == 0 and report["peak_rss_mb"] <= access.MEMORY_BUDGET_MB, report
