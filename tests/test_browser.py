@@ -96,18 +96,18 @@ def test_a_first_visit_and_a_sweep_fit_in_clouds_memory(server, browser, tmp_pat
 def test_training_through_the_browser_fits_in_clouds_memory(server, browser, tmp_path):
     """60 real photos uploaded as an archive, "Quick" trained at 112 px with one fine-tuning epoch
     (converted, validated, calibrated) while another visitor predicts, watching the epoch counter
-    advance; the finished model in the page's list and loaded on Predict. After a photo answered on
+    advance; the finished model in the page's list and loaded on Predict. After two photos answered on
     Predict, as when it ran after the first visit: on a server still loading Predict's backends
     (TensorFlow's import holds the GIL), the page showed only the last of three short epochs."""
     group = server.memory_checked()  # the point of this long check is the job's memory
-    photo = real_photos(tmp_path, per_class=1)[0]
+    photos = real_photos(tmp_path, per_class=1)[:2]
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
-    predict_photos(page, server.url, [photo])
+    predict_photos(page, server.url, photos)
     archive = smaller_archive(tmp_path, per_class=12)
     probe = HealthProbe(server.url)
     probe.phase = "training"
     report = server.report
-    report |= train_on_page(page, browser, server.url, archive, "Quick", True, 112, 1, 900, photo)
+    report |= train_on_page(page, browser, server.url, archive, "Quick", True, 112, 1, 900, photos[0])
     report["after_training"] = stage(group, server.process)
     own_model_on_predict(page, server.url)
     report["after_own_model_loaded"] = stage(group, server.process)
