@@ -156,10 +156,8 @@ for r in results:
         if example is not None and r.name == example.path.name:
             left.caption(example.credit_line)
         with right:
-            if r.known is False:
-                with st.expander("Show the probabilities anyway"):
-                    st.markdown(r.top_k_table(top_k))
-            else:
+            # Behind an expander where the photo is not one of the classes: no confident wrong answer.
+            with st.expander("Show the probabilities anyway") if r.known is False else st.container():
                 st.markdown(r.top_k_table(top_k))
             st.caption(" · ".join(f"{setup_label(v)}: {x.latency_ms:.1f} ms ({x.timing.min_ms:.1f}–"
                                   f"{x.timing.max_ms:.1f}; first call {x.first_call_ms:.0f} ms)"
