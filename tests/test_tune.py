@@ -49,10 +49,12 @@ def test_tune_runs_as_a_job_measures_and_saves_the_winners(tuned_model):
     winners saved in the model folder."""
     from core.app.jobs import RUNNER
 
-    # 20 s: with 10 s, on the AVX2 machine under the suite's load, the peer was sometimes never reached.
+    # One IR variant and one peer: their first round starts with each objective's OpenVINO and LiteRT
+    # setups. 14 s covers that under the suite's load (with two IR variants and 10 s, the accuracy guard
+    # took so long on the AVX2 machine that the peer was sometimes never reached).
     RUNNER.start("tune", "tuning tiny", tune.tune_job,
-                 {"model_dir": str(tuned_model), "objective": "both", "budget_s": 20.0, "p99_ms": None,
-                  "variants": ["openvino-fp32", "openvino-int8"], "peer_variants": ["litert"]})
+                 {"model_dir": str(tuned_model), "objective": "both", "budget_s": 14.0, "p99_ms": None,
+                  "variants": ["openvino-fp32"], "peer_variants": ["litert"]})
     job = RUNNER.wait(300)
     assert job.status == "done", job.error
     result = tuned.load(tuned_model)
@@ -66,7 +68,7 @@ def test_tune_runs_as_a_job_measures_and_saves_the_winners(tuned_model):
         if c.runtime == "litert":  # the peer, over its thread counts
             assert c.setup.variant == "litert" and c.setup.ov is None
             continue
-        assert c.setup.variant in ("openvino-fp32", "openvino-int8") and c.setup.precision in precisions
+        assert c.setup.variant == "openvino-fp32" and c.setup.precision in precisions
         assert c.setup.async_queue == (c.objective == "throughput") and c.setup.ov.hint == c.objective.upper()
         assert c.eligible == (c.reason == "")
         fp32 = c.setup.variant == "openvino-fp32" and c.setup.precision == "f32"
