@@ -524,8 +524,8 @@ def _serving_commands(sub) -> None:
 @contextmanager
 def _json_stdout(json_only: bool) -> Iterator[TextIO]:
     """Where the commands write their JSON document. With --json, stdout holds exactly that one
-    document: while the command runs, whatever a library prints (TensorFlow's SavedModel export
-    prints its signature) goes to stderr, at the file-descriptor level too where stdout is fd 1."""
+    document: while the command runs, whatever a library prints (TensorFlow's and Keras's notices
+    among them) goes to stderr, at the file-descriptor level too where stdout is fd 1."""
     if not json_only:
         yield sys.stdout
         return

@@ -231,7 +231,7 @@ def convert(
     if "int8" in precisions and (calibration is None or len(calibration) == 0):
         raise UserError("INT8 quantization needs calibration images")
     steps = len(precisions) + 1
-    progress(Event("convert", 0, steps, "exporting Keras model and converting to OpenVINO"))
+    progress(Event("convert", 0, steps, "converting the Keras model to OpenVINO"))
     start = time.perf_counter()
     ov_model = keras_to_ov(model_dir)
     record: dict[str, Any] = {"convert_seconds": round(time.perf_counter() - start, 2)}
