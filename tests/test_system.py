@@ -1,6 +1,25 @@
-"""Facts recorded beside every result: a CPU quota is named, not hidden behind os.cpu_count()."""
+"""Facts recorded beside every result: a CPU quota is named, not hidden behind os.cpu_count(). And
+what the process imports: TensorFlow without Keras's scikit-learn wrappers."""
 
-from core import system
+import threading
+
+import pytest
+
+from core import availability, system
+
+
+def test_tensorflow_imports_without_scikit_learn_which_other_threads_still_import():
+    """`require_tensorflow` refuses scikit-learn to Keras (0.8 s of TensorFlow's import) in the importing
+    thread only: a thread importing scikit-learn meanwhile (NNCF, the open-set check's sample photos) gets it."""
+    finder = availability._NoScikitLearnForKeras()
+    with pytest.raises(ModuleNotFoundError):
+        finder.find_spec("sklearn")
+    assert finder.find_spec("numpy") is None
+    elsewhere = []
+    thread = threading.Thread(target=lambda: elsewhere.append(finder.find_spec("sklearn")))
+    thread.start()
+    thread.join()
+    assert elsewhere == [None]
 
 
 def test_cpu_quota_is_read_from_the_process_cgroup_v1_and_v2(tmp_path):
