@@ -49,11 +49,9 @@ def require_tensorflow() -> None:
     if (why := tensorflow_missing()) is not None:
         raise UserError(why)
     with _IMPORT_LOCK:
-        if "keras" in sys.modules:
-            return
         skip = _NoScikitLearnForKeras()
         sys.meta_path.insert(0, skip)
-        try:
+        try:  # once imported, these return at once (or wait for another thread's import to finish)
             importlib.import_module("tensorflow")
             importlib.import_module("keras")
         finally:
