@@ -22,6 +22,10 @@ def _housekeeping(root: str) -> dict:
 
 
 _housekeeping(str(paths.models_dir()))
+# A markdown table wider than its column (Predict's top k with four backends: about 500 px on a
+# 390 px phone) scrolls inside its own box, instead of pushing the whole page sideways.
+st.html("<style>[data-testid='stMarkdownContainer'] table "
+        "{ display: block; width: max-content; max-width: 100%; overflow-x: auto; }</style>")
 PAGES = {  # title and icon of each page of core.app.access.Page
     Page.HOME: ("Home", ":material/home:"),
     Page.PREDICT: ("Predict", ":material/image_search:"),
