@@ -11,7 +11,9 @@ import importlib.util
 import platform
 import sys
 import threading
+from collections.abc import Sequence
 from functools import cache
+from types import ModuleType
 
 TF_SUPPORTED_PYTHONS = "3.11–3.13"  # TensorFlow 2.21's wheels (cp310–cp313) within what Cloud offers
 
@@ -67,7 +69,7 @@ class _NoScikitLearnForKeras(importlib.abc.MetaPathFinder):
     def __init__(self) -> None:
         self.thread = threading.get_ident()
 
-    def find_spec(self, name, path=None, target=None):  # noqa: ANN001 (the finder protocol's signature)
+    def find_spec(self, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None) -> None:
         if name == "sklearn" and threading.get_ident() == self.thread:
             raise ModuleNotFoundError("left out while TensorFlow imports", name=name)
         return None

@@ -111,7 +111,6 @@ def test_lite0_fine_tunes_with_the_recipe_levers(tiny_dataset, tmp_path):
     assert not any(layer.trainable for layer in backbone.layers if "_bn" in layer.name)
 
 
-
 def test_a_left_out_fp32_ir_is_remade_from_the_keras_model_once_and_scored(tiny_model, tmp_path):
     """As in a shipped folder, the FP32 IR is not there: loading it remakes it from model.keras, once
     (the shipped EfficientNet-Lite0's: test_browser, test_readme), and it is scored."""
@@ -137,7 +136,6 @@ def test_a_left_out_fp32_ir_is_remade_from_the_keras_model_once_and_scored(tiny_
     assert evaluate.ensure_scored(path, "openvino-fp32") == ir and ir.stat().st_mtime_ns == made  # scored, not remade
     assert "openvino-fp32" in registry.read_card(path).scores["val"].accuracy
     assert "openvino-fp32" in registry.available_variants(path)
-
 
 
 def test_int8_accuracy_control_is_kept_only_where_it_is_closer_to_the_float_model(tiny_model, tmp_path, monkeypatch):
